@@ -1,0 +1,615 @@
+//! The Civitai API client: every request goes through the shared rate limiter and the one retry
+//! policy, and every failure state Civitai really produces becomes its own [`ApiError`].
+//!
+//! Rules learnt from the real API (see `shared/civitai-api.md`): the key travels only in the
+//! `Authorization` header and only to API hosts; the User-Agent is honest (a browser-like one turns
+//! errors into HTML redirects); bodies are checked before they are parsed, because maintenance and
+//! Cloudflare pages arrive as HTML even under status 200; listings use cursors, never deep page
+//! numbers; the download route is resolved without following its redirect, so the signed storage
+//! URL can be reused within a run and the key can never reach the storage host.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::limiter::RateLimiter;
+use crate::models::{Me, Model, ModelVersion, Page, parse_error_body};
+use crate::retry::{RetryClass, RetryPolicy, Retryable, parse_retry_after};
+
+/// The honest User-Agent every request carries.
+pub const USER_AGENT: &str = concat!("civitai-dl/", env!("CARGO_PKG_VERSION"));
+/// Page size for listings: the API's maximum.
+const PAGE_LIMIT: u32 = 100;
+/// How much of an unexpected body an error message quotes.
+const SNIPPET_CHARS: usize = 120;
+/// Error bodies are small; an HTML page is read no further than this.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// A failed API request, one variant per failure state Civitai really produces.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404.
+    #[error("not found on Civitai ({message})")]
+    NotFound {
+        /// Civitai's message.
+        message: String,
+    },
+    /// 401 on the download route: a login (API key) is required.
+    #[error(
+        "Civitai requires you to be logged in to download this: pass an API key with --api-key or \
+         CIVITAI_API_KEY (create one at https://civitai.com/user/account)"
+    )]
+    LoginRequired,
+    /// 401 from `/api/v1/me`: the key is invalid (Civitai would otherwise treat it as anonymous).
+    #[error(
+        "API key rejected by Civitai: check --api-key / CIVITAI_API_KEY, or create a new key at \
+         https://civitai.com/user/account"
+    )]
+    KeyRejected,
+    /// 403 "Early Access".
+    #[error("in Early Access{}: it can be downloaded for free after that, or bought on civitai.com", deadline.as_ref().map(|d| format!(" until {d}")).unwrap_or_default())]
+    EarlyAccess {
+        /// When early access ends, as Civitai sent it.
+        deadline: Option<String>,
+    },
+    /// 401 "disabled downloads".
+    #[error("the creator has disabled downloads of this file (it can only be used on-site)")]
+    DownloadsDisabled,
+    /// Other 403s.
+    #[error("access denied by Civitai: {message}")]
+    Forbidden {
+        /// Civitai's message.
+        message: String,
+    },
+    /// 410.
+    #[error("the model is archived and can no longer be downloaded")]
+    Archived,
+    /// 429 that is not the download quota: wait and retry.
+    #[error("rate limited by Civitai (429)")]
+    RateLimited {
+        /// `Retry-After`, if sent.
+        retry_after: Option<Duration>,
+    },
+    /// 429 "unusual amount of downloading": the rolling 24-hour download quota.
+    #[error(
+        "Civitai's 24-hour download quota is exhausted ({message}); progress is saved: rerun the \
+         same command in a few hours to continue"
+    )]
+    QuotaExhausted {
+        /// Civitai's message.
+        message: String,
+    },
+    /// 429 for deep page numbers (never retried: it is deterministic).
+    #[error("Civitai refused a deep page number: {message}")]
+    TooManyPages {
+        /// Civitai's message.
+        message: String,
+    },
+    /// A body that is not JSON where JSON was expected (maintenance or challenge pages).
+    #[error("Civitai answered {status} with {content_type} instead of JSON: \"{snippet}\"")]
+    NotJson {
+        /// HTTP status.
+        status: u16,
+        /// The `Content-Type` sent.
+        content_type: String,
+        /// The start of the body.
+        snippet: String,
+    },
+    /// 5xx.
+    #[error("Civitai server error {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// Civitai's message or the start of the body.
+        message: String,
+        /// `Retry-After`, if sent.
+        retry_after: Option<Duration>,
+    },
+    /// 400 and other statuses with no meaning of their own.
+    #[error("Civitai answered {status}: {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Civitai's message.
+        message: String,
+    },
+    /// Connection, TLS, timeout or body errors.
+    #[error("network error talking to {host}: {source}")]
+    Network {
+        /// The host (never a full URL: it could hold secrets).
+        host: String,
+        /// The underlying error, with its URL removed.
+        source: reqwest::Error,
+    },
+    /// JSON that does not fit even our lenient models.
+    #[error("could not understand Civitai's answer: {message}")]
+    Decode {
+        /// serde's message.
+        message: String,
+    },
+    /// A listing whose cursor went round in a circle.
+    #[error("Civitai's listing repeated cursor {cursor}; stopped paging to avoid a loop")]
+    CursorLoop {
+        /// The repeated cursor.
+        cursor: String,
+    },
+}
+
+impl ApiError {
+    /// Whether this failure came from a timeout (for metrics and the failsafe).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ApiError::Network { source, .. } if source.is_timeout())
+    }
+
+    /// Whether another API host might answer where this one failed.
+    fn warrants_failover(&self) -> bool {
+        matches!(self, ApiError::Network { .. } | ApiError::Server { .. })
+    }
+}
+
+impl Retryable for ApiError {
+    fn retry_class(&self) -> RetryClass {
+        match self {
+            ApiError::Network { .. } | ApiError::NotJson { .. } => {
+                RetryClass::Transient { retry_after: None }
+            }
+            ApiError::RateLimited { retry_after } | ApiError::Server { retry_after, .. } => {
+                RetryClass::Transient {
+                    retry_after: *retry_after,
+                }
+            }
+            _ => RetryClass::Fatal,
+        }
+    }
+}
+
+/// A pre-signed storage URL from the download route. It is a credential of its own: only its
+/// host and path are ever displayed, and it is never persisted (a later run resolves afresh).
+#[derive(Clone)]
+pub struct SignedUrl {
+    url: Url,
+    /// When it was obtained (lifetimes are 1 h on B2, 24 h on R2).
+    pub resolved_at: Instant,
+}
+
+impl SignedUrl {
+    /// The full URL, to send a request to. Never print it.
+    pub fn as_url(&self) -> &Url {
+        &self.url
+    }
+
+    /// A URL accepted as-is (previews on the image CDN need no resolve).
+    pub fn direct(url: Url) -> Self {
+        SignedUrl {
+            url,
+            resolved_at: Instant::now(),
+        }
+    }
+}
+
+impl fmt::Display for SignedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or("?"),
+            self.url.path()
+        )
+    }
+}
+
+impl fmt::Debug for SignedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SignedUrl({self})")
+    }
+}
+
+/// A decoded object plus the JSON it came from (written verbatim into `.civitai.info`).
+#[derive(Clone, Debug)]
+pub struct WithRaw<T> {
+    /// The typed view.
+    pub value: T,
+    /// The JSON as Civitai sent it.
+    pub raw: Value,
+}
+
+/// Counters of what the client did, for the summary.
+#[derive(Debug, Default)]
+pub struct ApiCounters {
+    /// Requests sent (all attempts).
+    pub requests: AtomicU64,
+    /// Download resolves that returned a signed URL.
+    pub resolves: AtomicU64,
+    /// Retries made.
+    pub retries: AtomicU64,
+    /// Latency of every completed request.
+    pub latencies: Mutex<Vec<Duration>>,
+}
+
+/// The client. Cheap to share behind an `Arc`.
+pub struct ApiClient {
+    http: reqwest::Client,
+    hosts: Vec<String>,
+    current_host: AtomicUsize,
+    api_key: Option<String>,
+    limiter: Arc<RateLimiter>,
+    retry: RetryPolicy,
+    cancel: CancellationToken,
+    served: Mutex<BTreeMap<String, u64>>,
+    /// What the client did.
+    pub counters: ApiCounters,
+}
+
+/// What [`ApiClient::new`] needs.
+pub struct ApiOptions {
+    /// Primary base URL, then fallbacks.
+    pub hosts: Vec<String>,
+    /// API key, if any.
+    pub api_key: Option<String>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout for API calls.
+    pub request_timeout: Duration,
+}
+
+impl ApiClient {
+    /// Build a client sharing `limiter`, using `retry` and stopping retries when `cancel` fires.
+    pub fn new(
+        options: ApiOptions,
+        limiter: Arc<RateLimiter>,
+        retry: RetryPolicy,
+        cancel: CancellationToken,
+    ) -> Result<ApiClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            // The download route's redirect is read, not followed: see `resolve_download`.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .build()?;
+        Ok(ApiClient {
+            http,
+            hosts: options.hosts,
+            current_host: AtomicUsize::new(0),
+            api_key: options.api_key,
+            limiter,
+            retry,
+            cancel,
+            served: Mutex::new(BTreeMap::new()),
+            counters: ApiCounters::default(),
+        })
+    }
+
+    /// Whether a key was given.
+    pub fn has_key(&self) -> bool {
+        self.api_key.is_some()
+    }
+
+    /// How many requests each host answered, for the summary.
+    pub fn served_by_host(&self) -> BTreeMap<String, u64> {
+        lock(&self.served).clone()
+    }
+
+    /// `GET /api/v1/models/{id}`.
+    pub async fn model(&self, id: u64) -> Result<WithRaw<Model>, ApiError> {
+        self.get_json(&format!("/api/v1/models/{id}")).await
+    }
+
+    /// `GET /api/v1/model-versions/{id}`.
+    pub async fn version(&self, id: u64) -> Result<WithRaw<ModelVersion>, ApiError> {
+        self.get_json(&format!("/api/v1/model-versions/{id}")).await
+    }
+
+    /// Every model of a creator, following cursors until the last page. Short pages that still
+    /// carry a cursor are normal on Civitai and do not end the walk. Without `include_nsfw` the
+    /// API's default SFW-only filter applies.
+    pub async fn models_by_user(
+        &self,
+        username: &str,
+        include_nsfw: bool,
+    ) -> Result<Vec<WithRaw<Model>>, ApiError> {
+        let mut models = Vec::new();
+        let mut seen_cursors = std::collections::HashSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = format!(
+                "/api/v1/models?username={}&limit={PAGE_LIMIT}",
+                encode(username)
+            );
+            if include_nsfw {
+                query.push_str("&nsfw=true");
+            }
+            if let Some(cursor) = &cursor {
+                query.push_str(&format!("&cursor={}", encode(cursor)));
+            }
+            let page: WithRaw<Page<Model>> = self.get_json(&query).await?;
+            let raw_items = page.raw.get("items").and_then(Value::as_array);
+            for (i, model) in page.value.items.into_iter().enumerate() {
+                let raw = raw_items
+                    .and_then(|items| items.get(i))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                models.push(WithRaw { value: model, raw });
+            }
+            match page.value.metadata.next_cursor {
+                Some(next) if !next.is_empty() => {
+                    if !seen_cursors.insert(next.clone()) {
+                        return Err(ApiError::CursorLoop { cursor: next });
+                    }
+                    cursor = Some(next);
+                }
+                _ => return Ok(models),
+            }
+        }
+    }
+
+    /// `GET /api/v1/me`: whether the key is valid. Civitai silently treats a bad key as
+    /// anonymous everywhere else, so this is the only place a typo shows.
+    pub async fn me(&self) -> Result<Me, ApiError> {
+        match self.get_json::<Me>("/api/v1/me").await {
+            Ok(me) => Ok(me.value),
+            Err(ApiError::LoginRequired | ApiError::Rejected { status: 401, .. }) => {
+                Err(ApiError::KeyRejected)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Ask the download route for a signed storage URL. Every call counts against Civitai's
+    /// download quota, so callers reuse the URL while the storage host accepts it.
+    pub async fn resolve_download(
+        &self,
+        version_id: u64,
+        file_id: Option<u64>,
+    ) -> Result<SignedUrl, ApiError> {
+        let mut path = format!("/api/download/models/{version_id}");
+        if let Some(file_id) = file_id {
+            path.push_str(&format!("?fileId={file_id}"));
+        }
+        let (url, response) = self.send(&path).await?;
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|loc| url.join(loc).ok());
+            if let Some(location) = location {
+                self.counters.resolves.fetch_add(1, Ordering::Relaxed);
+                return Ok(SignedUrl::direct(location));
+            }
+        }
+        Err(ApiError::Rejected {
+            status: status.as_u16(),
+            message: "the download route answered without a redirect to the file".into(),
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<WithRaw<T>, ApiError> {
+        let (_, response) = self.send(path).await?;
+        let status = response.status();
+        let content_type = content_type(&response);
+        let text = response.text().await.map_err(network_error)?;
+        if !looks_like_json(&content_type, &text) {
+            return Err(ApiError::NotJson {
+                status: status.as_u16(),
+                content_type,
+                snippet: snippet(&text),
+            });
+        }
+        let raw: Value = serde_json::from_str(&text).map_err(|e| ApiError::Decode {
+            message: e.to_string(),
+        })?;
+        let value = T::deserialize(&raw).map_err(|e| ApiError::Decode {
+            message: e.to_string(),
+        })?;
+        Ok(WithRaw { value, raw })
+    }
+
+    /// Send a GET to the current host with retries, moving on to the next host when one keeps
+    /// failing with connection errors or 5xx. Returns the URL and a response that is a success
+    /// or a redirect.
+    async fn send(&self, path: &str) -> Result<(Url, reqwest::Response), ApiError> {
+        loop {
+            let index = self.current_host.load(Ordering::Relaxed);
+            let host = &self.hosts[index.min(self.hosts.len() - 1)];
+            let url = Url::parse(&format!("{host}{path}")).map_err(|e| ApiError::Rejected {
+                status: 0,
+                message: format!("bad URL {host}{path}: {e}"),
+            })?;
+            let result = self
+                .retry
+                .run(
+                    &self.cancel,
+                    |_| self.attempt(url.clone()),
+                    |error, failures, delay| {
+                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            "{} {}: {error}; retry {failures} in {:.1}s",
+                            host_of(&url),
+                            url.path(),
+                            delay.as_secs_f64()
+                        );
+                    },
+                )
+                .await;
+            match result {
+                Ok(response) => {
+                    *lock(&self.served).entry(host_of(&url)).or_default() += 1;
+                    return Ok((url, response));
+                }
+                Err(error)
+                    if error.warrants_failover()
+                        && index + 1 < self.hosts.len()
+                        && !self.cancel.is_cancelled() =>
+                {
+                    let _ = self.current_host.compare_exchange(
+                        index,
+                        index + 1,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    tracing::warn!(
+                        "{} keeps failing ({error}); switching to fallback {}",
+                        host_of(&url),
+                        self.hosts[index + 1]
+                    );
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// One attempt: wait for the limiter, send, and turn any non-success into an [`ApiError`].
+    async fn attempt(&self, url: Url) -> Result<reqwest::Response, ApiError> {
+        self.limiter.acquire().await;
+        let mut request = self.http.get(url.clone());
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let response = request.send().await.map_err(network_error)?;
+        lock(&self.counters.latencies).push(started.elapsed());
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = read_limited(response).await;
+        let error = classify_failure(status, retry_after, &body);
+        if let ApiError::RateLimited {
+            retry_after: Some(wait),
+        }
+        | ApiError::Server {
+            retry_after: Some(wait),
+            ..
+        } = &error
+        {
+            self.limiter.pause_for(*wait);
+        }
+        Err(error)
+    }
+}
+
+/// Map a failed status and its body to the failure state it means (`civitai-api.md` §6.3, §8).
+pub fn classify_failure(status: StatusCode, retry_after: Option<Duration>, body: &str) -> ApiError {
+    let parsed = parse_error_body(body);
+    let error_text = parsed
+        .as_ref()
+        .and_then(|b| b.error.clone())
+        .unwrap_or_default();
+    let message = parsed
+        .as_ref()
+        .map(|b| b.summary())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| snippet(body));
+    let lower = message.to_lowercase();
+    match status.as_u16() {
+        404 => ApiError::NotFound { message },
+        410 => ApiError::Archived,
+        401 if lower.contains("disabled downloads") => ApiError::DownloadsDisabled,
+        401 => ApiError::LoginRequired,
+        403 if error_text.eq_ignore_ascii_case("early access") => ApiError::EarlyAccess {
+            deadline: parsed.and_then(|b| b.deadline),
+        },
+        403 => ApiError::Forbidden { message },
+        429 if lower.contains("unusual amount of downloading") => {
+            ApiError::QuotaExhausted { message }
+        }
+        429 if lower.contains("too many pages") => ApiError::TooManyPages { message },
+        429 => ApiError::RateLimited { retry_after },
+        500..=599 => ApiError::Server {
+            status: status.as_u16(),
+            message,
+            retry_after,
+        },
+        code => ApiError::Rejected {
+            status: code,
+            message,
+        },
+    }
+}
+
+/// The host (and port) of a URL: what error messages may show.
+pub fn host_of(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        _ => "?".to_string(),
+    }
+}
+
+fn network_error(error: reqwest::Error) -> ApiError {
+    let host = error.url().map(host_of).unwrap_or_else(|| "?".into());
+    // reqwest's Display prints the whole URL, query included: keep only the host.
+    ApiError::Network {
+        host,
+        source: error.without_url(),
+    }
+}
+
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_string()
+}
+
+fn looks_like_json(content_type: &str, body: &str) -> bool {
+    let first = body.trim_start().chars().next();
+    !content_type.contains("html") && matches!(first, Some('{') | Some('['))
+}
+
+/// The first characters of a body, on one line.
+pub fn snippet(body: &str) -> String {
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cut: String = flat.chars().take(SNIPPET_CHARS).collect();
+    if flat.chars().count() > SNIPPET_CHARS {
+        cut.push('…');
+    }
+    cut
+}
+
+async fn read_limited(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

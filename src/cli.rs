@@ -1,0 +1,233 @@
+//! The command line, as clap derive types. No logic lives here: [`crate::config`] merges these
+//! values with the environment and the config file, and [`crate::app`] runs the commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::naming::Layout;
+
+/// Download models, preview images and metadata from Civitai: resumable, verified, polite.
+#[derive(Debug, Parser)]
+#[command(name = "civitai-dl", version, about, long_about = None)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted by every command (also from the environment and the config file).
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Civitai API key (also read from CIVITAI_TOKEN or CIVITAI_API_TOKEN). Sent only to the API host.
+    #[arg(long, global = true, env = "CIVITAI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Civitai base URL.
+    #[arg(long, global = true, env = "CIVITAI_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Another host serving the same API (e.g. https://civitai.red), tried in order when the
+    /// primary keeps failing with connection errors or 5xx. Repeatable.
+    #[arg(long = "fallback-base-url", global = true, value_name = "URL")]
+    pub fallback_base_urls: Vec<String>,
+
+    /// Config file (default: $CIVITAI_DL_CONFIG, else civitai-dl/config.toml in the user's
+    /// config directory, if present).
+    #[arg(long, global = true, env = "CIVITAI_DL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors and the final result.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// No progress bars (they are also off when stderr is not a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    /// Print a machine-readable JSON summary on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Requests per second to Civitai (API calls and download resolves).
+    #[arg(long, global = true, value_name = "PER_SEC")]
+    pub rate_limit: Option<f64>,
+
+    /// How many requests may go back to back after an idle spell.
+    #[arg(long, global = true, value_name = "N")]
+    pub rate_burst: Option<u32>,
+
+    /// Waits before each retry, in milliseconds (comma-separated; default 5000,15000,30000,60000).
+    #[arg(long, global = true, value_name = "MS,MS,...", value_delimiter = ',')]
+    pub retry_delays_ms: Option<Vec<u64>>,
+
+    /// Seconds to wait for a connection.
+    #[arg(long, global = true, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+
+    /// Seconds of silence after which a transfer is considered stalled.
+    #[arg(long, global = true, value_name = "SECS")]
+    pub read_timeout: Option<u64>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download models (by id, URL, AIR, version, creator or list file).
+    Download(DownloadArgs),
+    /// Show what would be downloaded: versions, files, sizes, hashes.
+    Info(InfoArgs),
+    /// Run an offline fake Civitai on 127.0.0.1 (for trying things out and for tests).
+    FakeServer(FakeServerArgs),
+    /// Start the fake server and download from it with the real download path.
+    Demo(DemoArgs),
+}
+
+/// Which targets to work on.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Model ids, civitai.com / civitai.red URLs, or AIR URNs.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    /// A model version id. Repeatable.
+    #[arg(long = "version", value_name = "VERSION_ID")]
+    pub versions: Vec<u64>,
+
+    /// Every model of this creator. Repeatable.
+    #[arg(long = "user", value_name = "USERNAME")]
+    pub users: Vec<String>,
+
+    /// A file with one target per line (# starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+}
+
+/// Which versions and files of a model to take.
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
+    /// Every version, not just the latest.
+    #[arg(long)]
+    pub all_versions: bool,
+
+    /// Every file of a version, not just the primary one.
+    #[arg(long)]
+    pub all_files: bool,
+
+    /// Only files of this type (Model, "Pruned Model", VAE, Config, "Training Data", …). Repeatable.
+    #[arg(long = "file-type", value_name = "TYPE")]
+    pub file_types: Vec<String>,
+
+    /// Only files in this format (SafeTensor, PickleTensor, GGUF, …).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+
+    /// Only files with this precision (fp16, fp32, bf16, fp8, …).
+    #[arg(long, value_name = "FP")]
+    pub fp: Option<String>,
+
+    /// Only pruned or full files.
+    #[arg(long, value_name = "pruned|full")]
+    pub size: Option<String>,
+
+    /// Also fetch up to N preview images of each chosen version.
+    #[arg(long, value_name = "N")]
+    pub images: Option<usize>,
+
+    /// Listings (--user) show only SFW models, as the API does by default. Without this flag
+    /// civitai-dl asks for everything, so no model is dropped silently.
+    #[arg(long)]
+    pub sfw_only: bool,
+}
+
+/// `civitai-dl download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// What to download.
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    /// Which versions and files.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// Output directory (default: the config file's, else the current directory).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// Where each file goes: flat, or the folders A1111 or ComfyUI expect for its model type.
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
+
+    /// No metadata sidecars (<name>.civitai.info).
+    #[arg(long)]
+    pub no_metadata: bool,
+
+    /// Plan only: show what would be downloaded, touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// State file (default: <output>/.civitai-dl/state.json).
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Keep a file whose SHA-256 differs from Civitai's after two identical downloads (the
+    /// published hash is then likely wrong).
+    #[arg(long)]
+    pub accept_hash_mismatch: bool,
+
+    /// Abort an attempt whose speed stays below this many bytes per second over the window.
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub min_speed: Option<u64>,
+
+    /// The window for --min-speed, in seconds.
+    #[arg(long, value_name = "SECS")]
+    pub min_speed_window: Option<u64>,
+}
+
+/// `civitai-dl info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// What to describe.
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    /// Which versions and files.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+}
+
+/// `civitai-dl fake-server`.
+#[derive(Debug, Args)]
+pub struct FakeServerArgs {
+    /// Serve this many uniform small models instead of the demo catalogue.
+    #[arg(long, value_name = "N")]
+    pub uniform: Option<usize>,
+
+    /// Size in bytes of each uniform model's file.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub file_size: u64,
+
+    /// Per-connection bandwidth cap of the storage host, in bytes per second.
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub bandwidth: Option<u64>,
+
+    /// Added latency of every API answer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub api_latency_ms: u64,
+}
+
+/// `civitai-dl demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to put the downloads (default: a fresh temporary folder, printed).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}

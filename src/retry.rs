@@ -1,0 +1,330 @@
+//! One retry policy for every request civitai-dl makes.
+//!
+//! The plan (`shared/seed`) learnt the hard way that ad-hoc retries make a downloader both slow and
+//! flaky, so every API call, every download resolve and every file attempt goes through this one
+//! policy. The decision ([`RetryPolicy::next_delay`]) is a pure function that tests drive without
+//! sleeping; [`RetryPolicy::run`] is the thin async loop around it.
+//!
+//! Why staged delays of 5, 15, 30 and 60 s by default: Civitai's failures come in two shapes. Short
+//! blips (a reset connection, a 503 "overloaded" with `Retry-After: 2`) clear within seconds, so the
+//! first retry comes quickly. Longer trouble (Cloudflare 52x, maintenance pages) lasts minutes, so the
+//! later stages back off hard instead of hammering a struggling server. Jitter spreads retries of
+//! concurrent tasks so they do not arrive together. A `Retry-After` from the server wins over the
+//! stage when it asks for longer, capped so a bogus header cannot park a run for hours.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// The default stages: waits before the 1st, 2nd, 3rd and 4th retry.
+pub const DEFAULT_DELAYS_MS: [u64; 4] = [5_000, 15_000, 30_000, 60_000];
+/// Default jitter: each wait is stretched or shrunk by up to this fraction.
+pub const DEFAULT_JITTER: f64 = 0.2;
+/// A `Retry-After` longer than this is capped: a multi-hour header is a quota, not a blip, and is
+/// handled as such by the caller.
+pub const MAX_RETRY_AFTER_SECS: u64 = 300;
+
+/// How a failure should be treated by the retry loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Retrying cannot help (404, 401, disk full, …): fail this target now.
+    Fatal,
+    /// A passing fault (timeout, reset, 5xx, truncated body, checksum mismatch).
+    Transient {
+        /// What the server asked for in `Retry-After`, if anything.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Errors that know whether they are worth retrying.
+pub trait Retryable {
+    /// Classify this failure.
+    fn retry_class(&self) -> RetryClass;
+
+    /// Whether the failed attempt still moved the work forward (a transfer that resumed and
+    /// wrote bytes before it broke). Such a failure restarts the stages: a 50 GB file on a link
+    /// that drops every few minutes must not run out of retries while it keeps making progress.
+    fn made_progress(&self) -> bool {
+        false
+    }
+}
+
+/// However much progress is made, a request gets at most this many times its normal attempts.
+pub const PROGRESS_ATTEMPTS_FACTOR: usize = 10;
+
+/// Staged retry delays with jitter; see the module docs for the reasoning.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    delays: Vec<Duration>,
+    jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::new(
+            DEFAULT_DELAYS_MS.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+            DEFAULT_JITTER,
+        )
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that waits `delays[i]` before retry `i + 1`, so it makes `delays.len() + 1`
+    /// attempts in all. `jitter` is clamped to `0.0..=1.0`.
+    pub fn new(delays: Vec<Duration>, jitter: f64) -> Self {
+        RetryPolicy {
+            delays,
+            jitter: jitter.clamp(0.0, 1.0),
+        }
+    }
+
+    /// How many attempts a request gets before its last error is reported.
+    pub fn max_attempts(&self) -> usize {
+        self.delays.len() + 1
+    }
+
+    /// The pure decision: after `failures` failed attempts (1 for the first failure), wait how
+    /// long before the next one, or `None` to give up. Jitter is applied by [`Self::jittered`].
+    pub fn next_delay(&self, failures: usize, class: RetryClass) -> Option<Duration> {
+        let RetryClass::Transient { retry_after } = class else {
+            return None;
+        };
+        let stage = *self.delays.get(failures.checked_sub(1)?)?;
+        let asked = retry_after
+            .map(|d| d.min(Duration::from_secs(MAX_RETRY_AFTER_SECS)))
+            .unwrap_or_default();
+        Some(stage.max(asked))
+    }
+
+    /// `delay` stretched or shrunk at random by up to the configured jitter.
+    pub fn jittered(&self, delay: Duration) -> Duration {
+        let factor = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
+        delay.mul_f64(factor.max(0.0))
+    }
+
+    /// Run `op` (given the 1-based attempt number) until it succeeds, fails fatally, runs out of attempts, or `cancel` fires during a
+    /// wait. `on_retry(error, failures, delay)` is called before each wait (for logs and metrics).
+    /// On cancellation the last error is returned; callers check the token to tell the cases apart.
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        cancel: &CancellationToken,
+        mut op: F,
+        mut on_retry: impl FnMut(&E, usize, Duration),
+    ) -> Result<T, E>
+    where
+        E: Retryable,
+        F: FnMut(usize) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut failures = 0;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match op(attempts).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            failures = if error.made_progress() { 1 } else { failures + 1 };
+            if attempts >= self.max_attempts() * PROGRESS_ATTEMPTS_FACTOR {
+                return Err(error);
+            }
+            let Some(delay) = self.next_delay(failures, error.retry_class()) else {
+                return Err(error);
+            };
+            let delay = self.jittered(delay);
+            on_retry(&error, failures, delay);
+            tokio::select! {
+                () = cancel.cancelled() => return Err(error),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
+
+/// Parse a `Retry-After` header: delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    #[derive(Debug, PartialEq)]
+    struct Fault(RetryClass);
+    impl Retryable for Fault {
+        fn retry_class(&self) -> RetryClass {
+            self.0
+        }
+    }
+    const TIMEOUT: RetryClass = RetryClass::Transient { retry_after: None };
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn stages_then_give_up() {
+        let policy = RetryPolicy::default();
+        let waits: Vec<_> = (1..=5).map(|n| policy.next_delay(n, TIMEOUT)).collect();
+        assert_eq!(
+            waits,
+            vec![
+                Some(Duration::from_secs(5)),
+                Some(Duration::from_secs(15)),
+                Some(Duration::from_secs(30)),
+                Some(Duration::from_secs(60)),
+                None
+            ]
+        );
+        assert_eq!(policy.max_attempts(), 5);
+    }
+
+    #[test]
+    fn fatal_is_never_retried() {
+        assert_eq!(
+            RetryPolicy::default().next_delay(1, RetryClass::Fatal),
+            None
+        );
+    }
+
+    #[test]
+    fn retry_after_wins_only_when_longer_and_is_capped() {
+        let policy = RetryPolicy::new(vec![ms(5_000)], 0.0);
+        let longer = RetryClass::Transient {
+            retry_after: Some(Duration::from_secs(20)),
+        };
+        let shorter = RetryClass::Transient {
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        let absurd = RetryClass::Transient {
+            retry_after: Some(Duration::from_secs(86_400)),
+        };
+        assert_eq!(policy.next_delay(1, longer), Some(Duration::from_secs(20)));
+        assert_eq!(policy.next_delay(1, shorter), Some(ms(5_000)));
+        assert_eq!(
+            policy.next_delay(1, absurd),
+            Some(Duration::from_secs(MAX_RETRY_AFTER_SECS))
+        );
+    }
+
+    #[test]
+    fn jitter_stays_in_bounds() {
+        let policy = RetryPolicy::new(vec![], 0.2);
+        for _ in 0..1000 {
+            let d = policy.jittered(ms(1000));
+            assert!(d >= ms(800) && d <= ms(1200), "{d:?}");
+        }
+        assert_eq!(RetryPolicy::new(vec![], 0.0).jittered(ms(1000)), ms(1000));
+    }
+
+    /// The seed's unit test: a request that always times out is tried exactly 4 times, with the
+    /// configured waits between attempts, and the timeout is what the caller sees.
+    #[tokio::test]
+    async fn four_attempts_with_configured_delays_then_the_timeout() {
+        let policy = RetryPolicy::new(vec![ms(5), ms(15), ms(30)], 0.0);
+        let calls = AtomicUsize::new(0);
+        let mut waits = Vec::new();
+        let started = Instant::now();
+        let result: Result<(), Fault> = policy
+            .run(
+                &CancellationToken::new(),
+                |_| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Err(Fault(TIMEOUT)) }
+                },
+                |_, _, delay| waits.push(delay),
+            )
+            .await;
+        assert_eq!(result, Err(Fault(TIMEOUT)));
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(waits, vec![ms(5), ms(15), ms(30)]);
+        assert!(started.elapsed() >= ms(50));
+    }
+
+    #[tokio::test]
+    async fn success_after_a_transient_failure() {
+        let policy = RetryPolicy::new(vec![ms(1)], 0.0);
+        let result: Result<usize, Fault> = policy
+            .run(
+                &CancellationToken::new(),
+                |attempt| async move {
+                    if attempt == 1 {
+                        Err(Fault(TIMEOUT))
+                    } else {
+                        Ok(attempt)
+                    }
+                },
+                |_, _, _| {},
+            )
+            .await;
+        assert_eq!(result, Ok(2));
+    }
+
+    #[derive(Debug)]
+    struct Progressing;
+    impl Retryable for Progressing {
+        fn retry_class(&self) -> RetryClass {
+            TIMEOUT
+        }
+        fn made_progress(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_restarts_the_stages_up_to_a_cap() {
+        let policy = RetryPolicy::new(vec![ms(1)], 0.0);
+        let calls = AtomicUsize::new(0);
+        let result: Result<(), Progressing> = policy
+            .run(
+                &CancellationToken::new(),
+                |_| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Err(Progressing) }
+                },
+                |_, _, _| {},
+            )
+            .await;
+        assert!(result.is_err());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            policy.max_attempts() * PROGRESS_ATTEMPTS_FACTOR
+        );
+    }
+
+    #[tokio::test]
+    async fn cancellation_interrupts_the_wait() {
+        let policy = RetryPolicy::new(vec![Duration::from_secs(3600)], 0.0);
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let started = Instant::now();
+        let result: Result<(), Fault> = policy
+            .run(&cancel, |_| async { Err(Fault(TIMEOUT)) }, |_, _, _| {})
+            .await;
+        assert!(result.is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn retry_after_header_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
