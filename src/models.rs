@@ -7,7 +7,7 @@
 //! here is deliberately lenient: only the ids that identify a model, version or file are
 //! required; every other field falls back to "absent" when it is missing, `null` or of an
 //! unexpected type. Open enumerations keep unknown spellings instead of failing. The quirks are
-//! listed in `/work/shared/civitai-api.md` §3, §4 and §9.
+//! listed in the project's Civitai API notes (`civitai-api.md`, §3, §4 and §9).
 
 use std::fmt;
 
@@ -904,22 +904,24 @@ mod tests {
         serde_json::from_value(value).expect("sample must decode")
     }
 
+    /// A minimal valid object of type `T` with `extra` fields laid over it.
+    fn decode_with<T: serde::de::DeserializeOwned>(mut base: Value, extra: Value) -> T {
+        if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+            base.extend(extra);
+        }
+        from_json(base)
+    }
+
     fn file(extra: Value) -> ModelFile {
-        let mut value = json!({"id": 1, "name": "a.safetensors", "type": "Model"});
-        value
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        from_json(value)
+        decode_with(
+            json!({"id": 1, "name": "a.safetensors", "type": "Model"}),
+            extra,
+        )
     }
 
     fn image(extra: Value) -> Image {
-        let mut value = json!({"url": "https://image.civitai.com/acct/uuid/original=true/1.jpeg"});
-        value
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        from_json(value)
+        let url = "https://image.civitai.com/acct/uuid/original=true/1.jpeg";
+        decode_with(json!({ "url": url }), extra)
     }
 
     #[test]
