@@ -1,1 +1,911 @@
-//! state
+//! The run's state file: every planned file and how far it got.
+//!
+//! Archivists run civitai-dl over lists of thousands of files for hours, and the process can die at
+//! any instant (kill -9, power loss, Ctrl-C). Rerunning the same command must carry on where the
+//! last run stopped: finished files skipped, partial ones continued, failed ones retried. This
+//! module is that memory; the `--json` report and the summaries read from it too.
+//!
+//! # Files on disk
+//!
+//! Beside the state file (by default `<output>/.civitai-dl/state.json`):
+//!
+//! - `state.json`: the snapshot, `{"version": 1, "files": [...]}`. It is only ever replaced
+//!   whole: written to `state.json.tmp`, fsynced, renamed over `state.json`, then the directory is
+//!   fsynced. A kill at any instant therefore leaves either the old or the new snapshot, never a
+//!   mix, and a stale `state.json.tmp` is simply overwritten by the next compaction.
+//! - `state.json.journal`: one JSON record per line, appended on every update. Rewriting a
+//!   10,000-file snapshot after each update would make a run quadratic, so updates land here and
+//!   the snapshot is rewritten ("compacted") only every [`COMPACT_EVERY_UPDATES`] updates, on
+//!   [`StateStore::flush`], on drop, and on open when a previous run left a journal behind. Each
+//!   line holds a whole record, so replaying is idempotent: a kill between the rename and the
+//!   journal truncation loses nothing. A torn last line (the append the kill interrupted) is
+//!   ignored.
+//! - `state.json.lock`: exclusively locked while a run uses the state, so two runs never
+//!   interleave their updates.
+//!
+//! Appends reach the kernel before [`StateStore::upsert`] returns, which is enough to survive the
+//! process being killed. They are fsynced only at compaction: a power loss can forget the updates
+//! made since the last one, and the rerun then sees those files in an earlier status.
+//!
+//! The API key and signed download URLs are never stored: there is no field for them. Signed URLs
+//! expire anyway, and users attach state files to bug reports.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The snapshot format this build reads and writes; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Updates between two snapshot rewrites: at 10,000 files this is about 40 rewrites, while a kill
+/// leaves at most this many journal lines to replay.
+pub const COMPACT_EVERY_UPDATES: u64 = 256;
+
+const TEMP_SUFFIX: &str = ".tmp";
+const JOURNAL_SUFFIX: &str = ".journal";
+const LOCK_SUFFIX: &str = ".lock";
+
+/// Where a planned file stands.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    /// Planned, not started yet.
+    Pending,
+    /// A download started; a `.part` file may hold some of it.
+    Downloading,
+    /// Downloaded and verified.
+    Done,
+    /// The last attempt failed; a rerun retries it.
+    Failed,
+    /// The downloaded bytes did not match the expected hash and were set aside.
+    Quarantined,
+    /// Deliberately not downloaded (e.g. excluded by a filter or already present).
+    Skipped,
+}
+
+/// A model, version or file of the Civitai catalog, as the user will recognise it in reports.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CatalogItem {
+    /// Civitai's numeric id.
+    pub id: u64,
+    /// The name Civitai shows for it.
+    pub name: String,
+}
+
+impl CatalogItem {
+    /// Pairs an id with its display name.
+    pub fn new(id: u64, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+        }
+    }
+}
+
+/// Everything the state remembers about one planned file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FileRecord {
+    /// The caller's identity for the file, e.g. `"{version_id}:{file_id}"`; unique in a state.
+    pub key: String,
+    /// The model the file belongs to.
+    pub model: CatalogItem,
+    /// The model version the file belongs to.
+    pub version: CatalogItem,
+    /// The file itself (its Civitai file id and name).
+    pub file: CatalogItem,
+    /// Where the file goes, relative to the output directory.
+    pub relative_path: PathBuf,
+    /// Size announced by the API, when it gave an exact one.
+    pub expected_size: Option<u64>,
+    /// SHA-256 announced by the API (hex), when it gave one.
+    pub expected_sha256: Option<String>,
+    /// SHA-256 of the bytes on disk (hex), recorded once they were hashed.
+    pub local_sha256: Option<String>,
+    /// Where the file stands.
+    pub status: FileStatus,
+    /// Download attempts made so far, across runs.
+    pub attempts: u32,
+    /// Why the last attempt failed, for the summary.
+    pub last_error: Option<String>,
+    /// Bytes of the file (or its `.part`) on disk at the last update.
+    pub bytes_on_disk: u64,
+    /// When the file was first recorded (RFC 3339, UTC).
+    pub created_at: String,
+    /// When the record last changed (RFC 3339, UTC).
+    pub updated_at: String,
+}
+
+impl FileRecord {
+    /// A freshly planned file: pending, no attempts, nothing known about its content yet.
+    pub fn new(
+        key: impl Into<String>,
+        model: CatalogItem,
+        version: CatalogItem,
+        file: CatalogItem,
+        relative_path: impl Into<PathBuf>,
+    ) -> Self {
+        let now = now_rfc3339();
+        Self {
+            key: key.into(),
+            model,
+            version,
+            file,
+            relative_path: relative_path.into(),
+            expected_size: None,
+            expected_sha256: None,
+            local_sha256: None,
+            status: FileStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            bytes_on_disk: 0,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+}
+
+/// Why the state could not be opened or saved. Each names the file and what the user can do.
+#[derive(thiserror::Error, Debug)]
+pub enum StateError {
+    /// Another process holds the lock on this state.
+    #[error(
+        "another civitai-dl run is using {}; wait for it to finish or pass --state-file",
+        path.display()
+    )]
+    Locked {
+        /// The state file in use.
+        path: PathBuf,
+    },
+    /// A file system operation failed.
+    #[error(
+        "cannot {operation} {}: {cause}; check that its directory is writable and the disk is not full",
+        path.display()
+    )]
+    Io {
+        /// What was being done, e.g. "write" or "rename".
+        operation: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        cause: io::Error,
+    },
+    /// The snapshot is not a state file this build understands.
+    #[error(
+        "state file {} is damaged: {cause}; move it away to start fresh",
+        path.display()
+    )]
+    CorruptSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What the JSON parser found.
+        cause: serde_json::Error,
+    },
+    /// A complete journal line (not the torn last one) cannot be read.
+    #[error(
+        "state journal {} is damaged at line {line}: {cause}; move it away to continue from the last snapshot",
+        path.display()
+    )]
+    CorruptJournal {
+        /// The journal file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What the JSON parser found.
+        cause: serde_json::Error,
+    },
+    /// The snapshot was written by a civitai-dl with a different format.
+    #[error(
+        "state file {} has format version {found}, but this civitai-dl reads only version {FORMAT_VERSION}; use a newer civitai-dl or move the file away to start fresh",
+        path.display()
+    )]
+    UnsupportedVersion {
+        /// The snapshot file.
+        path: PathBuf,
+        /// The version it declares.
+        found: u64,
+    },
+    /// A record cannot be represented as JSON (a path that is not valid UTF-8).
+    #[error(
+        "cannot save a record to {}: {cause}; output paths must be valid UTF-8",
+        path.display()
+    )]
+    Encode {
+        /// The state file.
+        path: PathBuf,
+        /// What the JSON serializer found.
+        cause: serde_json::Error,
+    },
+    /// `update` was asked for a file that was never recorded.
+    #[error(
+        "no file {key} in {}; a file must be recorded with upsert before it is updated",
+        path.display()
+    )]
+    UnknownFile {
+        /// The state file.
+        path: PathBuf,
+        /// The key that was looked up.
+        key: String,
+    },
+}
+
+/// The on-disk snapshot; borrowed when writing so compaction does not clone every record.
+#[derive(Serialize, Deserialize)]
+struct Snapshot<'a> {
+    version: u32,
+    files: Cow<'a, [FileRecord]>,
+}
+
+/// Read before the full snapshot, so a future format is reported as such rather than as damage.
+#[derive(Deserialize)]
+struct FormatProbe {
+    version: u64,
+}
+
+/// Records in the order they were first planned, with lookup by key.
+#[derive(Debug, Default)]
+struct FileTable {
+    records: Vec<FileRecord>,
+    index: HashMap<String, usize>,
+}
+
+impl FileTable {
+    fn get(&self, key: &str) -> Option<&FileRecord> {
+        self.index.get(key).map(|&position| &self.records[position])
+    }
+
+    fn insert(&mut self, record: FileRecord) {
+        match self.index.get(&record.key) {
+            Some(&position) => self.records[position] = record,
+            None => {
+                self.index.insert(record.key.clone(), self.records.len());
+                self.records.push(record);
+            }
+        }
+    }
+}
+
+/// The open state of one run: records in memory, journal and lock on disk.
+///
+/// Dropping it compacts any pending updates and releases the lock.
+#[derive(Debug)]
+pub struct StateStore {
+    path: PathBuf,
+    table: FileTable,
+    journal: File,
+    /// Length of the journal's complete lines, to cut off a failed append.
+    journal_len: u64,
+    updates_since_compaction: u64,
+    compactions: u64,
+    /// Never read: holding the handle holds the lock, dropping it releases it.
+    _lock: File,
+}
+
+impl StateStore {
+    /// Locks and loads the state at `path`, creating its directory; a missing file is an empty
+    /// state. A journal left by an interrupted run is replayed and folded into the snapshot.
+    pub fn open(path: &Path) -> Result<StateStore, StateError> {
+        let dir = parent_dir(path);
+        fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+        let lock = acquire_lock(path)?;
+        let mut table = load_snapshot(path)?;
+        let journal_path = sibling(path, JOURNAL_SUFFIX);
+        let left_behind = replay_journal(&journal_path, &mut table)?;
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&journal_path)
+            .map_err(io_error("open", &journal_path))?;
+        let mut store = StateStore {
+            path: path.to_owned(),
+            table,
+            journal,
+            journal_len: 0,
+            updates_since_compaction: 0,
+            compactions: 0,
+            _lock: lock,
+        };
+        // Compacting now also cuts a torn last line, which the next append would otherwise extend
+        // into a damaged line in the middle of the journal.
+        if left_behind {
+            store.compact()?;
+        }
+        Ok(store)
+    }
+
+    /// The snapshot file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record for `key`, if the file was ever recorded.
+    pub fn get(&self, key: &str) -> Option<&FileRecord> {
+        self.table.get(key)
+    }
+
+    /// All records, in the order their files were first recorded.
+    pub fn records(&self) -> impl Iterator<Item = &FileRecord> {
+        self.table.records.iter()
+    }
+
+    /// Inserts or replaces the record with `record.key`; stamps `updated_at` (and `created_at` on
+    /// first insert, keeping the original otherwise) and appends it to the journal.
+    pub fn upsert(&mut self, mut record: FileRecord) -> Result<(), StateError> {
+        let now = now_rfc3339();
+        record.created_at = match self.get(&record.key) {
+            Some(existing) => existing.created_at.clone(),
+            None => now.clone(),
+        };
+        record.updated_at = now;
+        self.append_to_journal(&record)?;
+        self.table.insert(record);
+        self.updates_since_compaction += 1;
+        if self.updates_since_compaction >= COMPACT_EVERY_UPDATES {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Changes an existing record (status, error, bytes…) through `change`, then saves it like
+    /// [`StateStore::upsert`]. Changing the key inside `change` records a new file.
+    pub fn update(
+        &mut self,
+        key: &str,
+        change: impl FnOnce(&mut FileRecord),
+    ) -> Result<(), StateError> {
+        let mut record = self
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StateError::UnknownFile {
+                path: self.path.clone(),
+                key: key.to_owned(),
+            })?;
+        change(&mut record);
+        self.upsert(record)
+    }
+
+    /// Rewrites the snapshot now and empties the journal.
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        self.compact()
+    }
+
+    /// How many times this store rewrote the snapshot; shows that updates stay cheap.
+    pub fn compactions(&self) -> u64 {
+        self.compactions
+    }
+
+    fn append_to_journal(&mut self, record: &FileRecord) -> Result<(), StateError> {
+        let mut line = serde_json::to_vec(record).map_err(|cause| StateError::Encode {
+            path: self.path.clone(),
+            cause,
+        })?;
+        line.push(b'\n');
+        // An unbuffered write: once it returns, the line is in the kernel and survives a kill.
+        if let Err(cause) = self.journal.write_all(&line) {
+            // Best effort: a half-written line left here would sit before the next append and
+            // make the journal unreadable; if the cut fails too, the error below still reports.
+            let _ = self.journal.set_len(self.journal_len);
+            return Err(io_error("append to", &sibling(&self.path, JOURNAL_SUFFIX))(
+                cause,
+            ));
+        }
+        self.journal_len += line.len() as u64;
+        Ok(())
+    }
+
+    fn compact(&mut self) -> Result<(), StateError> {
+        let snapshot = Snapshot {
+            version: FORMAT_VERSION,
+            files: Cow::Borrowed(&self.table.records),
+        };
+        let bytes = serde_json::to_vec_pretty(&snapshot).map_err(|cause| StateError::Encode {
+            path: self.path.clone(),
+            cause,
+        })?;
+        let temp = sibling(&self.path, TEMP_SUFFIX);
+        write_synced(&temp, &bytes)?;
+        fs::rename(&temp, &self.path).map_err(io_error("rename into", &self.path))?;
+        sync_dir(parent_dir(&self.path))?;
+        let journal_path = sibling(&self.path, JOURNAL_SUFFIX);
+        self.journal
+            .set_len(0)
+            .and_then(|()| self.journal.sync_all())
+            .map_err(io_error("truncate", &journal_path))?;
+        self.journal_len = 0;
+        self.updates_since_compaction = 0;
+        self.compactions += 1;
+        Ok(())
+    }
+}
+
+impl Drop for StateStore {
+    fn drop(&mut self) {
+        if self.updates_since_compaction == 0 {
+            return;
+        }
+        // Nothing is lost if this fails: the journal still holds every update for the next open.
+        if let Err(error) = self.compact() {
+            tracing::warn!("could not compact the state on exit: {error}");
+        }
+    }
+}
+
+/// Now, as an RFC 3339 UTC timestamp with second precision (`2024-02-29T23:59:59Z`).
+pub fn now_rfc3339() -> String {
+    // A clock before 1970 is a broken machine; stamping the epoch beats failing the run.
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    rfc3339_from_unix_secs(secs)
+}
+
+fn rfc3339_from_unix_secs(secs: u64) -> String {
+    const SECS_PER_DAY: u64 = 86_400;
+    let (year, month, day) = civil_from_days(secs / SECS_PER_DAY);
+    let secs_of_day = secs % SECS_PER_DAY;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs_of_day / 3600,
+        secs_of_day % 3600 / 60,
+        secs_of_day % 60
+    )
+}
+
+/// Year, month and day of a day count since 1970-01-01, by Howard Hinnant's `civil_from_days`
+/// (<https://howardhinnant.github.io/date_algorithms.html#civil_from_days>), unsigned because
+/// timestamps never precede the epoch here. Eras of 400 years (146,097 days) start on 1 March so
+/// the leap day falls at the end of the computed year.
+fn civil_from_days(days_since_epoch: u64) -> (u64, u64, u64) {
+    let days = days_since_epoch + 719_468;
+    let era = days / 146_097;
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+fn acquire_lock(path: &Path) -> Result<File, StateError> {
+    let lock_path = sibling(path, LOCK_SUFFIX);
+    let lock = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(io_error("open", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => Err(StateError::Locked {
+            path: path.to_owned(),
+        }),
+        Err(TryLockError::Error(cause)) => Err(io_error("lock", &lock_path)(cause)),
+    }
+}
+
+fn load_snapshot(path: &Path) -> Result<FileTable, StateError> {
+    let mut table = FileTable::default();
+    let Some(bytes) = read_if_exists(path)? else {
+        return Ok(table);
+    };
+    let corrupt = |cause| StateError::CorruptSnapshot {
+        path: path.to_owned(),
+        cause,
+    };
+    let probe: FormatProbe = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    if probe.version != u64::from(FORMAT_VERSION) {
+        return Err(StateError::UnsupportedVersion {
+            path: path.to_owned(),
+            found: probe.version,
+        });
+    }
+    let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    for record in snapshot.files.into_owned() {
+        table.insert(record);
+    }
+    Ok(table)
+}
+
+/// Applies the journal's complete lines to `table`; returns whether the journal held anything.
+fn replay_journal(path: &Path, table: &mut FileTable) -> Result<bool, StateError> {
+    let Some(bytes) = read_if_exists(path)? else {
+        return Ok(false);
+    };
+    let mut lines = bytes.split(|&byte| byte == b'\n');
+    // Every append ends with a newline, so whatever follows the last one is an interrupted append.
+    if lines.next_back().is_some_and(|torn| !torn.is_empty()) {
+        tracing::warn!(
+            "ignoring the incomplete last line of {}, left by an interrupted run",
+            path.display()
+        );
+    }
+    for (number, line) in lines.enumerate() {
+        let record = serde_json::from_slice(line).map_err(|cause| StateError::CorruptJournal {
+            path: path.to_owned(),
+            line: number + 1,
+            cause,
+        })?;
+        table.insert(record);
+    }
+    Ok(!bytes.is_empty())
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(cause) if cause.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(cause) => Err(io_error("read", path)(cause)),
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let mut file = File::create(path).map_err(io_error("create", path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error("write", path))
+}
+
+/// Makes a rename durable: on unix the new directory entry is only on disk once the directory is.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(io_error("sync directory", dir))
+}
+
+/// Windows cannot open a directory as a file; its rename is made durable by the file system.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<(), StateError> {
+    Ok(())
+}
+
+/// `state.json` + `.journal` → `state.json.journal` (not `state.journal`, as `with_extension` would).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The directory holding `path`; `.` for a bare file name, whose parent is the empty path.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
+    let path = path.to_owned();
+    move |cause| StateError::Io {
+        operation,
+        path,
+        cause,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn record(key: &str) -> FileRecord {
+        FileRecord::new(
+            key,
+            CatalogItem::new(4201, "Realistic Vision"),
+            CatalogItem::new(130072, "V6.0 B1"),
+            CatalogItem::new(99, "realisticVision_v60B1.safetensors"),
+            "Realistic Vision/realisticVision_v60B1.safetensors",
+        )
+    }
+
+    fn state_path(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join(".civitai-dl").join("state.json")
+    }
+
+    /// Leaves the store as a kill -9 would: journal as written, no compaction, lock released.
+    fn kill(mut store: StateStore) {
+        store.updates_since_compaction = 0;
+    }
+
+    fn read_snapshot(path: &Path) -> Vec<FileRecord> {
+        let snapshot: Snapshot = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        snapshot.files.into_owned()
+    }
+
+    fn journal_len(path: &Path) -> u64 {
+        fs::metadata(sibling(path, JOURNAL_SUFFIX)).unwrap().len()
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field_in_plan_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let mut first = record("130072:99");
+        first.expected_size = Some(2_132_625_894);
+        first.expected_sha256 = Some("ABCDEF".into());
+        first.local_sha256 = Some("abcdef".into());
+        first.status = FileStatus::Quarantined;
+        first.attempts = 3;
+        first.last_error = Some("hash mismatch".into());
+        first.bytes_on_disk = 2_132_625_894;
+        let mut store = StateStore::open(&path).unwrap();
+        store.upsert(first).unwrap();
+        store.upsert(record("1:2")).unwrap();
+        store.flush().unwrap();
+        let saved: Vec<FileRecord> = store.records().cloned().collect();
+        drop(store);
+
+        let reopened = StateStore::open(&path).unwrap();
+        let loaded: Vec<FileRecord> = reopened.records().cloned().collect();
+        assert_eq!(loaded, saved);
+        assert_eq!(loaded[0].key, "130072:99");
+        assert_eq!(loaded[1].key, "1:2");
+        assert_eq!(reopened.path(), path);
+    }
+
+    #[test]
+    fn snapshot_names_statuses_in_lowercase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let mut store = StateStore::open(&path).unwrap();
+        store.upsert(record("a")).unwrap();
+        store
+            .update("a", |file| file.status = FileStatus::Downloading)
+            .unwrap();
+        store.flush().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"status\": \"downloading\""), "{text}");
+        assert!(text.contains("\"version\": 1"), "{text}");
+    }
+
+    #[test]
+    fn upsert_keeps_created_at_and_update_changes_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&state_path(&dir)).unwrap();
+        store.upsert(record("a")).unwrap();
+        let created = store.get("a").unwrap().created_at.clone();
+        let mut replacement = record("a");
+        replacement.created_at = "2000-01-01T00:00:00Z".into();
+        store.upsert(replacement).unwrap();
+        store
+            .update("a", |file| {
+                file.status = FileStatus::Failed;
+                file.attempts += 1;
+                file.last_error = Some("timed out".into());
+            })
+            .unwrap();
+        let stored = store.get("a").unwrap();
+        assert_eq!(stored.created_at, created);
+        assert_eq!(stored.status, FileStatus::Failed);
+        assert_eq!(stored.attempts, 1);
+        assert_eq!(stored.last_error.as_deref(), Some("timed out"));
+        assert_eq!(store.records().count(), 1);
+    }
+
+    #[test]
+    fn update_of_unknown_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&state_path(&dir)).unwrap();
+        let error = store.update("nope", |_| {}).unwrap_err();
+        assert!(matches!(error, StateError::UnknownFile { ref key, .. } if key == "nope"));
+    }
+
+    #[test]
+    fn reopen_after_kill_replays_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let mut store = StateStore::open(&path).unwrap();
+        store.upsert(record("a")).unwrap();
+        store.upsert(record("b")).unwrap();
+        store
+            .update("a", |file| file.status = FileStatus::Done)
+            .unwrap();
+        kill(store);
+        assert!(!path.exists(), "no snapshot should have been written");
+
+        let reopened = StateStore::open(&path).unwrap();
+        assert_eq!(reopened.get("a").unwrap().status, FileStatus::Done);
+        assert_eq!(reopened.get("b").unwrap().status, FileStatus::Pending);
+        assert_eq!(reopened.compactions(), 1, "open folds the journal in");
+        assert_eq!(journal_len(&path), 0);
+    }
+
+    #[test]
+    fn torn_last_journal_line_is_ignored_and_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let mut store = StateStore::open(&path).unwrap();
+        store.upsert(record("a")).unwrap();
+        kill(store);
+        let mut journal = OpenOptions::new()
+            .append(true)
+            .open(sibling(&path, JOURNAL_SUFFIX))
+            .unwrap();
+        journal
+            .write_all(b"{\"key\":\"b\",\"model\":{\"id\":1,")
+            .unwrap();
+        drop(journal);
+
+        let mut reopened = StateStore::open(&path).unwrap();
+        assert!(reopened.get("a").is_some());
+        assert!(reopened.get("b").is_none());
+        reopened.upsert(record("c")).unwrap();
+        kill(reopened);
+        let again = StateStore::open(&path).unwrap();
+        let keys: Vec<&str> = again.records().map(|file| file.key.as_str()).collect();
+        assert_eq!(keys, ["a", "c"]);
+    }
+
+    #[test]
+    fn damaged_complete_journal_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let good = serde_json::to_string(&record("a")).unwrap();
+        fs::write(
+            sibling(&path, JOURNAL_SUFFIX),
+            format!("{good}\nnot json\n"),
+        )
+        .unwrap();
+        let error = StateStore::open(&path).unwrap_err();
+        assert!(matches!(error, StateError::CorruptJournal { line: 2, .. }));
+        assert!(error.to_string().contains("move it away"), "{error}");
+    }
+
+    #[test]
+    fn crash_before_rename_leaves_the_old_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let mut store = StateStore::open(&path).unwrap();
+        store.upsert(record("a")).unwrap();
+        store.flush().unwrap();
+        kill(store);
+        fs::write(
+            sibling(&path, TEMP_SUFFIX),
+            b"{\"version\":1,\"files\":[{\"ke",
+        )
+        .unwrap();
+
+        let mut reopened = StateStore::open(&path).unwrap();
+        assert_eq!(reopened.records().count(), 1);
+        reopened.upsert(record("b")).unwrap();
+        reopened.flush().unwrap();
+        drop(reopened);
+        assert_eq!(StateStore::open(&path).unwrap().records().count(), 2);
+    }
+
+    #[test]
+    fn compaction_rewrites_the_snapshot_and_truncates_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let mut store = StateStore::open(&path).unwrap();
+        for n in 1..COMPACT_EVERY_UPDATES {
+            store.upsert(record(&n.to_string())).unwrap();
+        }
+        assert_eq!(store.compactions(), 0);
+        assert!(journal_len(&path) > 0);
+        assert!(!path.exists());
+
+        store.upsert(record("last")).unwrap();
+        assert_eq!(store.compactions(), 1);
+        assert_eq!(journal_len(&path), 0);
+        let snapshot = read_snapshot(&path);
+        assert_eq!(snapshot.len() as u64, COMPACT_EVERY_UPDATES);
+    }
+
+    #[test]
+    fn drop_compacts_pending_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let mut store = StateStore::open(&path).unwrap();
+        store.upsert(record("a")).unwrap();
+        drop(store);
+        assert_eq!(journal_len(&path), 0);
+        let snapshot = read_snapshot(&path);
+        assert_eq!(snapshot[0].key, "a");
+    }
+
+    #[test]
+    fn second_open_fails_while_the_first_is_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let first = StateStore::open(&path).unwrap();
+        let error = StateStore::open(&path).unwrap_err();
+        assert!(matches!(error, StateError::Locked { .. }));
+        let message = error.to_string();
+        assert!(
+            message.contains("another civitai-dl run is using"),
+            "{message}"
+        );
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        drop(first);
+        assert!(StateStore::open(&path).is_ok(), "drop releases the lock");
+    }
+
+    #[test]
+    fn unreadable_snapshots_are_reported() {
+        // (content, Some(declared version) when it is a future format, None when damaged)
+        let cases = [
+            (r#"{"version":2,"files":[]}"#, Some(2)),
+            (r#"{"version":2,"files":"a future layout"}"#, Some(2)),
+            (r#"{"files":[]}"#, None),
+            (r#"{"version":1,"files":[{"key":"#, None),
+        ];
+        for (content, future_version) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = state_path(&dir);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, content).unwrap();
+            let error = StateStore::open(&path).unwrap_err();
+            match (&error, future_version) {
+                (StateError::UnsupportedVersion { found, .. }, Some(version)) => {
+                    assert_eq!(*found, version)
+                }
+                (StateError::CorruptSnapshot { .. }, None) => {}
+                _ => panic!("{content}: unexpected {error:?}"),
+            }
+            let message = error.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains("move the file away") || message.contains("move it away"));
+        }
+    }
+
+    #[test]
+    fn ten_thousand_upserts_stay_cheap() {
+        const FILES: u64 = 10_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let started = Instant::now();
+        let mut store = StateStore::open(&path).unwrap();
+        for n in 0..FILES {
+            store.upsert(record(&n.to_string())).unwrap();
+        }
+        assert!(store.compactions() <= FILES / COMPACT_EVERY_UPDATES);
+        drop(store);
+        // Generous for a debug build on a busy 2-core machine; a rewrite per update takes minutes.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            StateStore::open(&path).unwrap().records().count() as u64,
+            FILES
+        );
+    }
+
+    #[test]
+    fn rfc3339_known_values() {
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_234_567_890, "2009-02-13T23:31:30Z"),
+            (1_709_251_199, "2024-02-29T23:59:59Z"),
+            (4_107_456_000, "2100-02-28T00:00:00Z"),
+            (4_107_542_400, "2100-03-01T00:00:00Z"),
+            (253_402_300_799, "9999-12-31T23:59:59Z"),
+        ];
+        for (secs, expected) in cases {
+            assert_eq!(rfc3339_from_unix_secs(secs), expected, "{secs}");
+        }
+    }
+
+    #[test]
+    fn now_is_after_this_code_was_written() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), "2026-01-01T00:00:00Z".len(), "{now}");
+        assert!(now.as_str() > "2026-01-01T00:00:00Z", "{now}");
+    }
+}
