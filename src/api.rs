@@ -235,6 +235,17 @@ pub struct ApiCounters {
     pub latencies: Mutex<Vec<Duration>>,
 }
 
+/// A client builder with what every civitai-dl connection needs: the TLS provider (ring, chosen
+/// for its short build; installed once per process) and the honest User-Agent.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    static TLS: std::sync::Once = std::sync::Once::new();
+    TLS.call_once(|| {
+        // Fails only when another provider was installed first, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder().user_agent(USER_AGENT)
+}
+
 /// The client. Cheap to share behind an `Arc`.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -269,8 +280,7 @@ impl ApiClient {
         retry: RetryPolicy,
         cancel: CancellationToken,
     ) -> Result<ApiClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
+        let http = client_builder()
             // The download route's redirect is read, not followed: see `resolve_download`.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(options.connect_timeout)

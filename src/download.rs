@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ApiError, SignedUrl, USER_AGENT, host_of, snippet};
+use crate::api::{ApiClient, ApiError, SignedUrl, client_builder, host_of, snippet};
 use crate::naming::disambiguate;
 use crate::progress::FileBar;
 use crate::retry::{RetryClass, RetryPolicy, Retryable, parse_retry_after};
@@ -320,8 +320,7 @@ impl Downloader {
         options: DownloadOptions,
         cancel: CancellationToken,
     ) -> Result<Downloader, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
+        let http = client_builder()
             // No total timeout: a healthy 10 GB download takes as long as it takes. Stalls are
             // caught by the read timeout, crawls by the optional minimum speed.
             .connect_timeout(options.connect_timeout)
@@ -1015,10 +1014,10 @@ async fn file_len(path: &Path) -> Option<u64> {
 /// fsync the directory so the rename itself survives a power cut (unix; a no-op elsewhere).
 async fn sync_parent(path: &Path) {
     #[cfg(unix)]
-    if let Some(parent) = path.parent() {
-        if let Ok(dir) = tokio::fs::File::open(parent).await {
-            let _ = dir.sync_all().await;
-        }
+    if let Some(parent) = path.parent()
+        && let Ok(dir) = tokio::fs::File::open(parent).await
+    {
+        let _ = dir.sync_all().await;
     }
     #[cfg(not(unix))]
     let _ = path;

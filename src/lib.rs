@@ -1,6 +1,28 @@
-//! civitai-dl: a resumable, verified downloader for Civitai.
-pub mod fake_server;
-pub mod models;
-pub mod naming;
-pub mod state;
+//! civitai-dl: a resumable, verified downloader for Civitai models, previews and metadata.
+//!
+//! The pipeline, in the order data flows through it:
+//!
+//! ```text
+//! target (ids, URLs, AIR, creators, lists) -> api (metadata, cursors) -> plan (files and paths)
+//!   -> scheduler (drivers) -> download (resolve, range, validate, stream + hash, verify, rename)
+//!   -> state (what is done)        limiter + retry stand in front of every request
+//! ```
+
+pub mod cli;
+pub mod config;
+
 pub mod target;
+pub mod models;
+pub mod api;
+pub mod limiter;
+pub mod retry;
+pub mod naming;
+pub mod plan;
+pub mod scheduler;
+pub mod download;
+pub mod state;
+pub mod progress;
+pub mod report;
+
+pub mod fake_server;
+pub mod app;

@@ -1,0 +1,620 @@
+//! From what the user asked for to the files to fetch: which versions, which files, which paths.
+//!
+//! Planning reads metadata only. Every name from the API is sanitised and joined under the output
+//! directory with a check that it cannot escape it; two files that would land on the same path
+//! are told apart by their file id, never overwritten.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::api::{ApiClient, ApiError, WithRaw};
+use crate::download::{FileKind, PlannedFile, Source};
+use crate::models::{Model, ModelFile, ModelMode, ModelVersion};
+use crate::naming::{
+    Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir, sanitize_file_name,
+    sidecar_path,
+};
+use crate::target::Target;
+
+/// Which versions and files of each model to take.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Every version instead of the newest.
+    pub all_versions: bool,
+    /// Every file instead of the primary one.
+    pub all_files: bool,
+    /// Only these file types (as the API spells them, case-insensitive).
+    pub file_types: Vec<String>,
+    /// Only this format.
+    pub format: Option<String>,
+    /// Only this precision.
+    pub fp: Option<String>,
+    /// Only pruned or full.
+    pub size: Option<String>,
+    /// Preview images per version.
+    pub images: usize,
+    /// Ask listings for NSFW models too.
+    pub include_nsfw: bool,
+}
+
+impl Selection {
+    fn has_filters(&self) -> bool {
+        !self.file_types.is_empty() || self.format.is_some() || self.fp.is_some() || self.size.is_some()
+    }
+
+    fn describe_filters(&self) -> String {
+        let mut parts: Vec<String> = self
+            .file_types
+            .iter()
+            .map(|t| format!("file-type={t}"))
+            .collect();
+        for (name, value) in [("format", &self.format), ("fp", &self.fp), ("size", &self.size)] {
+            if let Some(value) = value {
+                parts.push(format!("{name}={value}"));
+            }
+        }
+        parts.join(" ")
+    }
+
+    fn accepts(&self, file: &ModelFile) -> bool {
+        let same = |want: &Option<String>, got: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| got.as_ref().is_some_and(|g| g.eq_ignore_ascii_case(w)))
+        };
+        (self.file_types.is_empty()
+            || self
+                .file_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(file.file_type.as_str())))
+            && same(&self.format, &file.metadata.format)
+            && same(&self.fp, &file.metadata.fp)
+            && same(&self.size, &file.metadata.size)
+    }
+}
+
+/// Why a target could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The API refused or failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// Which object.
+        what: String,
+        /// Why.
+        source: ApiError,
+    },
+    /// An archived model has no files left.
+    #[error("model {model}: archived on Civitai; its files can no longer be downloaded")]
+    Archived {
+        /// Model id and name.
+        model: String,
+    },
+    /// No published version.
+    #[error("model {model}: has no published version")]
+    NoVersions {
+        /// Model id and name.
+        model: String,
+    },
+    /// `?modelVersionId=` names a version of another model.
+    #[error("version {version} does not belong to model {model}")]
+    VersionNotInModel {
+        /// Version id.
+        version: u64,
+        /// Model id.
+        model: u64,
+    },
+    /// The selection flags matched nothing.
+    #[error("{what}: no file matches {wanted}; available: {available}")]
+    NoMatchingFile {
+        /// Which version.
+        what: String,
+        /// The filters.
+        wanted: String,
+        /// What the version has.
+        available: String,
+    },
+    /// A name that would escape the output directory.
+    #[error(transparent)]
+    Path(#[from] NamingError),
+}
+
+/// One model file to fetch, with what goes beside it.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Stable key in the state file: `"{version_id}:{file_id}"`.
+    pub key: String,
+    /// Model id and name.
+    pub model: (u64, String),
+    /// Version id and name.
+    pub version: (u64, String),
+    /// File id and the name Civitai gives it.
+    pub file_id: u64,
+    /// The API's name for the file.
+    pub file_name: String,
+    /// The download itself.
+    pub file: PlannedFile,
+    /// Facts shown by `info` and `--dry-run`.
+    pub facts: FileFacts,
+    /// The version JSON for `<stem>.civitai.info`, when metadata is wanted.
+    pub sidecar: Option<Value>,
+    /// Preview images: URL and file extension.
+    pub previews: Vec<(reqwest::Url, String)>,
+}
+
+/// What `info` shows about a file.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileFacts {
+    /// Model id.
+    pub model_id: u64,
+    /// Model name.
+    pub model_name: String,
+    /// Model type.
+    pub model_type: String,
+    /// Version id.
+    pub version_id: u64,
+    /// Version name.
+    pub version_name: String,
+    /// Base model.
+    pub base_model: Option<String>,
+    /// File id.
+    pub file_id: u64,
+    /// File name as Civitai gives it.
+    pub file_name: String,
+    /// File type.
+    pub file_type: String,
+    /// Format, precision, size.
+    pub format: Option<String>,
+    /// Precision.
+    pub fp: Option<String>,
+    /// Pruned or full.
+    pub size_kind: Option<String>,
+    /// Size from the API (a hint).
+    pub size_bytes: Option<u64>,
+    /// Published SHA-256.
+    pub sha256: Option<String>,
+    /// Primary file of its version.
+    pub primary: bool,
+    /// Early access.
+    pub early_access: bool,
+    /// Where it would be saved.
+    pub path: PathBuf,
+}
+
+/// Turns targets into jobs. Shared by both drivers; remembers the paths it handed out.
+pub struct Planner {
+    api: Arc<ApiClient>,
+    selection: Selection,
+    output: PathBuf,
+    layout: Layout,
+    metadata: bool,
+    taken_paths: Mutex<HashSet<PathBuf>>,
+    planned_keys: Mutex<HashSet<String>>,
+}
+
+impl Planner {
+    /// A planner writing under `output`.
+    pub fn new(
+        api: Arc<ApiClient>,
+        selection: Selection,
+        output: PathBuf,
+        layout: Layout,
+        metadata: bool,
+    ) -> Planner {
+        Planner {
+            api,
+            selection,
+            output,
+            layout,
+            metadata,
+            taken_paths: Mutex::new(HashSet::new()),
+            planned_keys: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The jobs for one target (files already planned by an earlier target are left out).
+    pub async fn plan(&self, target: &Target) -> Result<Vec<Job>, PlanError> {
+        match target {
+            Target::Model { id, version } => self.plan_model(*id, *version).await,
+            Target::Version { id, file } => self.plan_version(*id, *file).await,
+            Target::User { username } => self.plan_user(username).await,
+        }
+    }
+
+    async fn plan_model(&self, id: u64, version: Option<u64>) -> Result<Vec<Job>, PlanError> {
+        let model = self.api.model(id).await.map_err(|source| PlanError::Api {
+            what: format!("model {id}"),
+            source,
+        })?;
+        if let Some(version_id) = version
+            && !model.value.model_versions.iter().any(|v| v.id == version_id)
+        {
+            let found = self.fetch_version(version_id).await?;
+            if found.value.model_id.is_some_and(|m| m != id) {
+                return Err(PlanError::VersionNotInModel {
+                    version: version_id,
+                    model: id,
+                });
+            }
+            return self.jobs_for_version(&model_view(&model.value), &found, None);
+        }
+        self.plan_listed_model(&model, version)
+    }
+
+    /// Jobs for a model whose versions came with it (`/models/{id}` or a listing).
+    fn plan_listed_model(
+        &self,
+        model: &WithRaw<Model>,
+        only_version: Option<u64>,
+    ) -> Result<Vec<Job>, PlanError> {
+        let view = model_view(&model.value);
+        if matches!(model.value.mode, Some(ModelMode::Archived)) {
+            return Err(PlanError::Archived { model: view.label() });
+        }
+        let raw_versions = model.raw.get("modelVersions").and_then(Value::as_array);
+        let chosen: Vec<usize> = match only_version {
+            Some(id) => model
+                .value
+                .model_versions
+                .iter()
+                .position(|v| v.id == id)
+                .into_iter()
+                .collect(),
+            None if self.selection.all_versions => (0..model.value.model_versions.len()).collect(),
+            None => (!model.value.model_versions.is_empty())
+                .then_some(0)
+                .into_iter()
+                .collect(),
+        };
+        if chosen.is_empty() {
+            return Err(PlanError::NoVersions { model: view.label() });
+        }
+        let mut jobs = Vec::new();
+        for index in chosen {
+            let version = WithRaw {
+                value: model.value.model_versions[index].clone(),
+                raw: raw_versions
+                    .and_then(|v| v.get(index))
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            };
+            jobs.extend(self.jobs_for_version(&view, &version, None)?);
+        }
+        Ok(jobs)
+    }
+
+    async fn plan_version(&self, id: u64, file: Option<u64>) -> Result<Vec<Job>, PlanError> {
+        let version = self.fetch_version(id).await?;
+        let model = version.value.model.as_ref();
+        let view = ModelView {
+            id: version.value.model_id.unwrap_or(0),
+            name: model.and_then(|m| m.name.clone()).unwrap_or_default(),
+            model_type: model
+                .and_then(|m| m.model_type.as_ref())
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            nsfw: model.is_some_and(|m| m.nsfw),
+            poi: model.is_some_and(|m| m.poi),
+        };
+        if model.is_some_and(|m| matches!(m.mode, Some(ModelMode::Archived))) {
+            return Err(PlanError::Archived { model: view.label() });
+        }
+        self.jobs_for_version(&view, &version, file)
+    }
+
+    async fn plan_user(&self, username: &str) -> Result<Vec<Job>, PlanError> {
+        let models = self
+            .api
+            .models_by_user(username, self.selection.include_nsfw)
+            .await
+            .map_err(|source| PlanError::Api {
+                what: format!("creator {username}"),
+                source,
+            })?;
+        let mut jobs = Vec::new();
+        for model in &models {
+            match self.plan_listed_model(model, None) {
+                Ok(more) => jobs.extend(more),
+                // One archived or empty model must not hide the creator's other models.
+                Err(error) => tracing::warn!("creator {username}: {error}"),
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn fetch_version(&self, id: u64) -> Result<WithRaw<ModelVersion>, PlanError> {
+        self.api.version(id).await.map_err(|source| PlanError::Api {
+            what: format!("version {id}"),
+            source,
+        })
+    }
+
+    fn jobs_for_version(
+        &self,
+        model: &ModelView,
+        version: &WithRaw<ModelVersion>,
+        only_file: Option<u64>,
+    ) -> Result<Vec<Job>, PlanError> {
+        let files = self.choose_files(model, &version.value, only_file)?;
+        let sidecar = self
+            .metadata
+            .then(|| sidecar_json(model, &version.raw));
+        let mut jobs = Vec::new();
+        for (i, file) in files.into_iter().enumerate() {
+            let key = format!("{}:{}", version.value.id, file.id);
+            if !lock(&self.planned_keys).insert(key.clone()) {
+                continue;
+            }
+            let dest = self.destination(model, file)?;
+            // Previews belong to the first file of a version, so --all-files does not fetch
+            // the same images once per file.
+            let previews = if i == 0 {
+                preview_urls(&version.value, self.selection.images)
+            } else {
+                Vec::new()
+            };
+            jobs.push(self.job(model, &version.value, file, key, dest, sidecar.clone(), previews));
+        }
+        Ok(jobs)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn job(
+        &self,
+        model: &ModelView,
+        version: &ModelVersion,
+        file: &ModelFile,
+        key: String,
+        dest: PathBuf,
+        sidecar: Option<Value>,
+        previews: Vec<(reqwest::Url, String)>,
+    ) -> Job {
+        let sha256 = file.sha256().map(str::to_string);
+        Job {
+            key,
+            model: (model.id, model.name.clone()),
+            version: (version.id, version.name.clone()),
+            file_id: file.id,
+            file_name: file.name.clone(),
+            file: PlannedFile {
+                label: format!(
+                    "model {} \"{}\" version {} file {}",
+                    model.id, model.name, version.id, file.name
+                ),
+                source: Source::Civitai {
+                    version_id: version.id,
+                    file_id: file.id,
+                },
+                dest: dest.clone(),
+                expected_size: file.size_bytes(),
+                expected_sha256: sha256.clone(),
+                kind: FileKind::Model,
+            },
+            facts: FileFacts {
+                model_id: model.id,
+                model_name: model.name.clone(),
+                model_type: model.model_type.clone(),
+                version_id: version.id,
+                version_name: version.name.clone(),
+                base_model: version.base_model.clone(),
+                file_id: file.id,
+                file_name: file.name.clone(),
+                file_type: file.file_type.to_string(),
+                format: file.metadata.format.clone(),
+                fp: file.metadata.fp.clone(),
+                size_kind: file.metadata.size.clone(),
+                size_bytes: file.size_bytes(),
+                sha256,
+                primary: file.primary,
+                early_access: version.is_early_access(),
+                path: dest,
+            },
+            sidecar,
+            previews,
+        }
+    }
+
+    fn choose_files<'v>(
+        &self,
+        model: &ModelView,
+        version: &'v ModelVersion,
+        only_file: Option<u64>,
+    ) -> Result<Vec<&'v ModelFile>, PlanError> {
+        let what = format!("model {} version {}", model.label(), version.id);
+        if version.files.is_empty() {
+            return Err(PlanError::NoMatchingFile {
+                what,
+                wanted: "any file".into(),
+                available: "none (the version has no downloadable files)".into(),
+            });
+        }
+        let chosen: Vec<&ModelFile> = if let Some(file_id) = only_file {
+            version.files.iter().filter(|f| f.id == file_id).collect()
+        } else if self.selection.all_files {
+            version.files.iter().filter(|f| self.selection.accepts(f)).collect()
+        } else if self.selection.has_filters() {
+            let mut matching: Vec<&ModelFile> =
+                version.files.iter().filter(|f| self.selection.accepts(f)).collect();
+            matching.sort_by_key(|f| !f.primary);
+            matching.into_iter().take(1).collect()
+        } else {
+            version.primary_file().into_iter().collect()
+        };
+        if chosen.is_empty() {
+            let wanted = match only_file {
+                Some(id) => format!("file id {id}"),
+                None => self.selection.describe_filters(),
+            };
+            return Err(PlanError::NoMatchingFile {
+                what,
+                wanted,
+                available: describe_files(&version.files),
+            });
+        }
+        Ok(chosen)
+    }
+
+    /// The final path of a file: layout folder, sanitised name, unique within the run.
+    fn destination(&self, model: &ModelView, file: &ModelFile) -> Result<PathBuf, PlanError> {
+        let folder = layout_dir(self.layout, &model.model_type, file.file_type.as_str());
+        let name = sanitize_file_name(&file.name);
+        let mut path = join_inside(&self.output, &folder.join(&name))?;
+        let mut taken = lock(&self.taken_paths);
+        if taken.contains(&path_key(&path)) {
+            path = join_inside(&self.output, &folder.join(disambiguate(&name, file.id)))?;
+        }
+        taken.insert(path_key(&path));
+        Ok(path)
+    }
+}
+
+/// The parts of a model a job needs, from whichever endpoint supplied them.
+struct ModelView {
+    id: u64,
+    name: String,
+    model_type: String,
+    nsfw: bool,
+    poi: bool,
+}
+
+impl ModelView {
+    fn label(&self) -> String {
+        if self.name.is_empty() {
+            self.id.to_string()
+        } else {
+            format!("{} \"{}\"", self.id, self.name)
+        }
+    }
+}
+
+fn model_view(model: &Model) -> ModelView {
+    ModelView {
+        id: model.id,
+        name: model.name.clone(),
+        model_type: model.model_type.to_string(),
+        nsfw: model.nsfw,
+        poi: false,
+    }
+}
+
+/// The version JSON as `/model-versions/{id}` gives it, which is what Civitai Helper and similar
+/// extensions read from `.civitai.info`: versions nested in a model lack `modelId` and `model`.
+fn sidecar_json(model: &ModelView, raw: &Value) -> Value {
+    let mut info = raw.clone();
+    if let Value::Object(map) = &mut info {
+        map.entry("modelId").or_insert(json!(model.id));
+        map.entry("model").or_insert(json!({
+            "name": model.name,
+            "type": model.model_type,
+            "nsfw": model.nsfw,
+            "poi": model.poi,
+        }));
+    }
+    info
+}
+
+fn preview_urls(version: &ModelVersion, count: usize) -> Vec<(reqwest::Url, String)> {
+    version
+        .images
+        .iter()
+        .filter_map(|image| Some((reqwest::Url::parse(&image.url).ok()?, image.extension())))
+        .take(count)
+        .collect()
+}
+
+/// The path of the `n`th preview (0-based) of a model file: `<stem>.preview.<ext>`, then
+/// `<stem>.preview.2.<ext>`, …
+pub fn preview_path(model_file: &Path, n: usize, ext: &str) -> PathBuf {
+    let ext = sanitize_file_name(ext);
+    if n == 0 {
+        sidecar_path(model_file, &format!("preview.{ext}"))
+    } else {
+        sidecar_path(model_file, &format!("preview.{}.{ext}", n + 1))
+    }
+}
+
+/// The path of a model file's metadata sidecar.
+pub fn info_path(model_file: &Path) -> PathBuf {
+    sidecar_path(model_file, "civitai.info")
+}
+
+fn describe_files(files: &[ModelFile]) -> String {
+    files
+        .iter()
+        .map(|f| {
+            let details: Vec<&str> = [
+                Some(f.file_type.as_str()),
+                f.metadata.format.as_deref(),
+                f.metadata.fp.as_deref(),
+                f.metadata.size.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            format!("{} (id {}: {})", f.name, f.id, details.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn path_key(path: &Path) -> PathBuf {
+    // Windows and macOS file systems ignore case: two names differing only in case collide.
+    let name = path
+        .file_name()
+        .map(|n| file_name_key(&n.to_string_lossy()))
+        .unwrap_or_default();
+    path.with_file_name(name)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_and_info_paths() {
+        let model = Path::new("/m/foo.safetensors");
+        assert_eq!(preview_path(model, 0, "jpeg"), PathBuf::from("/m/foo.preview.jpeg"));
+        assert_eq!(preview_path(model, 1, "png"), PathBuf::from("/m/foo.preview.2.png"));
+        assert_eq!(info_path(model), PathBuf::from("/m/foo.civitai.info"));
+    }
+
+    #[test]
+    fn sidecar_gains_model_fields_without_overwriting() {
+        let view = ModelView {
+            id: 7,
+            name: "M".into(),
+            model_type: "LORA".into(),
+            nsfw: false,
+            poi: false,
+        };
+        let info = sidecar_json(&view, &json!({"id": 1, "modelId": 9}));
+        assert_eq!(info["modelId"], 9);
+        assert_eq!(info["model"]["type"], "LORA");
+    }
+
+    #[test]
+    fn selection_filters_match_case_insensitively() {
+        let file: ModelFile = serde_json::from_value(json!({
+            "id": 1, "name": "a.safetensors", "type": "Pruned Model",
+            "metadata": {"format": "SafeTensor", "fp": "fp16", "size": "pruned"}
+        }))
+        .unwrap();
+        let mut selection = Selection {
+            format: Some("safetensor".into()),
+            fp: Some("FP16".into()),
+            ..Selection::default()
+        };
+        assert!(selection.accepts(&file));
+        selection.file_types = vec!["pruned model".into()];
+        assert!(selection.accepts(&file));
+        selection.size = Some("full".into());
+        assert!(!selection.accepts(&file));
+    }
+}

@@ -1,0 +1,156 @@
+//! Progress bars, and the log writer that keeps them from tearing. The only module that knows
+//! indicatif: the rest of the crate sees [`Progress`] and [`FileBar`].
+//!
+//! Bars are drawn on stderr only when it is a terminal and neither `--no-progress` nor `-q` was
+//! given; otherwise every bar is hidden (indicatif then costs nothing) and logs are plain lines.
+
+use std::io::Write;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+const FILE_TEMPLATE: &str =
+    "{spinner:.green} {msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} eta {eta:>4}";
+const OVERALL_TEMPLATE: &str =
+    "{prefix:.bold} [{wide_bar:.cyan/blue}] {pos}/{len} files  {msg}";
+
+/// The set of bars of a run: one per active file, one overall.
+#[derive(Clone)]
+pub struct Progress {
+    multi: MultiProgress,
+    overall: ProgressBar,
+}
+
+impl Progress {
+    /// Bars that draw on stderr when `visible`, or hidden ones.
+    pub fn new(visible: bool) -> Progress {
+        let target = if visible {
+            ProgressDrawTarget::stderr_with_hz(10)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let multi = MultiProgress::with_draw_target(target);
+        let overall = multi.add(ProgressBar::new(0));
+        if let Ok(style) = ProgressStyle::with_template(OVERALL_TEMPLATE) {
+            overall.set_style(style.progress_chars("=> "));
+        }
+        overall.set_prefix("total");
+        Progress { multi, overall }
+    }
+
+    /// Whether bars are drawn (otherwise plain log lines tell the story).
+    pub fn is_visible(&self) -> bool {
+        !self.multi.is_hidden()
+    }
+
+    /// Count more planned files into the overall bar.
+    pub fn add_planned(&self, files: u64) {
+        self.overall.inc_length(files);
+    }
+
+    /// One more file finished (whatever its outcome).
+    pub fn file_finished(&self, summary: &str) {
+        self.overall.inc(1);
+        self.overall.set_message(summary.to_string());
+    }
+
+    /// A bar for one file transfer; it disappears when dropped.
+    pub fn file(&self, name: &str) -> FileBar {
+        let bar = self
+            .multi
+            .insert_before(&self.overall, ProgressBar::no_length());
+        if let Ok(style) = ProgressStyle::with_template(FILE_TEMPLATE) {
+            bar.set_style(style);
+        }
+        bar.set_message(name.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        FileBar { bar }
+    }
+
+    /// Print a line above the bars.
+    pub fn println(&self, line: &str) {
+        if self.is_visible() {
+            let _ = self.multi.println(line);
+        } else {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+    }
+
+    /// Remove every bar (before the final summary).
+    pub fn finish(&self) {
+        self.overall.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+
+    /// A writer for log lines that suspends the bars while it writes.
+    pub fn log_writer(&self) -> LogWriter {
+        LogWriter {
+            multi: self.multi.clone(),
+            buffer: Vec::new(),
+        }
+    }
+}
+
+/// The progress of one file.
+pub struct FileBar {
+    bar: ProgressBar,
+}
+
+impl FileBar {
+    /// A bar that is never drawn (for callers without a [`Progress`]).
+    pub fn hidden() -> FileBar {
+        FileBar {
+            bar: ProgressBar::hidden(),
+        }
+    }
+
+    /// Set the position (bytes already on disk) and the total, when known.
+    pub fn set(&self, position: u64, total: Option<u64>) {
+        match total {
+            Some(total) => self.bar.set_length(total),
+            None => self.bar.unset_length(),
+        }
+        self.bar.set_position(position);
+    }
+
+    /// Count transferred bytes.
+    pub fn inc(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+}
+
+impl Drop for FileBar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Buffers one log event and writes it inside `MultiProgress::suspend`, so log lines appear
+/// above the bars instead of through them.
+pub struct LogWriter {
+    multi: MultiProgress,
+    buffer: Vec<u8>,
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        self.multi.suspend(|| {
+            let _ = std::io::stderr().write_all(&buffer);
+        });
+    }
+}
