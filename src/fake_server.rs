@@ -31,6 +31,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+/// One mebibyte, for catalogue file sizes.
+const MIB: u64 = 1024 * 1024;
 /// Size of one generated body chunk: big enough for throughput, small enough to keep memory flat.
 const CHUNK_BYTES: u64 = 64 * 1024;
 /// Paced connections send about this many chunks per second, so a low bandwidth cap stays smooth.
@@ -318,8 +320,6 @@ impl FakeFile {
         }
     }
 }
-
-const MIB: u64 = 1024 * 1024;
 
 impl Catalog {
     /// A handful of models for `demo` / `fake-server`, about 230 MiB in all: a two-version
@@ -2017,7 +2017,16 @@ impl FileStream {
         }
         if let Some(bps) = self.bandwidth {
             let due = Duration::from_secs_f64((self.sent + len) as f64 / bps as f64);
-            tokio::time::sleep_until((self.started + due).into()).await;
+            tokio::select! {
+                () = tokio::time::sleep_until((self.started + due).into()) => {}
+                () = self.shared.shutdown.cancelled() => {}
+            }
+        }
+        if self.shared.shutdown.is_cancelled() {
+            // A dropped server must not keep feeding slow bodies: cut them like a dying host.
+            self.finished = true;
+            let error = io::Error::new(io::ErrorKind::ConnectionAborted, "fake server stopped");
+            return Some((Err(error), self));
         }
         let mut buf = vec![0u8; len as usize];
         fill_bytes(self.seed, self.next, &mut buf);
@@ -3461,6 +3470,25 @@ mod tests {
             .await
             .expect("third");
         assert_eq!(third.status(), StatusCode::PARTIAL_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_server_cuts_slow_bodies() {
+        let knobs = Knobs {
+            bandwidth: Some(20_000),
+            ..Knobs::default()
+        };
+        let server = start(faulty_catalog(200_000, FileFaults::default()), knobs).await;
+        let client = client();
+        let mut res = client
+            .get(resolve(&client, &server, "90").await)
+            .send()
+            .await
+            .expect("headers");
+        assert!(res.chunk().await.expect("first chunk").is_some());
+        drop(server);
+        let rest = tokio::time::timeout(Duration::from_secs(3), res.bytes()).await;
+        assert!(matches!(rest, Ok(Err(_))), "body must be cut, got {rest:?}");
     }
 
     fn raw_get(addr: &str, path: &str) -> io::Result<String> {
