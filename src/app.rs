@@ -63,7 +63,8 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
 /// Run a parsed command line to its exit code. Errors are printed as one line.
 pub fn run(cli: Cli) -> ExitCode {
     let progress = Progress::new(
-        !(cli.global.no_progress || cli.global.quiet) && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        !(cli.global.no_progress || cli.global.quiet)
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
     init_logging(&cli, &progress);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -129,7 +130,10 @@ async fn download(
     let targets = collect_targets(&args.targets)?;
     let request = DownloadRequest {
         selection: selection(&settings, &args.selection),
-        output: args.output.clone().unwrap_or_else(|| settings.output.clone()),
+        output: args
+            .output
+            .clone()
+            .unwrap_or_else(|| settings.output.clone()),
         layout: args.layout.unwrap_or(settings.layout),
         metadata: settings.metadata && !args.no_metadata,
         dry_run: args.dry_run,
@@ -260,7 +264,11 @@ async fn show_plan(planner: &Planner, targets: &[Target], json: bool) -> anyhow:
             indicatif::HumanBytes(total)
         );
     }
-    Ok(if failed { Exit::SomeFailed } else { Exit::Success })
+    Ok(if failed {
+        Exit::SomeFailed
+    } else {
+        Exit::Success
+    })
 }
 
 fn describe(f: &FileFacts) -> String {
@@ -373,8 +381,7 @@ fn fresh_temp_dir() -> anyhow::Result<PathBuf> {
         .map(|d| d.as_millis())
         .unwrap_or_default();
     let dir = std::env::temp_dir().join(format!("civitai-dl-demo-{}-{stamp}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -437,7 +444,11 @@ fn collect_targets(args: &TargetArgs) -> anyhow::Result<Vec<Target>> {
     for text in &args.targets {
         targets.push(text.parse::<Target>().map_err(|e| usage(e.to_string()))?);
     }
-    targets.extend(args.versions.iter().map(|&id| Target::Version { id, file: None }));
+    targets.extend(
+        args.versions
+            .iter()
+            .map(|&id| Target::Version { id, file: None }),
+    );
     targets.extend(args.users.iter().map(|username| Target::User {
         username: username.clone(),
     }));

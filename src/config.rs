@@ -265,7 +265,10 @@ impl Settings {
                 min_speed: net.min_speed_bytes_per_sec.unwrap_or(0),
                 min_speed_window: secs(net.min_speed_window_secs.unwrap_or(60)),
             },
-            retry: RetryPolicy::new(delays.into_iter().map(Duration::from_millis).collect(), jitter),
+            retry: RetryPolicy::new(
+                delays.into_iter().map(Duration::from_millis).collect(),
+                jitter,
+            ),
             accept_hash_mismatch: file.download.accept_hash_mismatch.unwrap_or(false),
             config_file,
         })
@@ -363,14 +366,18 @@ mod tests {
         let s = resolve(&[], "").unwrap();
         assert_eq!(s.base_url, DEFAULT_BASE_URL);
         assert_eq!(s.network.rate_limit, DEFAULT_RATE_PER_SEC);
-        assert_eq!(s.network.read_timeout, Duration::from_secs(READ_TIMEOUT_SECS));
+        assert_eq!(
+            s.network.read_timeout,
+            Duration::from_secs(READ_TIMEOUT_SECS)
+        );
         assert_eq!(s.retry, RetryPolicy::default());
         assert!(s.metadata && s.include_nsfw && s.api_key.is_none());
     }
 
     #[test]
     fn command_line_beats_file_beats_default() {
-        let text = "base_url = \"https://civitai.red/\"\n[network]\nrate_limit = 2.0\nrate_burst = 3\n";
+        let text =
+            "base_url = \"https://civitai.red/\"\n[network]\nrate_limit = 2.0\nrate_burst = 3\n";
         let s = resolve(&["--rate-limit", "9"], text).unwrap();
         assert_eq!(s.network.rate_limit, 9.0);
         assert_eq!(s.network.rate_burst, 3);
@@ -391,8 +398,13 @@ mod tests {
 
     #[test]
     fn unknown_key_and_wrong_type_name_the_key_and_file() {
-        let err = resolve(&[], "[network]\nrate_limt = 3\n").unwrap_err().to_string();
-        assert!(err.contains("rate_limt") && err.contains("test.toml"), "{err}");
+        let err = resolve(&[], "[network]\nrate_limt = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rate_limt") && err.contains("test.toml"),
+            "{err}"
+        );
         let err = resolve(&[], "images = \"four\"\n").unwrap_err().to_string();
         assert!(err.contains("images") && err.contains("test.toml"), "{err}");
     }

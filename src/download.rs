@@ -156,7 +156,9 @@ pub enum DownloadError {
         snippet: String,
     },
     /// `Content-Range` did not match the request.
-    #[error("the server's Content-Range ({got}) does not match the requested range from byte {offset}")]
+    #[error(
+        "the server's Content-Range ({got}) does not match the requested range from byte {offset}"
+    )]
     BadRange {
         /// What was sent back.
         got: String,
@@ -418,7 +420,11 @@ impl Downloader {
     }
 
     /// Whether `path` already holds the wanted file: by hash when one is published, else by size.
-    async fn matches_on_disk(&self, file: &PlannedFile, path: &Path) -> Result<bool, DownloadError> {
+    async fn matches_on_disk(
+        &self,
+        file: &PlannedFile,
+        path: &Path,
+    ) -> Result<bool, DownloadError> {
         let Some(len) = file_len(path).await else {
             return Ok(false);
         };
@@ -426,7 +432,10 @@ impl Downloader {
             let (_, actual) = hash_file(path, 0).await?;
             return Ok(actual.eq_ignore_ascii_case(expected));
         }
-        Ok(len > 0 && file.expected_size.is_none_or(|size| size_consistent(size, len)))
+        Ok(len > 0
+            && file
+                .expected_size
+                .is_none_or(|size| size_consistent(size, len)))
     }
 
     /// One attempt: resume or start the `.part`, stream, verify, rename.
@@ -528,7 +537,9 @@ impl Downloader {
                     sha256,
                 });
             }
-            s if matches!(s.as_u16(), 401 | 403 | 410) && matches!(file.source, Source::Civitai { .. }) => {
+            s if matches!(s.as_u16(), 401 | 403 | 410)
+                && matches!(file.source, Source::Civitai { .. }) =>
+            {
                 self.forget_signed_url(file);
                 return Err(DownloadError::Expired {
                     host,
@@ -549,7 +560,10 @@ impl Downloader {
             }
         }
         if status == StatusCode::OK && offset > 0 {
-            tracing::info!("{}: the server ignored the range; starting over", file.label);
+            tracing::info!(
+                "{}: the server ignored the range; starting over",
+                file.label
+            );
             offset = 0;
         }
         let total = self.validate(file, &response, offset, status)?;
@@ -764,7 +778,10 @@ impl PartFile {
             .map_err(|e| self.io("open", e))?;
         if offset > 0 {
             // Anything past the hashed prefix (a torn final write) is cut off.
-            handle.set_len(offset).await.map_err(|e| self.io("trim", e))?;
+            handle
+                .set_len(offset)
+                .await
+                .map_err(|e| self.io("trim", e))?;
         }
         Ok(handle)
     }

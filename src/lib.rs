@@ -11,18 +11,18 @@
 pub mod cli;
 pub mod config;
 
-pub mod target;
-pub mod models;
 pub mod api;
+pub mod download;
 pub mod limiter;
-pub mod retry;
+pub mod models;
 pub mod naming;
 pub mod plan;
-pub mod scheduler;
-pub mod download;
-pub mod state;
 pub mod progress;
 pub mod report;
+pub mod retry;
+pub mod scheduler;
+pub mod state;
+pub mod target;
 
-pub mod fake_server;
 pub mod app;
+pub mod fake_server;

@@ -43,7 +43,10 @@ pub struct Selection {
 
 impl Selection {
     fn has_filters(&self) -> bool {
-        !self.file_types.is_empty() || self.format.is_some() || self.fp.is_some() || self.size.is_some()
+        !self.file_types.is_empty()
+            || self.format.is_some()
+            || self.fp.is_some()
+            || self.size.is_some()
     }
 
     fn describe_filters(&self) -> String {
@@ -52,7 +55,11 @@ impl Selection {
             .iter()
             .map(|t| format!("file-type={t}"))
             .collect();
-        for (name, value) in [("format", &self.format), ("fp", &self.fp), ("size", &self.size)] {
+        for (name, value) in [
+            ("format", &self.format),
+            ("fp", &self.fp),
+            ("size", &self.size),
+        ] {
             if let Some(value) = value {
                 parts.push(format!("{name}={value}"));
             }
@@ -230,7 +237,11 @@ impl Planner {
             source,
         })?;
         if let Some(version_id) = version
-            && !model.value.model_versions.iter().any(|v| v.id == version_id)
+            && !model
+                .value
+                .model_versions
+                .iter()
+                .any(|v| v.id == version_id)
         {
             let found = self.fetch_version(version_id).await?;
             if found.value.model_id.is_some_and(|m| m != id) {
@@ -252,7 +263,9 @@ impl Planner {
     ) -> Result<Vec<Job>, PlanError> {
         let view = model_view(&model.value);
         if matches!(model.value.mode, Some(ModelMode::Archived)) {
-            return Err(PlanError::Archived { model: view.label() });
+            return Err(PlanError::Archived {
+                model: view.label(),
+            });
         }
         let raw_versions = model.raw.get("modelVersions").and_then(Value::as_array);
         let chosen: Vec<usize> = match only_version {
@@ -270,7 +283,9 @@ impl Planner {
                 .collect(),
         };
         if chosen.is_empty() {
-            return Err(PlanError::NoVersions { model: view.label() });
+            return Err(PlanError::NoVersions {
+                model: view.label(),
+            });
         }
         let mut jobs = Vec::new();
         for index in chosen {
@@ -300,7 +315,9 @@ impl Planner {
             poi: model.is_some_and(|m| m.poi),
         };
         if model.is_some_and(|m| matches!(m.mode, Some(ModelMode::Archived))) {
-            return Err(PlanError::Archived { model: view.label() });
+            return Err(PlanError::Archived {
+                model: view.label(),
+            });
         }
         self.jobs_for_version(&view, &version, file)
     }
@@ -339,9 +356,7 @@ impl Planner {
         only_file: Option<u64>,
     ) -> Result<Vec<Job>, PlanError> {
         let files = self.choose_files(model, &version.value, only_file)?;
-        let sidecar = self
-            .metadata
-            .then(|| sidecar_json(model, &version.raw));
+        let sidecar = self.metadata.then(|| sidecar_json(model, &version.raw));
         let mut jobs = Vec::new();
         for (i, file) in files.into_iter().enumerate() {
             let key = format!("{}:{}", version.value.id, file.id);
@@ -356,7 +371,15 @@ impl Planner {
             } else {
                 Vec::new()
             };
-            jobs.push(self.job(model, &version.value, file, key, dest, sidecar.clone(), previews));
+            jobs.push(self.job(
+                model,
+                &version.value,
+                file,
+                key,
+                dest,
+                sidecar.clone(),
+                previews,
+            ));
         }
         Ok(jobs)
     }
@@ -434,10 +457,17 @@ impl Planner {
         let chosen: Vec<&ModelFile> = if let Some(file_id) = only_file {
             version.files.iter().filter(|f| f.id == file_id).collect()
         } else if self.selection.all_files {
-            version.files.iter().filter(|f| self.selection.accepts(f)).collect()
+            version
+                .files
+                .iter()
+                .filter(|f| self.selection.accepts(f))
+                .collect()
         } else if self.selection.has_filters() {
-            let mut matching: Vec<&ModelFile> =
-                version.files.iter().filter(|f| self.selection.accepts(f)).collect();
+            let mut matching: Vec<&ModelFile> = version
+                .files
+                .iter()
+                .filter(|f| self.selection.accepts(f))
+                .collect();
             matching.sort_by_key(|f| !f.primary);
             matching.into_iter().take(1).collect()
         } else {
@@ -580,8 +610,14 @@ mod tests {
     #[test]
     fn preview_and_info_paths() {
         let model = Path::new("/m/foo.safetensors");
-        assert_eq!(preview_path(model, 0, "jpeg"), PathBuf::from("/m/foo.preview.jpeg"));
-        assert_eq!(preview_path(model, 1, "png"), PathBuf::from("/m/foo.preview.2.png"));
+        assert_eq!(
+            preview_path(model, 0, "jpeg"),
+            PathBuf::from("/m/foo.preview.jpeg")
+        );
+        assert_eq!(
+            preview_path(model, 1, "png"),
+            PathBuf::from("/m/foo.preview.2.png")
+        );
         assert_eq!(info_path(model), PathBuf::from("/m/foo.civitai.info"));
     }
 

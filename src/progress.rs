@@ -11,8 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 const FILE_TEMPLATE: &str =
     "{spinner:.green} {msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} eta {eta:>4}";
-const OVERALL_TEMPLATE: &str =
-    "{prefix:.bold} [{wide_bar:.cyan/blue}] {pos}/{len} files  {msg}";
+const OVERALL_TEMPLATE: &str = "{prefix:.bold} [{wide_bar:.cyan/blue}] {pos}/{len} files  {msg}";
 
 /// The set of bars of a run: one per active file, one overall.
 #[derive(Clone)]

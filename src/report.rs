@@ -130,7 +130,10 @@ impl RunReport {
             HumanBytes(speed as u64),
         );
         for failure in &self.failed_targets {
-            out.push_str(&format!("\n  failed: {}: {}", failure.target, failure.reason));
+            out.push_str(&format!(
+                "\n  failed: {}: {}",
+                failure.target, failure.reason
+            ));
         }
         for file in &self.files {
             let tag = match file.status {
@@ -182,10 +185,15 @@ mod tests {
     fn summary_lists_failures_with_reasons() {
         let mut report = RunReport::new();
         report.files.push(file(FileStatus::Downloaded, None));
-        report.files.push(file(FileStatus::Failed, Some("not found")));
+        report
+            .files
+            .push(file(FileStatus::Failed, Some("not found")));
         report.wall_secs = 2.0;
         let text = report.render();
-        assert!(text.starts_with("1 downloaded, 0 already present, 1 failed"), "{text}");
+        assert!(
+            text.starts_with("1 downloaded, 0 already present, 1 failed"),
+            "{text}"
+        );
         assert!(text.contains("failed: model 1 file a: not found"), "{text}");
         assert!(report.has_failures());
     }

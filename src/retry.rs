@@ -63,7 +63,10 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy::new(
-            DEFAULT_DELAYS_MS.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+            DEFAULT_DELAYS_MS
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
             DEFAULT_JITTER,
         )
     }
@@ -125,7 +128,11 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            failures = if error.made_progress() { 1 } else { failures + 1 };
+            failures = if error.made_progress() {
+                1
+            } else {
+                failures + 1
+            };
             if attempts >= self.max_attempts() * PROGRESS_ATTEMPTS_FACTOR {
                 return Err(error);
             }

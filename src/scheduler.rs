@@ -85,7 +85,9 @@ impl Run {
     /// The whole job for one model file: skip it when the state and the disk say it is done,
     /// otherwise download and verify it; then its sidecar and previews; record everything.
     pub async fn process(&self, job: Job) {
-        let dest = self.recorded_path(&job).unwrap_or_else(|| job.file.dest.clone());
+        let dest = self
+            .recorded_path(&job)
+            .unwrap_or_else(|| job.file.dest.clone());
         let result = match self.known_complete(&job, &dest) {
             Some(bytes) => Ok(Outcome::AlreadyPresent {
                 path: dest,
@@ -98,7 +100,7 @@ impl Run {
             Ok(outcome) => Some(outcome_path(outcome).to_path_buf()),
             Err(_) => None,
         };
-        self.finish(&job, result);
+        self.finish(&job, &dest, result);
         if let Some(path) = final_path {
             self.write_sidecar(&job, &path).await;
             self.fetch_previews(&job, &path).await;
@@ -117,8 +119,16 @@ impl Run {
         }
         report.wall_secs = self.started.elapsed().as_secs_f64();
         report.hosts = self.api.served_by_host();
-        report.api_requests = self.api.counters.requests.load(std::sync::atomic::Ordering::Relaxed);
-        report.retries = self.api.counters.retries.load(std::sync::atomic::Ordering::Relaxed);
+        report.api_requests = self
+            .api
+            .counters
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        report.retries = self
+            .api
+            .counters
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed);
         report
     }
 
@@ -136,7 +146,7 @@ impl Run {
     }
 
     /// Record the outcome in the state file and the report, and print failures as they happen.
-    fn finish(&self, job: &Job, result: Result<Outcome, DownloadError>) {
+    fn finish(&self, job: &Job, dest: &Path, result: Result<Outcome, DownloadError>) {
         let label = job.file.label.clone();
         let entry = match result {
             Ok(Outcome::Downloaded {
@@ -155,9 +165,20 @@ impl Run {
                     r.bytes_on_disk = bytes;
                     r.last_error = None;
                 });
-                file_result(label, path, FileStatus::Downloaded, bytes, transferred, None)
+                file_result(
+                    label,
+                    path,
+                    FileStatus::Downloaded,
+                    bytes,
+                    transferred,
+                    None,
+                )
             }
-            Ok(Outcome::AlreadyPresent { path, bytes, sha256 }) => {
+            Ok(Outcome::AlreadyPresent {
+                path,
+                bytes,
+                sha256,
+            }) => {
                 self.record(job, &path, |r| {
                     r.status = state::FileStatus::Done;
                     r.bytes_on_disk = bytes;
@@ -200,7 +221,7 @@ impl Run {
                 file_result(label, path, status, 0, 0, Some(reason))
             }
             Err(DownloadError::Cancelled) => {
-                self.record(job, &job.file.dest, |r| {
+                self.record(job, dest, |r| {
                     r.status = state::FileStatus::Pending;
                 });
                 return;
@@ -211,11 +232,18 @@ impl Run {
                 }
                 let reason = error.to_string();
                 tracing::error!("{label}: {reason}");
-                self.record(job, &job.file.dest, |r| {
+                self.record(job, dest, |r| {
                     r.status = state::FileStatus::Failed;
                     r.last_error = Some(reason.clone());
                 });
-                file_result(label, job.file.dest.clone(), FileStatus::Failed, 0, 0, Some(reason))
+                file_result(
+                    label,
+                    job.file.dest.clone(),
+                    FileStatus::Failed,
+                    0,
+                    0,
+                    Some(reason),
+                )
             }
         };
         self.progress.file_finished(&job.file_name);
@@ -297,7 +325,10 @@ impl Run {
 
     /// Create or update the state record of a job.
     fn record(&self, job: &Job, path: &Path, change: impl FnOnce(&mut FileRecord)) {
-        let relative = path.strip_prefix(&self.output).unwrap_or(path).to_path_buf();
+        let relative = path
+            .strip_prefix(&self.output)
+            .unwrap_or(path)
+            .to_path_buf();
         let mut state = self.state();
         let mut record = state.get(&job.key).cloned().unwrap_or_else(|| {
             FileRecord::new(
