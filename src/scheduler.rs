@@ -90,11 +90,11 @@ impl Run {
             .unwrap_or_else(|| job.file.dest.clone());
         let result = match self.known_complete(&job, &dest) {
             Some(bytes) => Ok(Outcome::AlreadyPresent {
-                path: dest,
+                path: dest.clone(),
                 bytes,
                 sha256: None,
             }),
-            None => self.download_model(&job, dest).await,
+            None => self.download_model(&job, dest.clone()).await,
         };
         let final_path = match &result {
             Ok(outcome) => Some(outcome_path(outcome).to_path_buf()),
