@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -341,14 +342,17 @@ impl ApiClient {
             if let Some(cursor) = &cursor {
                 query.push_str(&format!("&cursor={}", encode(cursor)));
             }
-            let page: WithRaw<Page<Model>> = self.get_json(&query).await?;
-            let raw_items = page.raw.get("items").and_then(Value::as_array);
-            for (i, model) in page.value.items.into_iter().enumerate() {
-                let raw = raw_items
-                    .and_then(|items| items.get(i))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                models.push(WithRaw { value: model, raw });
+            let page: WithRaw<Page<Value>> = self.get_json(&query).await?;
+            for raw in page.value.items {
+                // One odd model must not sink the whole listing; it is reported, not dropped
+                // silently.
+                match Model::deserialize(&raw) {
+                    Ok(value) => models.push(WithRaw { value, raw }),
+                    Err(error) => tracing::warn!(
+                        "creator {username}: skipped model {} that could not be read: {error}",
+                        raw.get("id").cloned().unwrap_or_default()
+                    ),
+                }
             }
             match page.value.metadata.next_cursor {
                 Some(next) if !next.is_empty() => {
