@@ -295,3 +295,34 @@ fn missing_published_hash_records_the_local_sha256() {
         "{record:#}"
     );
 }
+
+#[test]
+fn maintenance_page_from_the_api_is_retried() {
+    let m = model(53, "LORA", 64 * KIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            api_html_first: 2,
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("53");
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
+}
+
+#[test]
+fn no_metadata_writes_no_sidecar() {
+    let m = model(54, "LORA", 64 * KIB);
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["54", "--no-metadata"]);
+    run(cmd).expect_code(0);
+    assert_eq!(
+        sandbox.downloads(),
+        vec![std::path::PathBuf::from(&first_file(&m).name)]
+    );
+}

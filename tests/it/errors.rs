@@ -181,3 +181,24 @@ fn config_in_the_user_config_dir_is_read() {
     ran.expect_code(2);
     assert!(ran.stderr.contains("bogus_timeout"), "{}", ran.stderr);
 }
+
+#[test]
+fn one_failed_target_does_not_stop_the_others() {
+    let models = vec![model(121, "LORA", 64 * KIB), model(123, "LORA", 64 * KIB)];
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["121", "122", "123", "--json"]);
+    let ran = run(cmd);
+    ran.expect_code(1);
+    for m in &models {
+        assert_verified(&sandbox.out.join(&first_file(m).name), first_file(m));
+    }
+    let report = ran.json();
+    let failed = report["failed_targets"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    assert!(
+        failed[0]["target"].as_str().unwrap().contains("122"),
+        "{report:#}"
+    );
+}

@@ -15,13 +15,21 @@ const MIB: u64 = 1024 * KIB;
 /// Slow enough that a 4 MiB file is still in flight when the test stops the run.
 const SLOW_BYTES_PER_SEC: u64 = 256 * KIB;
 
-fn cut_after(id: u64, size: u64, bytes: u64) -> FakeModel {
+fn with_faults(id: u64, size: u64, faults: FileFaults) -> FakeModel {
     let mut m = model(id, "LORA", size);
-    m.versions[0].files[0].faults = FileFaults {
-        reset_after: Some((bytes, 1)),
-        ..FileFaults::default()
-    };
+    m.versions[0].files[0].faults = faults;
     m
+}
+
+fn cut_after(id: u64, size: u64, bytes: u64) -> FakeModel {
+    with_faults(
+        id,
+        size,
+        FileFaults {
+            reset_after: Some((bytes, 1)),
+            ..FileFaults::default()
+        },
+    )
 }
 
 /// Starts a download of `model_id` in the background and waits until its `.part` holds bytes.
@@ -169,5 +177,83 @@ fn expired_signed_url_is_resolved_again() {
         server.stats().resolves() >= 2,
         "resolves: {}",
         server.stats().resolves()
+    );
+}
+
+#[test]
+fn storage_ignoring_range_restarts_the_file_cleanly() {
+    let m = with_faults(
+        85,
+        MIB,
+        FileFaults {
+            reset_after: Some((200 * KIB, 1)),
+            ignore_range: true,
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("85");
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
+}
+
+#[test]
+fn stalled_transfer_times_out_and_resumes() {
+    const STALL: u64 = 256 * KIB;
+    let m = with_faults(
+        86,
+        MIB,
+        FileFaults {
+            stall_after: Some((STALL, 1)),
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["86", "--read-timeout", "1"]);
+    run(cmd).expect_code(0);
+    let file = first_file(&m);
+    assert_verified(&sandbox.out.join(&file.name), file);
+    let ranges = ranges_of(&server, file.id);
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert!(
+        ranges[1]
+            .as_deref()
+            .and_then(range_start)
+            .is_some_and(|s| s > 0),
+        "the retry continues the stalled bytes: {ranges:?}"
+    );
+}
+
+#[test]
+fn a_second_run_on_the_same_output_is_refused_while_the_first_runs() {
+    let m = model(87, "LORA", 4 * MIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            bandwidth: Some(SLOW_BYTES_PER_SEC),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut first = start_slow_download(&server, &sandbox, &m);
+    let mut second = download(&server, &sandbox);
+    second.arg("87");
+    let ran = run(second);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_ne!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("another civitai-dl run"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        ranges_of(&server, first_file(&m).id).len(),
+        1,
+        "the second run downloaded"
     );
 }

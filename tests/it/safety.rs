@@ -5,7 +5,7 @@ use std::path::Component;
 
 use civitai_dl::fake_server::{FakeFile, FakeModel, FakeVersion, Knobs, content_sha256};
 
-use crate::support::{Sandbox, download, run, serve, sha256_file};
+use crate::support::{KEY, Sandbox, download, first_file, model, run, serve, sha256_file};
 
 const KIB: u64 = 1024;
 /// The longest file name Linux, macOS and Windows all accept, in bytes.
@@ -104,4 +104,26 @@ fn hostile_names_stay_inside_the_output_folder() {
         m.versions[0].files.len(),
         "{model_files:?}"
     );
+}
+
+#[test]
+fn the_api_key_is_written_nowhere() {
+    let m = model(92, "LORA", 64 * KIB);
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["92", "--api-key", KEY, "--json", "-v"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    assert!(sandbox.out.join(&first_file(&m).name).is_file());
+    assert!(!ran.stdout.contains(KEY), "key in stdout");
+    assert!(!ran.stderr.contains(KEY), "key in stderr");
+    for path in sandbox.all_files() {
+        let bytes = std::fs::read(sandbox.root().join(&path)).unwrap();
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "the key is written into {}",
+            path.display()
+        );
+    }
 }

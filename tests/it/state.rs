@@ -8,18 +8,21 @@ const KIB: u64 = 1024;
 
 #[test]
 fn rerun_downloads_nothing() {
-    let models = vec![model(201, "LORA", 256 * KIB), model(202, "LORA", 128 * KIB)];
+    let mut models = vec![model(201, "LORA", 256 * KIB), model(202, "LORA", 128 * KIB)];
+    for m in &mut models {
+        m.versions[0].images = 1;
+    }
     let server = serve(models.clone(), Knobs::default());
     let sandbox = Sandbox::new();
     let mut first = download(&server, &sandbox);
-    first.args(["201", "202"]);
+    first.args(["201", "202", "--images", "1"]);
     run(first).expect_code(0);
     let storage_after_first = server.stats().storage_requests();
     let resolves_after_first = server.stats().resolves();
-    assert_eq!(storage_after_first, 2);
+    assert_eq!(storage_after_first, 4, "two files and two previews");
 
     let mut second = download(&server, &sandbox);
-    second.args(["201", "202", "--json"]);
+    second.args(["201", "202", "--images", "1", "--json"]);
     let ran = run(second);
     ran.expect_code(0);
     assert_eq!(
@@ -30,11 +33,11 @@ fn rerun_downloads_nothing() {
     assert_eq!(server.stats().resolves(), resolves_after_first);
     let report = ran.json();
     let files = report["files"].as_array().unwrap();
-    assert_eq!(files.len(), 2, "{report:#}");
+    assert_eq!(files.len(), 4, "{report:#}");
     assert!(files.iter().all(|f| f["status"] == "present"), "{report:#}");
     assert!(files.iter().all(|f| f["transferred"] == 0), "{report:#}");
     assert!(
-        ran.stderr.contains("0 downloaded, 2 already present"),
+        ran.stderr.contains("0 downloaded, 4 already present"),
         "{}",
         ran.stderr
     );
