@@ -21,6 +21,7 @@ pub struct Cli {
 
 /// Options accepted by every command (also from the environment and the config file).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Civitai API key (also read from CIVITAI_TOKEN or CIVITAI_API_TOKEN). Sent only to the API host.
     #[arg(long, global = true, env = "CIVITAI_API_KEY", hide_env_values = true)]
@@ -92,6 +93,7 @@ pub enum Command {
 
 /// Which targets to work on.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Targets")]
 pub struct TargetArgs {
     /// Model ids, civitai.com / civitai.red URLs, or AIR URNs.
     #[arg(value_name = "TARGET")]
@@ -112,6 +114,7 @@ pub struct TargetArgs {
 
 /// Which versions and files of a model to take.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Selection")]
 pub struct SelectionArgs {
     /// Every version, not just the latest.
     #[arg(long)]
