@@ -1,0 +1,203 @@
+//! Ways of naming targets, listings, plans without downloads, and host fallback.
+
+use std::collections::BTreeSet;
+
+use civitai_dl::fake_server::{FakeModel, Knobs};
+use serde_json::Value;
+
+use crate::support::{
+    FAST_RETRIES, Sandbox, assert_verified, civitai_dl, download, first_file, info, model, run,
+    serve,
+};
+
+const KIB: u64 = 1024;
+
+fn by(creator: &str, nsfw: bool, m: FakeModel) -> FakeModel {
+    FakeModel {
+        creator: creator.to_owned(),
+        nsfw,
+        ..m
+    }
+}
+
+/// File ids listed by `info --json` / `download --dry-run --json`.
+fn listed_file_ids(plan: &Value) -> BTreeSet<u64> {
+    plan.as_array()
+        .unwrap_or_else(|| panic!("a JSON array: {plan:#}"))
+        .iter()
+        .map(|f| f["file_id"].as_u64().expect("file_id"))
+        .collect()
+}
+
+#[test]
+fn user_listing_walks_every_page() {
+    // More models than one page holds (100), so the listing must follow the cursor.
+    let mut models: Vec<FakeModel> = (0..104)
+        .map(|i| by("tester", i % 10 == 0, model(1000 + i, "LORA", KIB)))
+        .collect();
+    models.push(by("someone_else", false, model(1200, "LORA", KIB)));
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+
+    let mut all = info(&server, &sandbox);
+    all.args(["--user", "tester", "--json"]);
+    let ran = run(all);
+    ran.expect_code(0);
+    let want: BTreeSet<u64> = models
+        .iter()
+        .filter(|m| m.creator == "tester")
+        .map(|m| first_file(m).id)
+        .collect();
+    assert_eq!(listed_file_ids(&ran.json()), want);
+
+    let mut sfw = info(&server, &sandbox);
+    sfw.args(["--user", "tester", "--sfw-only", "--json"]);
+    let ran = run(sfw);
+    ran.expect_code(0);
+    let want_sfw: BTreeSet<u64> = models
+        .iter()
+        .filter(|m| m.creator == "tester" && !m.nsfw)
+        .map(|m| first_file(m).id)
+        .collect();
+    assert_eq!(listed_file_ids(&ran.json()), want_sfw);
+}
+
+#[test]
+fn user_download_takes_nsfw_models_unless_sfw_only() {
+    let models = vec![
+        by("tester", false, model(301, "LORA", 64 * KIB)),
+        by("tester", true, model(302, "LORA", 64 * KIB)),
+        by("other", false, model(303, "LORA", 64 * KIB)),
+    ];
+    let server = serve(models.clone(), Knobs::default());
+
+    let everything = Sandbox::new();
+    let mut cmd = download(&server, &everything);
+    cmd.args(["--user", "tester"]);
+    run(cmd).expect_code(0);
+    assert_verified(
+        &everything.out.join(&first_file(&models[0]).name),
+        first_file(&models[0]),
+    );
+    assert_verified(
+        &everything.out.join(&first_file(&models[1]).name),
+        first_file(&models[1]),
+    );
+    assert!(!everything.out.join(&first_file(&models[2]).name).exists());
+
+    let sfw = Sandbox::new();
+    let mut cmd = download(&server, &sfw);
+    cmd.args(["--user", "tester", "--sfw-only"]);
+    run(cmd).expect_code(0);
+    assert_verified(
+        &sfw.out.join(&first_file(&models[0]).name),
+        first_file(&models[0]),
+    );
+    assert!(
+        !sfw.out.join(&first_file(&models[1]).name).exists(),
+        "nsfw model downloaded"
+    );
+}
+
+#[test]
+fn targets_from_file_version_air_and_url() {
+    let models: Vec<FakeModel> = (401..=405).map(|id| model(id, "LORA", 64 * KIB)).collect();
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let list = sandbox.home.join("targets.txt");
+    std::fs::write(
+        &list,
+        "# my favourites\n\n401\n   \n  # indented comment\n402\n",
+    )
+    .unwrap();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("--from-file")
+        .arg(&list)
+        .args(["--version", "4030"])
+        .arg("urn:air:sdxl:lora:civitai:404@4040")
+        .arg("https://civitai.com/models/405/some-slug?modelVersionId=4050");
+    let ran = run(cmd);
+    ran.expect_code(0);
+    for m in &models {
+        assert_verified(&sandbox.out.join(&first_file(m).name), first_file(m));
+    }
+    assert_eq!(server.stats().auth_at_storage(), 0);
+}
+
+#[test]
+fn dry_run_writes_nothing_and_lists_files_with_hashes() {
+    let models = vec![
+        model(501, "LORA", 64 * KIB),
+        model(502, "Checkpoint", 128 * KIB),
+    ];
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let fresh_out = sandbox.out.join("not-yet");
+    let mut cmd = civitai_dl(&server.api_url(), &sandbox, FAST_RETRIES);
+    cmd.args(["download", "501", "502", "--dry-run", "--json", "-o"])
+        .arg(&fresh_out);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    assert!(!fresh_out.exists(), "--dry-run created the output folder");
+    assert!(sandbox.all_files().is_empty(), "{:?}", sandbox.all_files());
+    assert_eq!(server.stats().storage_requests(), 0);
+    assert_eq!(server.stats().resolves(), 0);
+    assert_plan_lists(&ran.json(), &models);
+}
+
+#[test]
+fn info_json_lists_files_with_hashes() {
+    let models = vec![model(511, "LORA", 64 * KIB), model(512, "LORA", 64 * KIB)];
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = info(&server, &sandbox);
+    cmd.args(["511", "512", "--json"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    assert_plan_lists(&ran.json(), &models);
+    assert!(sandbox.all_files().is_empty(), "{:?}", sandbox.all_files());
+    assert_eq!(server.stats().storage_requests(), 0);
+}
+
+fn assert_plan_lists(plan: &Value, models: &[FakeModel]) {
+    let entries = plan.as_array().unwrap_or_else(|| panic!("array: {plan:#}"));
+    assert_eq!(entries.len(), models.len(), "{plan:#}");
+    for m in models {
+        let file = first_file(m);
+        let entry = entries
+            .iter()
+            .find(|e| e["file_id"] == file.id)
+            .unwrap_or_else(|| panic!("file {} not listed: {plan:#}", file.id));
+        let sha = entry["sha256"].as_str().unwrap_or_default();
+        assert!(
+            sha.eq_ignore_ascii_case(&civitai_dl::fake_server::content_sha256(
+                file.seed, file.size
+            )),
+            "{entry:#}"
+        );
+        assert_eq!(entry["size_bytes"], file.size, "{entry:#}");
+    }
+}
+
+#[test]
+fn unreachable_primary_host_falls_back() {
+    let m = model(601, "LORA", 64 * KIB);
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = civitai_dl("http://127.0.0.1:1", &sandbox, FAST_RETRIES);
+    cmd.arg("--fallback-base-url")
+        .arg(server.api_url())
+        .args(["download", "601", "--json", "-o"])
+        .arg(&sandbox.out);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
+    let hosts = ran.json()["hosts"].clone();
+    let port = server.api_url().rsplit(':').next().unwrap().to_owned();
+    let served_by_fake = hosts
+        .as_object()
+        .unwrap_or_else(|| panic!("hosts: {hosts:#}"))
+        .iter()
+        .any(|(host, n)| host.contains(&port) && n.as_u64() > Some(0));
+    assert!(served_by_fake, "hosts: {hosts:#}");
+}

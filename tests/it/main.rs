@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `civitai-dl` binary against the offline fake Civitai.
+//!
+//! One integration-test binary (rather than one per file) so the crate and the helpers are built
+//! once. Every test starts its own fake server and works in its own temporary folder, so the tests
+//! run in parallel without seeing each other.
+
+mod cli;
+mod download;
+mod errors;
+mod resume;
+mod safety;
+mod state;
+mod support;

@@ -1,0 +1,259 @@
+//! Interrupted transfers: cut connections, killed and interrupted runs, expired signed URLs.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use civitai_dl::fake_server::{FakeCivitai, FakeModel, FileFaults, Knobs};
+
+use crate::support::{
+    Sandbox, assert_verified, download, download_with_retries, first_file, len_or_zero, model,
+    poll_until, range_start, ranges_of, run, serve,
+};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+/// Slow enough that a 4 MiB file is still in flight when the test stops the run.
+const SLOW_BYTES_PER_SEC: u64 = 256 * KIB;
+
+fn with_faults(id: u64, size: u64, faults: FileFaults) -> FakeModel {
+    let mut m = model(id, "LORA", size);
+    m.versions[0].files[0].faults = faults;
+    m
+}
+
+fn cut_after(id: u64, size: u64, bytes: u64) -> FakeModel {
+    with_faults(
+        id,
+        size,
+        FileFaults {
+            reset_after: Some((bytes, 1)),
+            ..FileFaults::default()
+        },
+    )
+}
+
+/// Starts a download of `model_id` in the background and waits until its `.part` holds bytes.
+fn start_slow_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Child {
+    let mut cmd = download(server, sandbox);
+    cmd.arg(model.id.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    let part = sandbox.out.join(format!("{}.part", first_file(model).name));
+    if !poll_until(Duration::from_secs(30), || len_or_zero(&part) > 0) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no bytes reached {} within 30 s", part.display());
+    }
+    child
+}
+
+/// Asserts that the last GET of the file asked for the rest from a non-zero offset.
+fn assert_resumed_from_offset(server: &FakeCivitai, file_id: u64) -> u64 {
+    let ranges = ranges_of(server, file_id);
+    let last = ranges.last().cloned().flatten();
+    let start = last.as_deref().and_then(range_start);
+    assert!(
+        start.is_some_and(|s| s > 0),
+        "the rerun should continue with a Range from a non-zero offset: {ranges:?}"
+    );
+    start.unwrap_or_default()
+}
+
+#[test]
+fn connection_cut_mid_file_resumes_with_a_range_request() {
+    const CUT: u64 = 300 * KIB;
+    let m = cut_after(81, 2 * MIB, CUT);
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("81");
+    run(cmd).expect_code(0);
+    let file = first_file(&m);
+    assert_verified(&sandbox.out.join(&file.name), file);
+    let ranges = ranges_of(&server, file.id);
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert_eq!(
+        ranges[1].as_deref().and_then(range_start),
+        Some(CUT),
+        "second GET continues at the cut: {ranges:?}"
+    );
+    assert!(!sandbox.out.join(format!("{}.part", file.name)).exists());
+}
+
+#[test]
+fn part_left_by_a_killed_run_is_continued() {
+    let m = model(82, "LORA", 4 * MIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            bandwidth: Some(SLOW_BYTES_PER_SEC),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut child = start_slow_download(&server, &sandbox, &m);
+    child.kill().expect("kill civitai-dl");
+    child.wait().expect("reap civitai-dl");
+
+    server.set_knobs(Knobs::default());
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("82");
+    run(cmd).expect_code(0);
+    let file = first_file(&m);
+    assert_verified(&sandbox.out.join(&file.name), file);
+    let start = assert_resumed_from_offset(&server, file.id);
+    assert!(start < file.size);
+}
+
+#[test]
+fn ctrl_c_exits_130_keeps_the_part_and_a_rerun_completes() {
+    let m = model(83, "LORA", 4 * MIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            bandwidth: Some(SLOW_BYTES_PER_SEC),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut child = start_slow_download(&server, &sandbox, &m);
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exit = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert_eq!(exit, Some(130), "Ctrl-C exits with 130");
+
+    let file = first_file(&m);
+    let part = sandbox.out.join(format!("{}.part", file.name));
+    assert!(len_or_zero(&part) > 0, "the .part is kept");
+    assert!(!sandbox.out.join(&file.name).exists());
+    let record = sandbox.state_record(file.id);
+    assert_ne!(record["status"], "done", "{record:#}");
+
+    server.set_knobs(Knobs::default());
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("83");
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join(&file.name), file);
+    assert_resumed_from_offset(&server, file.id);
+    assert_eq!(sandbox.state_record(file.id)["status"], "done");
+}
+
+/// Waits for a child, killing it (and failing) if it outlives `limit`.
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
+    let mut status = None;
+    let exited = poll_until(limit, || {
+        status = child.try_wait().expect("poll child");
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("civitai-dl did not exit within {limit:?} of Ctrl-C");
+    }
+    status.and_then(|s| s.code())
+}
+
+#[test]
+fn expired_signed_url_is_resolved_again() {
+    let m = cut_after(84, MIB, 128 * KIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            url_ttl: Duration::from_millis(300),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    // Retries wait longer than the URL lives, so the resumed GET cannot reuse the first URL.
+    let mut cmd = download_with_retries(&server, &sandbox, "600,600,600");
+    cmd.arg("84");
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
+    assert!(
+        server.stats().resolves() >= 2,
+        "resolves: {}",
+        server.stats().resolves()
+    );
+}
+
+#[test]
+fn storage_ignoring_range_restarts_the_file_cleanly() {
+    let m = with_faults(
+        85,
+        MIB,
+        FileFaults {
+            reset_after: Some((200 * KIB, 1)),
+            ignore_range: true,
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("85");
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
+}
+
+#[test]
+fn stalled_transfer_times_out_and_resumes() {
+    const STALL: u64 = 256 * KIB;
+    let m = with_faults(
+        86,
+        MIB,
+        FileFaults {
+            stall_after: Some((STALL, 1)),
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["86", "--read-timeout", "1"]);
+    run(cmd).expect_code(0);
+    let file = first_file(&m);
+    assert_verified(&sandbox.out.join(&file.name), file);
+    let ranges = ranges_of(&server, file.id);
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert!(
+        ranges[1]
+            .as_deref()
+            .and_then(range_start)
+            .is_some_and(|s| s > 0),
+        "the retry continues the stalled bytes: {ranges:?}"
+    );
+}
+
+#[test]
+fn a_second_run_on_the_same_output_is_refused_while_the_first_runs() {
+    let m = model(87, "LORA", 4 * MIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            bandwidth: Some(SLOW_BYTES_PER_SEC),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut first = start_slow_download(&server, &sandbox, &m);
+    let mut second = download(&server, &sandbox);
+    second.arg("87");
+    let ran = run(second);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_ne!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("another civitai-dl run"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        ranges_of(&server, first_file(&m).id).len(),
+        1,
+        "the second run downloaded"
+    );
+}

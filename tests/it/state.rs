@@ -1,0 +1,120 @@
+//! What a run remembers: reruns skip finished work, the quota stop saves progress.
+
+use civitai_dl::fake_server::Knobs;
+
+use crate::support::{Sandbox, assert_verified, download, first_file, model, run, serve};
+
+const KIB: u64 = 1024;
+
+#[test]
+fn rerun_downloads_nothing() {
+    let mut models = vec![model(201, "LORA", 256 * KIB), model(202, "LORA", 128 * KIB)];
+    for m in &mut models {
+        m.versions[0].images = 1;
+    }
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut first = download(&server, &sandbox);
+    first.args(["201", "202", "--images", "1"]);
+    run(first).expect_code(0);
+    let storage_after_first = server.stats().storage_requests();
+    let resolves_after_first = server.stats().resolves();
+    assert_eq!(storage_after_first, 4, "two files and two previews");
+
+    let mut second = download(&server, &sandbox);
+    second.args(["201", "202", "--images", "1", "--json"]);
+    let ran = run(second);
+    ran.expect_code(0);
+    assert_eq!(
+        server.stats().storage_requests(),
+        storage_after_first,
+        "the rerun transferred files"
+    );
+    assert_eq!(server.stats().resolves(), resolves_after_first);
+    let report = ran.json();
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 4, "{report:#}");
+    assert!(files.iter().all(|f| f["status"] == "present"), "{report:#}");
+    assert!(files.iter().all(|f| f["transferred"] == 0), "{report:#}");
+    assert!(
+        ran.stderr.contains("0 downloaded, 4 already present"),
+        "{}",
+        ran.stderr
+    );
+    for m in &models {
+        assert_verified(&sandbox.out.join(&first_file(m).name), first_file(m));
+        assert_eq!(sandbox.state_record(first_file(m).id)["status"], "done");
+    }
+}
+
+#[test]
+fn rerun_after_the_file_was_damaged_downloads_it_again() {
+    let m = model(203, "LORA", 128 * KIB);
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut first = download(&server, &sandbox);
+    first.arg("203");
+    run(first).expect_code(0);
+    let path = sandbox.out.join(&first_file(&m).name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(1000);
+    std::fs::write(&path, bytes).unwrap();
+
+    let mut second = download(&server, &sandbox);
+    second.arg("203");
+    run(second).expect_code(0);
+    // The damaged file is civitai-dl's own (the state recorded it as done at this path), so it
+    // is repaired in place rather than left beside a second copy under another name.
+    assert_verified(&path, first_file(&m));
+    assert_eq!(sandbox.downloads().len(), 2, "{:?}", sandbox.downloads());
+}
+
+#[test]
+fn quota_stops_the_run_with_exit_3_and_saves_state() {
+    let models = vec![
+        model(211, "LORA", 64 * KIB),
+        model(212, "LORA", 64 * KIB),
+        model(213, "LORA", 64 * KIB),
+    ];
+    let server = serve(
+        models.clone(),
+        Knobs {
+            quota_after: Some(1),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["211", "212", "213", "--json"]);
+    let ran = run(cmd);
+    ran.expect_code(3);
+    assert!(ran.stderr.contains("quota"), "{}", ran.stderr);
+    assert_eq!(ran.json()["stopped"], "quota_exhausted", "{}", ran.stdout);
+
+    let first = first_file(&models[0]);
+    assert_verified(&sandbox.out.join(&first.name), first);
+    for m in &models[1..] {
+        assert!(!sandbox.out.join(&first_file(m).name).exists());
+    }
+    let fetched: Vec<u64> = server.stats().ranges().iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        fetched,
+        vec![first.id],
+        "only the first file was transferred"
+    );
+    assert_eq!(
+        server.stats().resolves(),
+        1,
+        "after the quota answer nothing else is tried"
+    );
+    assert_eq!(sandbox.state_record(first.id)["status"], "done");
+    let last = first_file(&models[2]).id;
+    let state = sandbox.state();
+    let untouched = state["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["file"]["id"] == last)
+        .all(|r| r["attempts"] == 0);
+    assert!(untouched, "the third file was attempted: {state:#}");
+}
