@@ -33,6 +33,9 @@ const PAGE_LIMIT: u32 = 100;
 const SNIPPET_CHARS: usize = 120;
 /// Error bodies are small; an HTML page is read no further than this.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// A page of 100 models with their versions runs to a few MB; anything past this is not an API
+/// answer.
+const MAX_JSON_BODY_BYTES: usize = 256 * 1024 * 1024;
 
 /// A failed API request, one variant per failure state Civitai really produces.
 #[derive(Debug, thiserror::Error)]
@@ -389,37 +392,19 @@ impl ApiClient {
         if let Some(file_id) = file_id {
             path.push_str(&format!("?fileId={file_id}"));
         }
-        let (url, response) = self.send(&path).await?;
-        let status = response.status();
-        if status.is_redirection() {
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|loc| url.join(loc).ok());
-            if let Some(location) = location {
+        match self.send(&path, Expect::Redirect).await? {
+            Reply::Redirect(location) => {
                 self.counters.resolves.fetch_add(1, Ordering::Relaxed);
-                return Ok(SignedUrl::direct(location));
+                Ok(SignedUrl::direct(location))
             }
+            Reply::Json(_) => unreachable!("send honours Expect::Redirect"),
         }
-        Err(ApiError::Rejected {
-            status: status.as_u16(),
-            message: "the download route answered without a redirect to the file".into(),
-        })
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<WithRaw<T>, ApiError> {
-        let (_, response) = self.send(path).await?;
-        let status = response.status();
-        let content_type = content_type(&response);
-        let text = response.text().await.map_err(network_error)?;
-        if !looks_like_json(&content_type, &text) {
-            return Err(ApiError::NotJson {
-                status: status.as_u16(),
-                content_type,
-                snippet: snippet(&text),
-            });
-        }
+        let Reply::Json(text) = self.send(path, Expect::Json).await? else {
+            unreachable!("send honours Expect::Json");
+        };
         let raw: Value = serde_json::from_str(&text).map_err(|e| ApiError::Decode {
             message: e.to_string(),
         })?;
@@ -430,9 +415,9 @@ impl ApiClient {
     }
 
     /// Send a GET to the current host with retries, moving on to the next host when one keeps
-    /// failing with connection errors or 5xx. Returns the URL and a response that is a success
-    /// or a redirect.
-    async fn send(&self, path: &str) -> Result<(Url, reqwest::Response), ApiError> {
+    /// failing with connection errors or 5xx. The answer is read and checked inside each attempt,
+    /// so a maintenance page under status 200 is retried like any other transient failure.
+    async fn send(&self, path: &str, expect: Expect) -> Result<Reply, ApiError> {
         loop {
             let index = self.current_host.load(Ordering::Relaxed);
             let host = &self.hosts[index.min(self.hosts.len() - 1)];
@@ -444,7 +429,7 @@ impl ApiClient {
                 .retry
                 .run(
                     &self.cancel,
-                    |_| self.attempt(url.clone()),
+                    |_| self.attempt(url.clone(), expect),
                     |error, failures, delay| {
                         self.counters.retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
@@ -457,9 +442,9 @@ impl ApiClient {
                 )
                 .await;
             match result {
-                Ok(response) => {
+                Ok(reply) => {
                     *lock(&self.served).entry(host_of(&url)).or_default() += 1;
-                    return Ok((url, response));
+                    return Ok(reply);
                 }
                 Err(error)
                     if error.warrants_failover()
@@ -483,8 +468,9 @@ impl ApiClient {
         }
     }
 
-    /// One attempt: wait for the limiter, send, and turn any non-success into an [`ApiError`].
-    async fn attempt(&self, url: Url) -> Result<reqwest::Response, ApiError> {
+    /// One attempt: wait for the limiter, send, read the answer, and turn anything but the
+    /// expected kind of success into an [`ApiError`].
+    async fn attempt(&self, url: Url, expect: Expect) -> Result<Reply, ApiError> {
         self.limiter.acquire().await;
         let mut request = self.http.get(url.clone());
         if let Some(key) = &self.api_key {
@@ -496,14 +482,17 @@ impl ApiClient {
         lock(&self.counters.latencies).push(started.elapsed());
         let status = response.status();
         if status.is_success() || status.is_redirection() {
-            return Ok(response);
+            return read_reply(&url, response, expect).await;
         }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = read_limited(response).await;
+        // The status already says what failed; a body lost on the way only costs the details.
+        let body = read_limited(response, MAX_ERROR_BODY_BYTES)
+            .await
+            .unwrap_or_default();
         let error = classify_failure(status, retry_after, &body);
         if let ApiError::RateLimited {
             retry_after: Some(wait),
@@ -517,6 +506,65 @@ impl ApiClient {
         }
         Err(error)
     }
+}
+
+/// What kind of success a request expects.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// A JSON body.
+    Json,
+    /// A redirect (the download route).
+    Redirect,
+}
+
+/// A successful answer, read.
+enum Reply {
+    /// The body, checked to look like JSON.
+    Json(String),
+    /// The absolute redirect target.
+    Redirect(Url),
+}
+
+/// Read a 2xx/3xx answer as `expect` says. An HTML body (maintenance, Cloudflare challenge, login
+/// page) is [`ApiError::NotJson`], which is retried.
+async fn read_reply(
+    url: &Url,
+    response: reqwest::Response,
+    expect: Expect,
+) -> Result<Reply, ApiError> {
+    let status = response.status();
+    let content_type = content_type(&response);
+    if let Expect::Redirect = expect
+        && status.is_redirection()
+    {
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|loc| url.join(loc).ok());
+        if let Some(location) = location {
+            return Ok(Reply::Redirect(location));
+        }
+    }
+    let text = read_limited(response, MAX_JSON_BODY_BYTES).await?;
+    if status.is_success() && looks_like_json(&content_type, &text) {
+        if let Expect::Json = expect {
+            return Ok(Reply::Json(text));
+        }
+    } else if content_type.contains("html") || text.trim_start().starts_with('<') {
+        return Err(ApiError::NotJson {
+            status: status.as_u16(),
+            content_type,
+            snippet: snippet(&text),
+        });
+    }
+    Err(ApiError::Rejected {
+        status: status.as_u16(),
+        message: match expect {
+            Expect::Json => format!("unexpected answer: {}", snippet(&text)),
+            Expect::Redirect => "the download route answered without a redirect to the file".into(),
+        },
+    })
 }
 
 /// Map a failed status and its body to the failure state it means (`civitai-api.md` §6.3, §8).
@@ -600,15 +648,16 @@ pub fn snippet(body: &str) -> String {
     cut
 }
 
-async fn read_limited(mut response: reqwest::Response) -> String {
+/// Read a body up to `limit` bytes; a body cut off mid-way is a (retryable) network error.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<String, ApiError> {
     let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
+    while let Some(chunk) = response.chunk().await.map_err(network_error)? {
         body.extend_from_slice(&chunk);
-        if body.len() >= MAX_ERROR_BODY_BYTES {
+        if body.len() >= limit {
             break;
         }
     }
-    String::from_utf8_lossy(&body).into_owned()
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 fn encode(value: &str) -> String {

@@ -83,6 +83,7 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {error:#}");
             let exit = if error.downcast_ref::<UsageError>().is_some()
                 || error.downcast_ref::<crate::config::ConfigError>().is_some()
+                || error.downcast_ref::<crate::state::StateError>().is_some()
             {
                 Exit::Usage
             } else {
@@ -341,12 +342,12 @@ async fn demo(
         Some(dir) => dir,
         None => fresh_temp_dir()?,
     };
-    eprintln!(
+    progress.println(&format!(
         "demo: fake Civitai at {} (storage {}); downloading into {}",
         server.api_url(),
         server.storage_url(),
         output.display()
-    );
+    ));
     let request = DownloadRequest {
         targets,
         selection: Selection {

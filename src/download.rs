@@ -82,6 +82,9 @@ pub struct PlannedFile {
     pub expected_sha256: Option<String>,
     /// What content is acceptable.
     pub kind: FileKind,
+    /// The final path holds a file civitai-dl wrote in an earlier run (the state says so): if it
+    /// no longer matches, it is repaired in place instead of being left beside a renamed copy.
+    pub replace_existing: bool,
 }
 
 /// How a file ended.
@@ -400,6 +403,14 @@ impl Downloader {
         }
         if self.matches_on_disk(file, &file.dest).await? {
             return Ok(None);
+        }
+        if file.replace_existing {
+            tracing::warn!(
+                "{}: {} is damaged or outdated; downloading it again",
+                file.label,
+                file.dest.display()
+            );
+            return Ok(Some(file.dest.clone()));
         }
         let name = file
             .dest

@@ -12,9 +12,13 @@ use std::path::{Component, Path, PathBuf};
 /// Used when nothing usable is left of a hostile name (`..`, empty, only control characters).
 const FALLBACK_FILE_NAME: &str = "download";
 
-/// The per-component limit of ext4, APFS and NTFS (NTFS counts UTF-16 units, which is never more
-/// than the UTF-8 byte count).
-const MAX_FILE_NAME_BYTES: usize = 255;
+/// The per-component limit of ext4, APFS and NTFS is 255 bytes (NTFS counts UTF-16 units, which is
+/// never more than the UTF-8 byte count). Names are kept shorter than that because civitai-dl adds
+/// to them: `.part.json`, `.unverified`, `_<file id>`, `.preview.10.jpeg`, `.civitai.info`.
+const MAX_FILE_NAME_BYTES: usize = 255 - RESERVED_SUFFIX_BYTES;
+
+/// Room left for the longest suffix civitai-dl appends to a sanitised name.
+const RESERVED_SUFFIX_BYTES: usize = 40;
 
 /// Extensions up to this length are kept when a name is shortened; a longer "extension" is just a
 /// dot in the middle of a long name and is not worth preserving.
@@ -44,7 +48,7 @@ pub enum NamingError {
 /// string, never a path separator, never `.`/`..`.
 ///
 /// Control characters are removed (they are invisible, so a `_` would only add noise); the
-/// characters Windows forbids become `_`. Names longer than 255 bytes are shortened on a character
+/// characters Windows forbids become `_`. Names longer than [`MAX_FILE_NAME_BYTES`] are shortened on a character
 /// boundary, keeping a short extension such as `.safetensors`.
 pub fn sanitize_file_name(raw: &str) -> String {
     let component = strip_drive_letter(last_component(raw));
@@ -467,10 +471,10 @@ mod tests {
     #[test]
     fn long_names_without_a_short_extension_are_cut_and_stay_valid() {
         let cases = [
-            ("x".repeat(300), "x".repeat(255)),
+            ("x".repeat(300), "x".repeat(MAX_FILE_NAME_BYTES)),
             (
                 format!("a.{}", "b".repeat(300)),
-                format!("a.{}", "b".repeat(253)),
+                format!("a.{}", "b".repeat(MAX_FILE_NAME_BYTES - 2)),
             ),
             (
                 format!("{}{}", ".".repeat(260), "x".repeat(40)),

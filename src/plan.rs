@@ -415,6 +415,7 @@ impl Planner {
                 expected_size: file.size_bytes(),
                 expected_sha256: sha256.clone(),
                 kind: FileKind::Model,
+                replace_existing: false,
             },
             facts: FileFacts {
                 model_id: model.id,

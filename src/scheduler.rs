@@ -85,16 +85,16 @@ impl Run {
     /// The whole job for one model file: skip it when the state and the disk say it is done,
     /// otherwise download and verify it; then its sidecar and previews; record everything.
     pub async fn process(&self, job: Job) {
-        let dest = self
-            .recorded_path(&job)
-            .unwrap_or_else(|| job.file.dest.clone());
+        let recorded = self.recorded_path(&job);
+        let owned = recorded.is_some();
+        let dest = recorded.unwrap_or_else(|| job.file.dest.clone());
         let result = match self.known_complete(&job, &dest) {
             Some(bytes) => Ok(Outcome::AlreadyPresent {
                 path: dest.clone(),
                 bytes,
                 sha256: None,
             }),
-            None => self.download_model(&job, dest.clone()).await,
+            None => self.download_model(&job, dest.clone(), owned).await,
         };
         let final_path = match &result {
             Ok(outcome) => Some(outcome_path(outcome).to_path_buf()),
@@ -132,7 +132,12 @@ impl Run {
         report
     }
 
-    async fn download_model(&self, job: &Job, dest: PathBuf) -> Result<Outcome, DownloadError> {
+    async fn download_model(
+        &self,
+        job: &Job,
+        dest: PathBuf,
+        owned: bool,
+    ) -> Result<Outcome, DownloadError> {
         self.record(job, &dest, |r| {
             r.status = state::FileStatus::Downloading;
             r.attempts += 1;
@@ -140,6 +145,7 @@ impl Run {
         let bar = self.progress.file(&job.file_name);
         let file = PlannedFile {
             dest,
+            replace_existing: owned,
             ..job.file.clone()
         };
         self.downloader.download_file(&file, &bar).await
@@ -272,6 +278,7 @@ impl Run {
                 expected_size: None,
                 expected_sha256: None,
                 kind: FileKind::Preview,
+                replace_existing: false,
             };
             let bar = self.progress.file(&format!("preview {}", n + 1));
             let result = self.downloader.download_file(&preview, &bar).await;
