@@ -678,3 +678,95 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(status: u16, body: &str) -> ApiError {
+        classify_failure(StatusCode::from_u16(status).unwrap(), None, body)
+    }
+
+    /// Every real error body Civitai sends maps to its own failure state.
+    #[test]
+    fn sample_error_bodies_map_to_their_failure_state() {
+        let samples: Vec<Value> = serde_json::from_str(include_str!(
+            "../tests/fixtures/civitai-samples/error_bodies.json"
+        ))
+        .unwrap();
+        for sample in samples {
+            let status = sample["status"].as_u64().unwrap() as u16;
+            let body = sample["body"].to_string();
+            let error = classify(status, &body);
+            let ok = match status {
+                404 => matches!(error, ApiError::NotFound { .. }),
+                410 => matches!(error, ApiError::Archived),
+                401 => matches!(error, ApiError::LoginRequired | ApiError::DownloadsDisabled),
+                403 => matches!(
+                    error,
+                    ApiError::EarlyAccess { .. } | ApiError::Forbidden { .. }
+                ),
+                429 => matches!(
+                    error,
+                    ApiError::QuotaExhausted { .. } | ApiError::TooManyPages { .. }
+                ),
+                500..=599 => matches!(error, ApiError::Server { .. }),
+                _ => matches!(error, ApiError::Rejected { .. }),
+            };
+            assert!(ok, "{status} {body} -> {error:?}");
+            assert!(!error.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn the_download_route_states() {
+        let disabled = r#"{"error":"Unauthorized","message":"The creator of this asset has disabled downloads on this file"}"#;
+        assert!(matches!(
+            classify(401, disabled),
+            ApiError::DownloadsDisabled
+        ));
+        let login = r#"{"error":"Unauthorized","message":"The creator of this asset requires you to be logged in to download it"}"#;
+        let error = classify(401, login);
+        assert!(error.to_string().contains("--api-key"), "{error}");
+        let early =
+            r#"{"error":"Early Access","deadline":"2026-08-20T00:00:00.000Z","message":"x"}"#;
+        assert!(classify(403, early).to_string().contains("2026-08-20"));
+        let quota =
+            r#"{"error":"We've noticed an unusual amount of downloading from your account."}"#;
+        assert!(matches!(
+            classify(429, quota),
+            ApiError::QuotaExhausted { .. }
+        ));
+        assert_eq!(classify(429, quota).retry_class(), RetryClass::Fatal);
+        let pages = r#"{"error":"You've requested too many pages, please use cursors instead"}"#;
+        assert_eq!(classify(429, pages).retry_class(), RetryClass::Fatal);
+        assert_ne!(classify(429, "").retry_class(), RetryClass::Fatal);
+        assert_ne!(
+            classify(503, "<html>busy</html>").retry_class(),
+            RetryClass::Fatal
+        );
+        assert_eq!(classify(404, "{}").retry_class(), RetryClass::Fatal);
+    }
+
+    #[test]
+    fn json_sniffing_and_snippets() {
+        assert!(looks_like_json("application/json", " {\"a\":1}"));
+        assert!(!looks_like_json("text/html", "{}"));
+        assert!(!looks_like_json("application/json", "<!DOCTYPE html>"));
+        let long = "x ".repeat(200);
+        assert!(snippet(&long).ends_with('…'));
+        assert_eq!(snippet("a\n  b"), "a b");
+    }
+
+    #[test]
+    fn signed_urls_never_display_their_query() {
+        let url = SignedUrl::direct(
+            Url::parse("https://b2.civitai.com/file/x/y.safetensors?Authorization=SECRET").unwrap(),
+        );
+        assert_eq!(
+            url.to_string(),
+            "https://b2.civitai.com/file/x/y.safetensors"
+        );
+        assert!(!format!("{url:?}").contains("SECRET"));
+    }
+}
