@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::failsafe::Attempt;
 use crate::limiter::RateLimiter;
+use crate::metrics::Metrics;
 use crate::models::{Me, Model, ModelVersion, Page, parse_error_body};
 use crate::retry::{RetryClass, RetryPolicy, Retryable, parse_retry_after};
 
@@ -226,19 +228,6 @@ pub struct WithRaw<T> {
     pub raw: Value,
 }
 
-/// Counters of what the client did, for the summary.
-#[derive(Debug, Default)]
-pub struct ApiCounters {
-    /// Requests sent (all attempts).
-    pub requests: AtomicU64,
-    /// Download resolves that returned a signed URL.
-    pub resolves: AtomicU64,
-    /// Retries made.
-    pub retries: AtomicU64,
-    /// Latency of every completed request.
-    pub latencies: Mutex<Vec<Duration>>,
-}
-
 /// A client builder with what every civitai-dl connection needs: the TLS provider (ring, chosen
 /// for its short build; installed once per process) and the honest User-Agent.
 pub fn client_builder() -> reqwest::ClientBuilder {
@@ -260,8 +249,7 @@ pub struct ApiClient {
     retry: RetryPolicy,
     cancel: CancellationToken,
     served: Mutex<BTreeMap<String, u64>>,
-    /// What the client did.
-    pub counters: ApiCounters,
+    metrics: Arc<Metrics>,
 }
 
 /// What [`ApiClient::new`] needs.
@@ -277,12 +265,14 @@ pub struct ApiOptions {
 }
 
 impl ApiClient {
-    /// Build a client sharing `limiter`, using `retry` and stopping retries when `cancel` fires.
+    /// Build a client sharing `limiter`, using `retry`, stopping retries when `cancel` fires and
+    /// reporting every attempt to `metrics`.
     pub fn new(
         options: ApiOptions,
         limiter: Arc<RateLimiter>,
         retry: RetryPolicy,
         cancel: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Result<ApiClient, reqwest::Error> {
         let http = client_builder()
             // The download route's redirect is read, not followed: see `resolve_download`.
@@ -299,7 +289,7 @@ impl ApiClient {
             retry,
             cancel,
             served: Mutex::new(BTreeMap::new()),
-            counters: ApiCounters::default(),
+            metrics,
         })
     }
 
@@ -394,7 +384,7 @@ impl ApiClient {
         }
         match self.send(&path, Expect::Redirect).await? {
             Reply::Redirect(location) => {
-                self.counters.resolves.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_resolve();
                 Ok(SignedUrl::direct(location))
             }
             Reply::Json(_) => unreachable!("send honours Expect::Redirect"),
@@ -431,7 +421,7 @@ impl ApiClient {
                     &self.cancel,
                     |_| self.attempt(url.clone(), expect),
                     |error, failures, delay| {
-                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.record_retry();
                         tracing::warn!(
                             "{} {}: {error}; retry {failures} in {:.1}s",
                             host_of(&url),
@@ -468,18 +458,27 @@ impl ApiClient {
         }
     }
 
-    /// One attempt: wait for the limiter, send, read the answer, and turn anything but the
-    /// expected kind of success into an [`ApiError`].
+    /// One attempt: wait for the limiter, exchange, and report how it went.
     async fn attempt(&self, url: Url, expect: Expect) -> Result<Reply, ApiError> {
         self.limiter.acquire().await;
+        let started = Instant::now();
+        let result = self.exchange(url, expect).await;
+        let answered = !matches!(result, Err(ApiError::Network { .. }));
+        self.metrics.record_api(
+            answered.then(|| started.elapsed()),
+            Attempt::judge(&result, ApiError::is_timeout),
+        );
+        result
+    }
+
+    /// Send, read the answer, and turn anything but the expected kind of success into an
+    /// [`ApiError`].
+    async fn exchange(&self, url: Url, expect: Expect) -> Result<Reply, ApiError> {
         let mut request = self.http.get(url.clone());
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
         let response = request.send().await.map_err(network_error)?;
-        lock(&self.counters.latencies).push(started.elapsed());
         let status = response.status();
         if status.is_success() || status.is_redirection() {
             return read_reply(&url, response, expect).await;

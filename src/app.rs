@@ -12,15 +12,16 @@ use crate::api::{ApiClient, ApiError, ApiOptions};
 use crate::cli::{
     Cli, Command, DemoArgs, DownloadArgs, FakeServerArgs, InfoArgs, SelectionArgs, TargetArgs,
 };
-use crate::config::Settings;
+use crate::config::{Performance, Settings};
 use crate::download::{DownloadOptions, Downloader};
 use crate::fake_server::{Catalog, FakeCivitai, Knobs};
 use crate::limiter::RateLimiter;
+use crate::metrics::Metrics;
 use crate::naming::Layout;
 use crate::plan::{FileFacts, Planner, Selection};
 use crate::progress::Progress;
 use crate::report::{RunReport, StopReason};
-use crate::scheduler::{Run, run_sequential};
+use crate::scheduler::{Run, RunParts, Work, run_with_failsafe};
 use crate::state::StateStore;
 use crate::target::{Target, parse_target_list};
 
@@ -36,6 +37,8 @@ pub enum Exit {
     Usage = 2,
     /// Civitai's 24-hour download quota is exhausted; state saved.
     QuotaExhausted = 3,
+    /// The emergency stop file appeared; state saved, a rerun continues.
+    EmergencyStop = 4,
     /// Interrupted (Ctrl-C); state saved, a rerun continues.
     Interrupted = 130,
 }
@@ -101,7 +104,7 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
         command => {
             let settings = Settings::load(&global)?;
             match command {
-                Command::Download(args) => download(settings, args, global.json, progress).await,
+                Command::Download(args) => download(settings, *args, global.json, progress).await,
                 Command::Info(args) => info(settings, args, global.json).await,
                 Command::Demo(args) => demo(settings, args, global.json, progress).await,
                 Command::FakeServer(_) => unreachable!("handled above"),
@@ -120,6 +123,7 @@ struct DownloadRequest {
     dry_run: bool,
     state_file: Option<PathBuf>,
     download: DownloadOptions,
+    performance: Performance,
 }
 
 async fn download(
@@ -129,6 +133,14 @@ async fn download(
     progress: Progress,
 ) -> anyhow::Result<Exit> {
     let targets = collect_targets(&args.targets)?;
+    let (performance, warnings) = Performance::resolve(
+        &settings.experimental,
+        &settings.failsafe,
+        &args.performance,
+    )?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let request = DownloadRequest {
         selection: selection(&settings, &args.selection),
         output: args
@@ -148,7 +160,10 @@ async fn download(
                 .unwrap_or(settings.network.min_speed_window),
             connect_timeout: settings.network.connect_timeout,
             read_timeout: settings.network.read_timeout,
+            segments: performance.segments,
+            segment_threshold: performance.segment_threshold,
         },
+        performance,
         targets,
     };
     execute(&settings, request, json, progress).await
@@ -162,7 +177,8 @@ async fn execute(
 ) -> anyhow::Result<Exit> {
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
-    let api = build_api(settings, cancel.clone())?;
+    let metrics = Arc::new(Metrics::new(request.performance.thresholds.clone()));
+    let api = build_api(settings, cancel.clone(), metrics.clone())?;
     check_key(&api).await?;
     let planner = Planner::new(
         api.clone(),
@@ -190,17 +206,25 @@ async fn execute(
         settings.retry.clone(),
         request.download.clone(),
         cancel.clone(),
+        metrics.clone(),
     )?);
-    let run = Run::new(
+    let run = Arc::new(Run::new(RunParts {
         planner,
         downloader,
         api,
+        metrics,
         state,
-        request.output.clone(),
+        output: request.output.clone(),
         progress,
+        performance: request.performance.clone(),
         cancel,
+    }));
+    tokio::spawn(
+        run.clone()
+            .watch_emergency_stop(request.performance.emergency_stop_file.clone()),
     );
-    run_sequential(&run, &request.targets).await;
+    let queue = request.targets.into_iter().map(Work::Plan).collect();
+    run_with_failsafe(&run, queue).await;
     let report = run.finish_report();
     print_report(&report, json)?;
     Ok(exit_for(&report))
@@ -210,6 +234,7 @@ fn exit_for(report: &RunReport) -> Exit {
     match report.stopped {
         Some(StopReason::QuotaExhausted) => Exit::QuotaExhausted,
         Some(StopReason::Interrupted) => Exit::Interrupted,
+        Some(StopReason::EmergencyStop) => Exit::EmergencyStop,
         None if report.has_failures() => Exit::SomeFailed,
         None => Exit::Success,
     }
@@ -227,7 +252,8 @@ async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<
     let targets = collect_targets(&args.targets)?;
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
-    let api = build_api(&settings, cancel)?;
+    let metrics = Arc::new(Metrics::new(Default::default()));
+    let api = build_api(&settings, cancel, metrics)?;
     check_key(&api).await?;
     let planner = Planner::new(
         api,
@@ -312,6 +338,14 @@ async fn demo(
     json: bool,
     progress: Progress,
 ) -> anyhow::Result<Exit> {
+    let (performance, warnings) = Performance::resolve(
+        &settings.experimental,
+        &settings.failsafe,
+        &args.performance,
+    )?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let catalog = Catalog::demo();
     let targets: Vec<Target> = catalog
         .models
@@ -366,7 +400,10 @@ async fn demo(
             min_speed_window: Duration::from_secs(60),
             connect_timeout: settings.network.connect_timeout,
             read_timeout: Duration::from_secs(10),
+            segments: performance.segments,
+            segment_threshold: performance.segment_threshold,
         },
+        performance,
     };
     execute(&settings, request, json, progress).await
 }
@@ -470,7 +507,11 @@ fn read_target_list(path: &Path) -> anyhow::Result<Vec<Target>> {
     parse_target_list(&text).map_err(|e| usage(format!("{}: {e}", path.display())))
 }
 
-fn build_api(settings: &Settings, cancel: CancellationToken) -> anyhow::Result<Arc<ApiClient>> {
+fn build_api(
+    settings: &Settings,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<ApiClient>> {
     let limiter = Arc::new(RateLimiter::new(
         settings.network.rate_limit,
         settings.network.rate_burst,
@@ -487,6 +528,7 @@ fn build_api(settings: &Settings, cancel: CancellationToken) -> anyhow::Result<A
         limiter,
         settings.retry.clone(),
         cancel,
+        metrics,
     )
     .context("cannot set up the HTTP client")?;
     Ok(Arc::new(api))

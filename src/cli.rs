@@ -82,7 +82,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Download models (by id, URL, AIR, version, creator or list file).
-    Download(DownloadArgs),
+    Download(Box<DownloadArgs>),
     /// Show what would be downloaded: versions, files, sizes, hashes.
     Info(InfoArgs),
     /// Run an offline fake Civitai on 127.0.0.1 (for trying things out and for tests).
@@ -193,6 +193,50 @@ pub struct DownloadArgs {
     /// The window for --min-speed, in seconds.
     #[arg(long, value_name = "SECS")]
     pub min_speed_window: Option<u64>,
+
+    /// Opt-in concurrency.
+    #[command(flatten)]
+    pub performance: PerformanceArgs,
+}
+
+/// Opt-in concurrency; ordinary runs stay sequential.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Performance (experimental)")]
+pub struct PerformanceArgs {
+    /// Turn on the experimental pieces enabled in the config file (all by default): parallel API
+    /// calls, parallel previews, parallel downloads, segmented downloads, adaptive rate.
+    #[arg(long)]
+    pub enable_experimental_performance: bool,
+
+    /// Turn on only these pieces: parallel_api, parallel_images, parallel_download, segmented,
+    /// adaptive_rate (comma-separated).
+    #[arg(long, value_name = "PIECES", value_delimiter = ',')]
+    pub experimental: Vec<String>,
+
+    /// One task, one request at a time, whatever else is set (the escape hatch).
+    #[arg(long)]
+    pub force_sync_mode: bool,
+
+    /// API calls in flight at once (experimental; default 2).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_api: Option<usize>,
+
+    /// Model files downloading at once (experimental; default 2).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_downloads: Option<usize>,
+
+    /// Preview images downloading at once (experimental; default 2).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_images: Option<usize>,
+
+    /// Connections per large file (experimental; default 4).
+    #[arg(long, value_name = "N")]
+    pub segments: Option<usize>,
+
+    /// Stop starting new work when this file appears (default: EMERGENCY_STOP in the working
+    /// directory or the output directory).
+    #[arg(long, value_name = "PATH")]
+    pub emergency_stop_file: Option<PathBuf>,
 }
 
 /// `civitai-dl info`.
@@ -233,4 +277,8 @@ pub struct DemoArgs {
     /// Where to put the downloads (default: a fresh temporary folder, printed).
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
+
+    /// Opt-in concurrency, to try it against the fake server.
+    #[command(flatten)]
+    pub performance: PerformanceArgs,
 }

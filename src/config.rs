@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::GlobalArgs;
+use crate::cli::{GlobalArgs, PerformanceArgs};
+use crate::failsafe::Thresholds;
 use crate::limiter::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
 use crate::naming::Layout;
 use crate::retry::{DEFAULT_DELAYS_MS, DEFAULT_JITTER, RetryPolicy};
@@ -85,6 +86,231 @@ pub struct FileConfig {
     /// Download settings.
     #[serde(default)]
     pub download: DownloadConfig,
+    /// Opt-in concurrency.
+    #[serde(default)]
+    pub experimental: ExperimentalConfig,
+    /// When concurrency falls back to sequential.
+    #[serde(default)]
+    pub failsafe: FailsafeConfig,
+}
+
+/// `[experimental]` in the config file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentalConfig {
+    /// Same as --enable-experimental-performance.
+    pub enabled: Option<bool>,
+    /// Same as --force-sync-mode.
+    pub force_sync_mode: Option<bool>,
+    /// Fetch metadata of several targets at once.
+    pub parallel_api: Option<bool>,
+    /// Fetch preview images in a pool.
+    pub parallel_images: Option<bool>,
+    /// Download several model files at once.
+    pub parallel_download: Option<bool>,
+    /// Split large files over several connections.
+    pub segmented: Option<bool>,
+    /// Move the request rate with the server's answers.
+    pub adaptive_rate: Option<bool>,
+    /// API calls in flight.
+    pub max_concurrent_api: Option<usize>,
+    /// Downloads in flight.
+    pub max_concurrent_downloads: Option<usize>,
+    /// Previews in flight.
+    pub max_concurrent_images: Option<usize>,
+    /// Connections per large file.
+    pub segments: Option<usize>,
+    /// Files at least this large (MiB) are segmented.
+    pub segment_threshold_mib: Option<u64>,
+}
+
+/// `[failsafe]` in the config file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailsafeConfig {
+    /// Failures in a row that trip it.
+    pub consecutive_failures: Option<u32>,
+    /// Error rate that trips it.
+    pub error_rate: Option<f64>,
+    /// Timeout rate that trips it.
+    pub timeout_rate: Option<f64>,
+    /// Attempts needed before rates count.
+    pub min_sample: Option<usize>,
+    /// Attempts in the sliding window.
+    pub window: Option<usize>,
+    /// The emergency stop file's name or path.
+    pub emergency_stop_file: Option<PathBuf>,
+}
+
+/// The experimental pieces, by the names `--experimental` takes.
+pub const PIECES: [&str; 5] = [
+    "parallel_api",
+    "parallel_images",
+    "parallel_download",
+    "segmented",
+    "adaptive_rate",
+];
+
+/// Defaults once experimental performance is on (the plan's values for API and images).
+const DEFAULT_MAX_API: usize = 2;
+const DEFAULT_MAX_DOWNLOADS: usize = 2;
+const DEFAULT_MAX_IMAGES: usize = 2;
+const DEFAULT_SEGMENTS: usize = 4;
+const DEFAULT_SEGMENT_THRESHOLD_MIB: u64 = 64;
+/// The emergency stop file's default name.
+pub const EMERGENCY_STOP_FILE: &str = "EMERGENCY_STOP";
+
+/// Resolved concurrency: every limit is 1 unless experimental performance is on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Performance {
+    /// Use the concurrent driver (with the failsafe behind it).
+    pub concurrent: bool,
+    /// API calls in flight.
+    pub api: usize,
+    /// Downloads in flight.
+    pub downloads: usize,
+    /// Previews in flight.
+    pub images: usize,
+    /// Connections per large file (1 = no segmenting).
+    pub segments: usize,
+    /// Files at least this large are segmented.
+    pub segment_threshold: u64,
+    /// Adaptive rate on.
+    pub adaptive_rate: bool,
+    /// When to fall back.
+    pub thresholds: Thresholds,
+    /// The emergency stop file (relative names are looked for in the working and output dirs).
+    pub emergency_stop_file: PathBuf,
+}
+
+impl Performance {
+    /// Resolve from the config file and the command line. Returns warnings for settings that
+    /// have no effect (a concurrency flag without the experimental switch).
+    pub fn resolve(
+        file: &ExperimentalConfig,
+        failsafe: &FailsafeConfig,
+        args: &PerformanceArgs,
+    ) -> Result<(Performance, Vec<String>), ConfigError> {
+        for piece in &args.experimental {
+            if !PIECES.contains(&piece.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "experimental",
+                    message: format!("unknown piece '{piece}'; known: {}", PIECES.join(", ")),
+                });
+            }
+        }
+        let force_sync = args.force_sync_mode || file.force_sync_mode.unwrap_or(false);
+        let enabled = args.enable_experimental_performance
+            || !args.experimental.is_empty()
+            || file.enabled.unwrap_or(false);
+        let on = |piece: &str, configured: Option<bool>| {
+            enabled
+                && !force_sync
+                && if args.experimental.is_empty() {
+                    configured.unwrap_or(true)
+                } else {
+                    args.experimental.iter().any(|p| p == piece)
+                }
+        };
+        let limit = |flag: Option<usize>, configured: Option<usize>, default: usize| {
+            flag.or(configured).unwrap_or(default).max(1)
+        };
+        let parallel_api = on("parallel_api", file.parallel_api);
+        let parallel_download = on("parallel_download", file.parallel_download);
+        let parallel_images = on("parallel_images", file.parallel_images);
+        let segmented = on("segmented", file.segmented);
+        let mut warnings = Vec::new();
+        let given = [
+            (
+                "--max-concurrent-api",
+                args.max_concurrent_api,
+                parallel_api,
+            ),
+            (
+                "--max-concurrent-downloads",
+                args.max_concurrent_downloads,
+                parallel_download,
+            ),
+            (
+                "--max-concurrent-images",
+                args.max_concurrent_images,
+                parallel_images,
+            ),
+            ("--segments", args.segments, segmented),
+        ];
+        for (flag, value, active) in given {
+            if value.is_some() && !active {
+                warnings.push(if force_sync {
+                    format!("{flag} is ignored: --force-sync-mode runs one request at a time")
+                } else {
+                    format!(
+                        "{flag} is ignored without --enable-experimental-performance (or its \
+                         piece in --experimental); the run stays sequential"
+                    )
+                });
+            }
+        }
+        let defaults = Thresholds::default();
+        let thresholds = Thresholds {
+            consecutive_failures: failsafe
+                .consecutive_failures
+                .unwrap_or(defaults.consecutive_failures)
+                .max(1),
+            error_rate: failsafe.error_rate.unwrap_or(defaults.error_rate),
+            timeout_rate: failsafe.timeout_rate.unwrap_or(defaults.timeout_rate),
+            min_sample: failsafe.min_sample.unwrap_or(defaults.min_sample),
+            window: failsafe.window.unwrap_or(defaults.window).max(1),
+        };
+        let performance = Performance {
+            concurrent: parallel_api || parallel_download || parallel_images || segmented,
+            api: if parallel_api {
+                limit(
+                    args.max_concurrent_api,
+                    file.max_concurrent_api,
+                    DEFAULT_MAX_API,
+                )
+            } else {
+                1
+            },
+            downloads: if parallel_download {
+                limit(
+                    args.max_concurrent_downloads,
+                    file.max_concurrent_downloads,
+                    DEFAULT_MAX_DOWNLOADS,
+                )
+            } else {
+                1
+            },
+            images: if parallel_images {
+                limit(
+                    args.max_concurrent_images,
+                    file.max_concurrent_images,
+                    DEFAULT_MAX_IMAGES,
+                )
+            } else {
+                1
+            },
+            segments: if segmented {
+                limit(args.segments, file.segments, DEFAULT_SEGMENTS)
+            } else {
+                1
+            },
+            segment_threshold: file
+                .segment_threshold_mib
+                .unwrap_or(DEFAULT_SEGMENT_THRESHOLD_MIB)
+                .max(1)
+                * 1024
+                * 1024,
+            adaptive_rate: on("adaptive_rate", file.adaptive_rate),
+            thresholds,
+            emergency_stop_file: args
+                .emergency_stop_file
+                .clone()
+                .or_else(|| failsafe.emergency_stop_file.clone())
+                .unwrap_or_else(|| PathBuf::from(EMERGENCY_STOP_FILE)),
+        };
+        Ok((performance, warnings))
+    }
 }
 
 /// `[network]` in the config file.
@@ -171,6 +397,10 @@ pub struct Settings {
     pub accept_hash_mismatch: bool,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// `[experimental]` as written (resolved per command with its flags).
+    pub experimental: ExperimentalConfig,
+    /// `[failsafe]` as written.
+    pub failsafe: FailsafeConfig,
 }
 
 impl Settings {
@@ -271,6 +501,8 @@ impl Settings {
             ),
             accept_hash_mismatch: file.download.accept_hash_mismatch.unwrap_or(false),
             config_file,
+            experimental: file.experimental,
+            failsafe: file.failsafe,
         })
     }
 }
@@ -422,6 +654,86 @@ mod tests {
         assert_eq!(s.retry.max_attempts(), 4);
     }
 
+    fn performance(args: &[&str], toml_text: &str) -> (Performance, Vec<String>) {
+        let mut argv = vec!["civitai-dl", "download", "1"];
+        argv.extend_from_slice(args);
+        let cli = crate::cli::Cli::parse_from(argv);
+        let crate::cli::Command::Download(download) = cli.command else {
+            unreachable!()
+        };
+        let file = parse_config(toml_text, Path::new("t")).unwrap();
+        Performance::resolve(&file.experimental, &file.failsafe, &download.performance).unwrap()
+    }
+
+    #[test]
+    fn plain_runs_stay_sequential_and_say_so() {
+        let (p, warnings) = performance(&["--max-concurrent-downloads", "8"], "");
+        assert!(!p.concurrent);
+        assert_eq!((p.api, p.downloads, p.images, p.segments), (1, 1, 1, 1));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("--max-concurrent-downloads is ignored"));
+    }
+
+    #[test]
+    fn the_switch_turns_on_the_plans_defaults() {
+        let (p, warnings) = performance(&["--enable-experimental-performance"], "");
+        assert!(p.concurrent && p.adaptive_rate && warnings.is_empty());
+        assert_eq!((p.api, p.downloads, p.images, p.segments), (2, 2, 2, 4));
+        let (p, _) = performance(
+            &[
+                "--enable-experimental-performance",
+                "--max-concurrent-api",
+                "8",
+            ],
+            "[experimental]\nparallel_download = false\n",
+        );
+        assert_eq!((p.api, p.downloads), (8, 1));
+    }
+
+    #[test]
+    fn pieces_one_by_one_and_force_sync_wins() {
+        let (p, _) = performance(&["--experimental", "parallel_download,segmented"], "");
+        assert_eq!((p.api, p.downloads, p.images, p.segments), (1, 2, 1, 4));
+        assert!(!p.adaptive_rate);
+        let (p, warnings) = performance(
+            &[
+                "--enable-experimental-performance",
+                "--force-sync-mode",
+                "--segments",
+                "8",
+            ],
+            "",
+        );
+        assert!(!p.concurrent);
+        assert_eq!((p.api, p.downloads, p.images, p.segments), (1, 1, 1, 1));
+        assert!(warnings[0].contains("--force-sync-mode"));
+    }
+
+    #[test]
+    fn unknown_pieces_are_refused() {
+        let cli = crate::cli::Cli::parse_from([
+            "civitai-dl",
+            "download",
+            "1",
+            "--experimental",
+            "warp_drive",
+        ]);
+        let crate::cli::Command::Download(download) = cli.command else {
+            unreachable!()
+        };
+        let err = Performance::resolve(
+            &Default::default(),
+            &Default::default(),
+            &download.performance,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("warp_drive") && err.contains("parallel_api"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn shipped_config_file_parses_and_matches_the_defaults() {
         let text = include_str!("../config/civitai-dl.toml");
@@ -434,5 +746,15 @@ mod tests {
         assert_eq!(s.retry, d.retry);
         assert_eq!(s.layout, d.layout);
         assert_eq!(s.include_nsfw, d.include_nsfw);
+        let none = PerformanceArgs::default();
+        let on = PerformanceArgs {
+            enable_experimental_performance: true,
+            ..PerformanceArgs::default()
+        };
+        for args in [none, on] {
+            let shipped = Performance::resolve(&s.experimental, &s.failsafe, &args).unwrap();
+            let default = Performance::resolve(&d.experimental, &d.failsafe, &args).unwrap();
+            assert_eq!(shipped, default);
+        }
     }
 }

@@ -26,6 +26,8 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, SignedUrl, client_builder, host_of, snippet};
+use crate::failsafe::Attempt;
+use crate::metrics::Metrics;
 use crate::naming::disambiguate;
 use crate::progress::FileBar;
 use crate::retry::{RetryClass, RetryPolicy, Retryable, parse_retry_after};
@@ -287,6 +289,10 @@ pub struct DownloadOptions {
     pub connect_timeout: Duration,
     /// Stall timeout: silence this long mid-transfer fails the attempt.
     pub read_timeout: Duration,
+    /// Connections per large file (1 = one stream).
+    pub segments: usize,
+    /// Files at least this large are split into segments.
+    pub segment_threshold: u64,
 }
 
 /// Fetches files. Share it behind an `Arc`; it holds the storage client and the signed URLs of
@@ -298,6 +304,7 @@ pub struct Downloader {
     options: DownloadOptions,
     cancel: CancellationToken,
     signed: Mutex<HashMap<u64, SignedUrl>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What `.part.json` records about a partial file.
@@ -318,12 +325,13 @@ struct Transferred {
 
 impl Downloader {
     /// A downloader using `api` for resolves, with its own storage client that never carries
-    /// the API key.
+    /// the API key, reporting every attempt to `metrics`.
     pub fn new(
         api: Arc<ApiClient>,
         retry: RetryPolicy,
         options: DownloadOptions,
         cancel: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Result<Downloader, reqwest::Error> {
         let http = client_builder()
             // No total timeout: a healthy 10 GB download takes as long as it takes. Stalls are
@@ -340,6 +348,7 @@ impl Downloader {
             options,
             cancel,
             signed: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -369,11 +378,18 @@ impl Downloader {
             });
         }
         let mismatch = Mutex::new(None);
-        self.retry
+        let started = Instant::now();
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = self
+            .retry
             .run(
                 &self.cancel,
-                |_| self.attempt(file, &dest, bar, &mismatch),
+                |_| {
+                    attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.measured_attempt(file, &dest, bar, &mismatch)
+                },
                 |error, failures, delay| {
+                    self.metrics.record_retry();
                     tracing::warn!(
                         "{}: {error}; retry {failures} in {:.1}s",
                         file.label,
@@ -381,14 +397,21 @@ impl Downloader {
                     );
                 },
             )
-            .await
-            .map_err(|error| {
-                if self.cancel.is_cancelled() {
-                    DownloadError::Cancelled
-                } else {
-                    error
-                }
-            })
+            .await;
+        if self.cancel.is_cancelled() && result.is_err() {
+            return Err(DownloadError::Cancelled);
+        }
+        let transferred = match &result {
+            Ok(Outcome::Downloaded { transferred, .. }) => *transferred,
+            _ => 0,
+        };
+        self.metrics.record_file(
+            result.is_ok(),
+            transferred,
+            started.elapsed(),
+            attempts.into_inner(),
+        );
+        result
     }
 
     /// `None` when the final path already holds the right file; otherwise where to write. A
@@ -447,6 +470,22 @@ impl Downloader {
             && file
                 .expected_size
                 .is_none_or(|size| size_consistent(size, len)))
+    }
+
+    /// One attempt, reported to the metrics (and through them to the failsafe).
+    async fn measured_attempt(
+        &self,
+        file: &PlannedFile,
+        dest: &Path,
+        bar: &FileBar,
+        last_mismatch: &Mutex<Option<String>>,
+    ) -> Result<Outcome, DownloadError> {
+        let result = self.attempt(file, dest, bar, last_mismatch).await;
+        if !matches!(result, Err(DownloadError::Cancelled)) {
+            self.metrics
+                .record_transfer(Attempt::judge(&result, DownloadError::is_timeout));
+        }
+        result
     }
 
     /// One attempt: resume or start the `.part`, stream, verify, rename.
@@ -625,6 +664,7 @@ impl Downloader {
                 .map_err(|e| part.io("write", e))?;
             written += chunk.len() as u64;
             bar.inc(chunk.len() as u64);
+            self.metrics.record_bytes(chunk.len() as u64);
             if let Some(bytes_per_sec) = speed.record(chunk.len() as u64) {
                 writer.flush().await.map_err(|e| part.io("write", e))?;
                 return Err(DownloadError::TooSlow {
@@ -1152,6 +1192,7 @@ mod tests {
             let server = FakeCivitai::start(catalog, Knobs::default()).await.unwrap();
             let cancel = CancellationToken::new();
             let retry = RetryPolicy::new(vec![Duration::from_millis(10)], 0.0);
+            let metrics = Arc::new(Metrics::new(Default::default()));
             let api = ApiClient::new(
                 ApiOptions {
                     hosts: vec![server.api_url()],
@@ -1162,6 +1203,7 @@ mod tests {
                 Arc::new(RateLimiter::new(1000.0, 10)),
                 retry.clone(),
                 cancel.clone(),
+                metrics.clone(),
             )
             .unwrap();
             let options = DownloadOptions {
@@ -1170,8 +1212,11 @@ mod tests {
                 min_speed_window: Duration::from_secs(60),
                 connect_timeout: Duration::from_secs(5),
                 read_timeout: Duration::from_secs(5),
+                segments: 1,
+                segment_threshold: u64::MAX,
             };
-            let downloader = Downloader::new(Arc::new(api), retry, options, cancel).unwrap();
+            let downloader =
+                Downloader::new(Arc::new(api), retry, options, cancel, metrics).unwrap();
             let dir = tempfile::tempdir().unwrap();
             let planned = PlannedFile {
                 label: "test file".into(),

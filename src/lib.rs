@@ -4,25 +4,61 @@
 //!
 //! ```text
 //! target (ids, URLs, AIR, creators, lists) -> api (metadata, cursors) -> plan (files and paths)
-//!   -> scheduler (drivers) -> download (resolve, range, validate, stream + hash, verify, rename)
-//!   -> state (what is done)        limiter + retry stand in front of every request
+//!   -> scheduler (sequential | concurrent driver; failsafe between them)
+//!   -> download (resolve, range, validate, stream + hash, verify, rename) -> state (what is done)
+//! limiter + retry stand in front of every request; metrics and progress observe every step.
 //! ```
 
+/// Command-line definition (clap types only).
 pub mod cli;
+
+/// Settings: defaults < config file < environment < command line.
 pub mod config;
 
-pub mod api;
-pub mod download;
-pub mod limiter;
-pub mod models;
-pub mod naming;
-pub mod plan;
-pub mod progress;
-pub mod report;
-pub mod retry;
-pub mod scheduler;
-pub mod state;
+/// What the user asked for: ids, URLs, AIR URNs, creators, list files.
 pub mod target;
 
-pub mod app;
+/// Lenient serde models of Civitai's JSON.
+pub mod models;
+
+/// The Civitai API client: auth, error states, cursors, download resolves.
+pub mod api;
+
+/// The shared requests-per-second limit.
+pub mod limiter;
+
+/// The one retry policy for every request.
+pub mod retry;
+
+/// Safe file names and folder layouts.
+pub mod naming;
+
+/// From targets to files and paths.
+pub mod plan;
+
+/// The drivers: sequential and concurrent, running one unit of work.
+pub mod scheduler;
+
+/// Falls back from concurrent to sequential when requests go badly.
+pub mod failsafe;
+
+/// The unit of work: one file, complete and verified, or a resumable `.part`.
+pub mod download;
+
+/// The state file that lets an interrupted run continue.
+pub mod state;
+
+/// What a run measures.
+pub mod metrics;
+
+/// Progress bars and the log writer that keeps them intact.
+pub mod progress;
+
+/// The final summary.
+pub mod report;
+
+/// An offline fake Civitai for tests, demos and benchmarks.
 pub mod fake_server;
+
+/// The commands, from parsed arguments to an exit code.
+pub mod app;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use indicatif::{HumanBytes, HumanDuration};
 use serde::Serialize;
 
+use crate::metrics::MetricsReport;
+
 /// Version of the `--json` summary layout.
 pub const SUMMARY_VERSION: u32 = 1;
 
@@ -50,6 +52,8 @@ pub enum StopReason {
     Interrupted,
     /// Civitai's 24-hour download quota.
     QuotaExhausted,
+    /// The emergency stop file appeared.
+    EmergencyStop,
 }
 
 /// The whole run.
@@ -67,10 +71,12 @@ pub struct RunReport {
     pub wall_secs: f64,
     /// Requests answered by each API host.
     pub hosts: BTreeMap<String, u64>,
-    /// API requests sent (all attempts).
-    pub api_requests: u64,
-    /// Retries of any request.
-    pub retries: u64,
+    /// Which driver ran: `sequential` or `concurrent`.
+    pub mode: String,
+    /// Why the failsafe moved the rest of the work to the sequential driver, if it did.
+    pub failsafe: Option<String>,
+    /// Everything measured.
+    pub metrics: MetricsReport,
 }
 
 /// A target that failed before any file was known.
@@ -152,7 +158,16 @@ impl RunReport {
                 .collect();
             out.push_str(&format!("\n  requests served by: {}", hosts.join(", ")));
         }
+        if let Some(reason) = &self.failsafe {
+            out.push_str(&format!(
+                "\n  failsafe: switched to sequential downloads ({reason})"
+            ));
+        }
         match self.stopped {
+            Some(StopReason::EmergencyStop) => out.push_str(
+                "\n  emergency stop: progress saved; remove the EMERGENCY_STOP file and rerun to \
+                 continue",
+            ),
             Some(StopReason::Interrupted) => {
                 out.push_str("\n  interrupted: progress saved; rerun the same command to continue")
             }

@@ -1,65 +1,138 @@
-//! Drivers: how planned work is run. [`Run::process`] is the whole job for one model file (state,
-//! download, sidecar, previews, report); [`run_sequential`] is a plain loop over it in one task.
+//! Drivers: how planned work is run. [`Run::plan`] and [`Run::process`] are the units (metadata
+//! for one target; the whole job for one model file: state, download, sidecar, previews, report).
+//! [`run_sequential`] is a plain loop over them in one task; [`run_concurrent`] runs the same calls
+//! under semaphores, one per kind of work, as a pipeline: a file starts downloading as soon as its
+//! metadata is known. [`run_with_failsafe`] picks the driver and, when the failsafe trips, hands
+//! the rest of the queue from the concurrent driver to the sequential one.
 //!
-//! The drivers hold no logic of their own: whatever a file needs happens in [`Run`], so every
-//! driver behaves the same and the failsafe can hand the rest of a queue from one to another.
+//! The drivers hold no logic of their own: whatever a file needs happens in [`Run`], so both
+//! behave the same and no work is lost or done twice in the handover.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::{ApiClient, ApiError};
+use crate::config::Performance;
 use crate::download::{
     DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, write_atomic,
 };
+use crate::metrics::Metrics;
 use crate::plan::{Job, Planner, info_path, preview_path};
 use crate::progress::Progress;
 use crate::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
 use crate::target::Target;
 
-/// Everything a run shares: planner, downloader, state, progress and the report.
+/// Everything a run shares: planner, downloader, state, progress, metrics and the report.
 pub struct Run {
     planner: Planner,
     downloader: Arc<Downloader>,
     api: Arc<ApiClient>,
+    metrics: Arc<Metrics>,
     state: Mutex<StateStore>,
     output: PathBuf,
     progress: Progress,
+    performance: Performance,
     report: Mutex<RunReport>,
     cancel: CancellationToken,
     started: Instant,
 }
 
+/// What [`Run::new`] needs.
+pub struct RunParts {
+    /// Turns targets into jobs.
+    pub planner: Planner,
+    /// Fetches files.
+    pub downloader: Arc<Downloader>,
+    /// The API client (for the summary's per-host counts).
+    pub api: Arc<ApiClient>,
+    /// Where measurements go.
+    pub metrics: Arc<Metrics>,
+    /// The state file.
+    pub state: StateStore,
+    /// The output directory.
+    pub output: PathBuf,
+    /// Progress bars.
+    pub progress: Progress,
+    /// Concurrency limits.
+    pub performance: Performance,
+    /// Stops the run (Ctrl-C, emergency stop).
+    pub cancel: CancellationToken,
+}
+
+/// One item of queued work.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// Metadata still to fetch.
+    Plan(Target),
+    /// A planned file still to fetch.
+    Fetch(Box<Job>),
+}
+
 impl Run {
-    /// A run writing under `output` and recording into `state`.
-    pub fn new(
-        planner: Planner,
-        downloader: Arc<Downloader>,
-        api: Arc<ApiClient>,
-        state: StateStore,
-        output: PathBuf,
-        progress: Progress,
-        cancel: CancellationToken,
-    ) -> Run {
+    /// A run from its parts.
+    pub fn new(parts: RunParts) -> Run {
         Run {
-            planner,
-            downloader,
-            api,
-            state: Mutex::new(state),
-            output,
-            progress,
+            planner: parts.planner,
+            downloader: parts.downloader,
+            api: parts.api,
+            metrics: parts.metrics,
+            state: Mutex::new(parts.state),
+            output: parts.output,
+            progress: parts.progress,
+            performance: parts.performance,
             report: Mutex::new(RunReport::new()),
-            cancel,
+            cancel: parts.cancel,
             started: Instant::now(),
+        }
+    }
+
+    /// Stop starting work for `reason`; work in flight ends as soon as it can, keeping `.part`
+    /// files.
+    pub fn stop(&self, reason: StopReason) {
+        self.report().stopped.get_or_insert(reason);
+        self.cancel.cancel();
+    }
+
+    /// Watch for the emergency stop file (`path`, or its name in the working and output
+    /// directories); noticed within [`EMERGENCY_POLL`].
+    pub async fn watch_emergency_stop(self: Arc<Self>, path: PathBuf) {
+        let candidates: Vec<PathBuf> = if path.components().count() > 1 || path.is_absolute() {
+            vec![path]
+        } else {
+            vec![path.clone(), self.output.join(&path)]
+        };
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(EMERGENCY_POLL) => {}
+            }
+            if let Some(found) = candidates.iter().find(|p| p.exists()) {
+                tracing::error!(
+                    "emergency stop: {} exists; stopping new work and saving state",
+                    found.display()
+                );
+                self.stop(StopReason::EmergencyStop);
+                return;
+            }
         }
     }
 
     /// Whether new work may start (not interrupted, quota not exhausted).
     pub fn may_continue(&self) -> bool {
         !self.cancel.is_cancelled() && self.report().stopped.is_none()
+    }
+
+    /// Whether the concurrent driver may start more work: the run goes on and the failsafe has
+    /// not tripped.
+    fn may_continue_concurrently(&self) -> bool {
+        self.may_continue() && self.metrics.failsafe_tripped().is_none()
     }
 
     /// Plan one target; a failure is recorded and yields no jobs.
@@ -114,21 +187,17 @@ impl Run {
         }
         self.progress.finish();
         let mut report = self.report().clone();
+        report.mode = if self.performance.concurrent {
+            "concurrent".into()
+        } else {
+            "sequential".into()
+        };
         if self.cancel.is_cancelled() && report.stopped.is_none() {
             report.stopped = Some(StopReason::Interrupted);
         }
         report.wall_secs = self.started.elapsed().as_secs_f64();
         report.hosts = self.api.served_by_host();
-        report.api_requests = self
-            .api
-            .counters
-            .requests
-            .load(std::sync::atomic::Ordering::Relaxed);
-        report.retries = self
-            .api
-            .counters
-            .retries
-            .load(std::sync::atomic::Ordering::Relaxed);
+        report.metrics = self.metrics.report();
         report
     }
 
@@ -266,49 +335,63 @@ impl Run {
         }
     }
 
+    /// Fetch a job's previews, up to `performance.images` at once (one at a time when
+    /// sequential).
     async fn fetch_previews(&self, job: &Job, model_path: &Path) {
-        for (n, (url, ext)) in job.previews.iter().enumerate() {
-            if !self.may_continue() {
-                return;
+        let previews = job.previews.iter().enumerate();
+        futures_util::stream::iter(previews)
+            .for_each_concurrent(self.performance.images, |(n, (url, ext))| async move {
+                if self.may_continue() {
+                    self.fetch_preview(job, model_path, n, url, ext).await;
+                }
+            })
+            .await;
+    }
+
+    async fn fetch_preview(
+        &self,
+        job: &Job,
+        model_path: &Path,
+        n: usize,
+        url: &reqwest::Url,
+        ext: &str,
+    ) {
+        let preview = PlannedFile {
+            label: format!("{} preview {}", job.file.label, n + 1),
+            source: Source::Direct(url.clone()),
+            dest: preview_path(model_path, n, ext),
+            expected_size: None,
+            expected_sha256: None,
+            kind: FileKind::Preview,
+            replace_existing: false,
+        };
+        let bar = self.progress.file(&format!("preview {}", n + 1));
+        let entry = match self.downloader.download_file(&preview, &bar).await {
+            Ok(outcome) => {
+                let (status, bytes, transferred) = match &outcome {
+                    Outcome::Downloaded {
+                        bytes, transferred, ..
+                    } => (FileStatus::Downloaded, *bytes, *transferred),
+                    Outcome::AlreadyPresent { bytes, .. } => (FileStatus::Present, *bytes, 0),
+                    Outcome::HashMismatch { .. } => (FileStatus::Unverified, 0, 0),
+                };
+                let path = outcome_path(&outcome).to_path_buf();
+                file_result(preview.label, path, status, bytes, transferred, None)
             }
-            let preview = PlannedFile {
-                label: format!("{} preview {}", job.file.label, n + 1),
-                source: Source::Direct(url.clone()),
-                dest: preview_path(model_path, n, ext),
-                expected_size: None,
-                expected_sha256: None,
-                kind: FileKind::Preview,
-                replace_existing: false,
-            };
-            let bar = self.progress.file(&format!("preview {}", n + 1));
-            let result = self.downloader.download_file(&preview, &bar).await;
-            let entry = match result {
-                Ok(outcome) => {
-                    let (status, bytes, transferred) = match &outcome {
-                        Outcome::Downloaded {
-                            bytes, transferred, ..
-                        } => (FileStatus::Downloaded, *bytes, *transferred),
-                        Outcome::AlreadyPresent { bytes, .. } => (FileStatus::Present, *bytes, 0),
-                        Outcome::HashMismatch { .. } => (FileStatus::Unverified, 0, 0),
-                    };
-                    let path = outcome_path(&outcome).to_path_buf();
-                    file_result(preview.label, path, status, bytes, transferred, None)
-                }
-                Err(DownloadError::Cancelled) => return,
-                Err(error) => {
-                    tracing::error!("{}: {error}", preview.label);
-                    file_result(
-                        preview.label,
-                        preview.dest,
-                        FileStatus::Failed,
-                        0,
-                        0,
-                        Some(error.to_string()),
-                    )
-                }
-            };
-            self.report().files.push(entry);
-        }
+            Err(DownloadError::Cancelled) => return,
+            Err(error) => {
+                tracing::error!("{}: {error}", preview.label);
+                file_result(
+                    preview.label,
+                    preview.dest,
+                    FileStatus::Failed,
+                    0,
+                    0,
+                    Some(error.to_string()),
+                )
+            }
+        };
+        self.report().files.push(entry);
     }
 
     /// The path this file was saved under by an earlier run (it may carry a disambiguating id).
@@ -356,27 +439,129 @@ impl Run {
     }
 
     fn state(&self) -> MutexGuard<'_, StateStore> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     fn report(&self) -> MutexGuard<'_, RunReport> {
-        self.report.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.report)
     }
 }
 
-/// The sequential driver: one target after another, one file after another, in one task.
-pub async fn run_sequential(run: &Run, targets: &[Target]) {
-    for target in targets {
+/// How often the emergency stop file is looked for.
+pub const EMERGENCY_POLL: Duration = Duration::from_millis(500);
+
+/// Run `queue` with the driver the settings ask for. The concurrent driver is watched by the
+/// failsafe: when it trips, what is left of the queue runs on the sequential driver.
+pub async fn run_with_failsafe(run: &Arc<Run>, queue: Vec<Work>) {
+    if !run.performance.concurrent {
+        run_sequential(run, queue).await;
+        return;
+    }
+    let rest = run_concurrent(run, queue).await;
+    if let Some(reason) = run.metrics.failsafe_tripped()
+        && run.may_continue()
+    {
+        tracing::warn!(
+            "failsafe: {reason}; finishing the remaining {} item(s) one at a time",
+            rest.len()
+        );
+        run.metrics.record_failsafe_switch();
+        run.report().failsafe = Some(reason);
+        run_sequential(run, rest).await;
+    }
+}
+
+/// The sequential driver: one item after another, in one task.
+pub async fn run_sequential(run: &Run, queue: Vec<Work>) {
+    for work in queue {
         if !run.may_continue() {
             break;
         }
-        for job in run.plan(target).await {
-            if !run.may_continue() {
-                break;
+        match work {
+            Work::Plan(target) => {
+                for job in run.plan(&target).await {
+                    if !run.may_continue() {
+                        break;
+                    }
+                    run.process(job).await;
+                }
             }
-            run.process(job).await;
+            Work::Fetch(job) => run.process(*job).await,
         }
     }
+}
+
+/// The concurrent driver: the same calls, metadata under one semaphore and downloads under
+/// another. It stops starting work when the run stops or the failsafe trips, lets what is in
+/// flight finish, and returns the work it did not start.
+pub async fn run_concurrent(run: &Arc<Run>, queue: Vec<Work>) -> Vec<Work> {
+    let api = Arc::new(Semaphore::new(run.performance.api));
+    let downloads = Arc::new(Semaphore::new(run.performance.downloads));
+    let rest = Arc::new(Mutex::new(Vec::new()));
+    let tracker = TaskTracker::new();
+    for work in queue {
+        match work {
+            Work::Plan(target) => {
+                let Some(permit) = acquire(run, &api).await else {
+                    lock(&rest).push(Work::Plan(target));
+                    continue;
+                };
+                let (run, downloads, rest, inner) = (
+                    run.clone(),
+                    downloads.clone(),
+                    rest.clone(),
+                    tracker.clone(),
+                );
+                tracker.spawn(async move {
+                    let jobs = run.plan(&target).await;
+                    drop(permit);
+                    for job in jobs {
+                        spawn_fetch(&run, &downloads, &rest, &inner, job).await;
+                    }
+                });
+            }
+            Work::Fetch(job) => spawn_fetch(run, &downloads, &rest, &tracker, *job).await,
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    std::mem::take(&mut *lock(&rest))
+}
+
+/// Start one file under a download permit, or queue it for later when no more work may start.
+async fn spawn_fetch(
+    run: &Arc<Run>,
+    downloads: &Arc<Semaphore>,
+    rest: &Arc<Mutex<Vec<Work>>>,
+    tracker: &TaskTracker,
+    job: Job,
+) {
+    let Some(permit) = acquire(run, downloads).await else {
+        lock(rest).push(Work::Fetch(Box::new(job)));
+        return;
+    };
+    let run = run.clone();
+    tracker.spawn(async move {
+        run.process(job).await;
+        drop(permit);
+    });
+}
+
+/// A permit, unless the run must not start more work (checked again once the permit is held,
+/// since the wait may have been long).
+async fn acquire(
+    run: &Run,
+    semaphore: &Arc<Semaphore>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if !run.may_continue_concurrently() {
+        return None;
+    }
+    let permit = semaphore.clone().acquire_owned().await.ok()?;
+    run.may_continue_concurrently().then_some(permit)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn outcome_path(outcome: &Outcome) -> &Path {

@@ -195,7 +195,7 @@ fn api_burst_of_503_and_429_still_downloads_everything() {
         assert_verified(&sandbox.out.join(&first_file(m).name), first_file(m));
     }
     assert!(
-        ran.json()["retries"].as_u64().unwrap() >= 3,
+        ran.json()["metrics"]["retries"].as_u64().unwrap() >= 3,
         "{}",
         ran.stdout
     );
