@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, ApiOptions};
 use crate::cli::{
-    Cli, Command, DemoArgs, DownloadArgs, FakeServerArgs, InfoArgs, SelectionArgs, TargetArgs,
+    BenchArgs, Cli, Command, DemoArgs, DownloadArgs, FakeServerArgs, GlobalArgs, InfoArgs,
+    SelectionArgs, TargetArgs,
 };
 use crate::config::{Performance, Settings};
 use crate::download::{DownloadOptions, Downloader};
@@ -101,16 +102,30 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
         Command::FakeServer(args) => fake_server(args).await,
+        Command::Bench(args) => bench(global, args).await,
         command => {
             let settings = Settings::load(&global)?;
             match command {
                 Command::Download(args) => download(settings, *args, global.json, progress).await,
                 Command::Info(args) => info(settings, args, global.json).await,
                 Command::Demo(args) => demo(settings, args, global.json, progress).await,
-                Command::FakeServer(_) => unreachable!("handled above"),
+                Command::FakeServer(_) | Command::Bench(_) => unreachable!("handled above"),
             }
         }
     }
+}
+
+/// `civitai-dl bench` waits on child processes, so it runs on the blocking pool.
+async fn bench(global: GlobalArgs, args: BenchArgs) -> anyhow::Result<Exit> {
+    let passed = tokio::task::spawn_blocking(move || crate::bench::run(&global, &args))
+        .await
+        .context("the bench task failed")?
+        .map_err(|error| match error {
+            crate::bench::BenchError::UnknownScenario { .. }
+            | crate::bench::BenchError::Invalid(_) => usage(error.to_string()),
+            other => other.into(),
+        })?;
+    Ok(if passed { Exit::Success } else { Exit::SomeFailed })
 }
 
 /// What one download run needs beyond the settings.

@@ -89,6 +89,8 @@ pub enum Command {
     FakeServer(FakeServerArgs),
     /// Start the fake server and download from it with the real download path.
     Demo(DemoArgs),
+    /// Measure sequential against experimental downloads on the fake server (or A/B on a list).
+    Bench(BenchArgs),
 }
 
 /// Which targets to work on.
@@ -281,4 +283,55 @@ pub struct DemoArgs {
     /// Opt-in concurrency, to try it against the fake server.
     #[command(flatten)]
     pub performance: PerformanceArgs,
+}
+
+/// `civitai-dl bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A scenario to run (repeatable; default all but soak): clean-fast, api-latency,
+    /// api-latency-8, flaky, rate-limit, big-files, big-file-segmented, soak.
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
+
+    /// Sequential/experimental pairs per scenario, alternating A B A B.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub rounds: usize,
+
+    /// Multiplies file sizes and counts (e.g. 0.05 for a quick run in CI).
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub scale: f64,
+
+    /// Save the results as JSON (global --json prints them on stdout instead).
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
+
+    /// A saved result to compare with: exit non-zero when a speed-up fell by more than
+    /// --threshold.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+
+    /// Largest tolerated relative fall of a speed-up against --baseline.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.10)]
+    pub threshold: f64,
+
+    /// Draw the speed-ups as an SVG bar chart.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// A/B test on a real target list (same format as --from-file): a random half downloads
+    /// sequentially, the other experimentally, against --base-url with the usual key and config.
+    #[arg(long, value_name = "FILE")]
+    pub ab: Option<PathBuf>,
+
+    /// Seed of the A/B split and of the soak's faults.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+
+    /// How long the soak scenario runs, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub duration: u64,
+
+    /// Seconds between the soak's report lines.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub report_interval: u64,
 }

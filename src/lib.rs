@@ -60,5 +60,8 @@ pub mod report;
 /// An offline fake Civitai for tests, demos and benchmarks.
 pub mod fake_server;
 
+/// `civitai-dl bench`: sequential against experimental on the fake server, A/B, soak.
+pub mod bench;
+
 /// The commands, from parsed arguments to an exit code.
 pub mod app;
