@@ -4,6 +4,7 @@
 //! once. Every test starts its own fake server and works in its own temporary folder, so the tests
 //! run in parallel without seeing each other.
 
+mod bench;
 mod cli;
 mod download;
 mod errors;
