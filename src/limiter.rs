@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota};
+use tokio_util::sync::CancellationToken;
 
 /// Default requests per second. Civitai publishes no limit; real API calls take 150–500 ms, so an
 /// ordinary sequential run makes 2–6 requests a second and this ceiling does not slow it, while a
@@ -53,7 +54,15 @@ impl RateLimiter {
     }
 
     /// Wait until a request may be sent: first out any shared pause, then for a token.
-    pub async fn acquire(&self) {
+    /// Returns `false` when `cancel` fired first.
+    pub async fn acquire(&self, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            () = self.wait_turn() => true,
+        }
+    }
+
+    async fn wait_turn(&self) {
         while let Some(wait) = self.remaining_pause() {
             tokio::time::sleep(wait).await;
         }
@@ -63,7 +72,9 @@ impl RateLimiter {
     /// Make every task wait `duration` before its next request (a server's `Retry-After`).
     /// A shorter pause never shortens one already in force.
     pub fn pause_for(&self, duration: Duration) {
-        let until = Instant::now() + duration;
+        let Some(until) = Instant::now().checked_add(duration) else {
+            return;
+        };
         let mut paused = self
             .paused_until
             .lock()
@@ -94,7 +105,7 @@ mod tests {
         let limiter = RateLimiter::new(50.0, 1);
         let started = Instant::now();
         for _ in 0..6 {
-            limiter.acquire().await;
+            limiter.acquire(&CancellationToken::new()).await;
         }
         // One immediate, then five spaced 20 ms apart.
         let elapsed = started.elapsed();
@@ -108,7 +119,7 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let limiter = limiter.clone();
-                tokio::spawn(async move { limiter.acquire().await })
+                tokio::spawn(async move { limiter.acquire(&CancellationToken::new()).await })
             })
             .collect();
         for task in tasks {
@@ -123,7 +134,16 @@ mod tests {
         limiter.pause_for(Duration::from_millis(80));
         limiter.pause_for(Duration::from_millis(10));
         let started = Instant::now();
-        limiter.acquire().await;
+        limiter.acquire(&CancellationToken::new()).await;
         assert!(started.elapsed() >= Duration::from_millis(75));
+    }
+
+    #[tokio::test]
+    async fn cancellation_ends_the_wait() {
+        let limiter = RateLimiter::new(1000.0, 10);
+        limiter.pause_for(Duration::from_secs(3600));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        assert!(!limiter.acquire(&cancel).await);
     }
 }

@@ -24,10 +24,10 @@ use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use crate::api::{SignedUrl, host_of};
+use crate::api::{SignedUrl, header, host_of};
 use crate::download::{
     DownloadError, Downloader, FileKind, PartFile, PartMeta, PlannedFile, Source, Transferred,
-    acceptable_type, hash_file, header, network, parse_content_range, size_consistent,
+    acceptable_type, hash_file, network, parse_content_range, size_consistent,
 };
 use crate::failsafe::Attempt;
 use crate::progress::FileBar;
