@@ -484,9 +484,14 @@ impl ApiClient {
         }
         let started = Instant::now();
         let result = self.exchange(url, expect).await;
+        let latency = started.elapsed();
         let answered = !matches!(result, Err(ApiError::Network { .. }));
+        if answered {
+            let throttled = matches!(result, Err(ApiError::RateLimited { .. }));
+            self.limiter.observe(latency, throttled);
+        }
         self.metrics.record_api(
-            answered.then(|| started.elapsed()),
+            answered.then_some(latency),
             Attempt::judge(&result, ApiError::is_timeout),
         );
         result
