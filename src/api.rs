@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -25,7 +25,7 @@ use crate::failsafe::Attempt;
 use crate::limiter::RateLimiter;
 use crate::metrics::Metrics;
 use crate::models::{Me, Model, ModelVersion, Page, parse_error_body};
-use crate::retry::{RetryClass, RetryPolicy, Retryable, parse_retry_after};
+use crate::retry::{RetryClass, RetryPolicy, Retryable, retry_after};
 
 /// The honest User-Agent every request carries.
 pub const USER_AGENT: &str = concat!("civitai-dl/", env!("CARGO_PKG_VERSION"));
@@ -141,6 +141,9 @@ pub enum ApiError {
         /// serde's message.
         message: String,
     },
+    /// Ctrl-C or an emergency stop while waiting.
+    #[error("interrupted")]
+    Cancelled,
     /// A listing whose cursor went round in a circle.
     #[error("Civitai's listing repeated cursor {cursor}; stopped paging to avoid a loop")]
     CursorLoop {
@@ -164,6 +167,9 @@ impl ApiError {
 impl Retryable for ApiError {
     fn retry_class(&self) -> RetryClass {
         match self {
+            // A request that could not even be built (a key with control characters, a bad
+            // URL) will not build next time either.
+            ApiError::Network { source, .. } if source.is_builder() => RetryClass::Fatal,
             ApiError::Network { .. } | ApiError::NotJson { .. } => {
                 RetryClass::Transient { retry_after: None }
             }
@@ -347,14 +353,27 @@ impl ApiClient {
                     ),
                 }
             }
-            match page.value.metadata.next_cursor {
-                Some(next) if !next.is_empty() => {
+            let metadata = page.value.metadata;
+            let next_page = metadata.next_page.as_deref();
+            let next = metadata
+                .next_cursor
+                .clone()
+                .filter(|c| !c.is_empty())
+                .or_else(|| next_page.and_then(cursor_of_next_page));
+            if next.is_none() && next_page.is_some() {
+                tracing::warn!(
+                    "creator {username}: Civitai says more pages follow but gives no cursor; \
+                     the listing may be incomplete"
+                );
+            }
+            match next {
+                Some(next) => {
                     if !seen_cursors.insert(next.clone()) {
                         return Err(ApiError::CursorLoop { cursor: next });
                     }
                     cursor = Some(next);
                 }
-                _ => return Ok(models),
+                None => return Ok(models),
             }
         }
     }
@@ -460,12 +479,19 @@ impl ApiClient {
 
     /// One attempt: wait for the limiter, exchange, and report how it went.
     async fn attempt(&self, url: Url, expect: Expect) -> Result<Reply, ApiError> {
-        self.limiter.acquire().await;
+        if !self.limiter.acquire(&self.cancel).await {
+            return Err(ApiError::Cancelled);
+        }
         let started = Instant::now();
         let result = self.exchange(url, expect).await;
+        let latency = started.elapsed();
         let answered = !matches!(result, Err(ApiError::Network { .. }));
+        if answered {
+            let throttled = matches!(result, Err(ApiError::RateLimited { .. }));
+            self.limiter.observe(latency, throttled);
+        }
         self.metrics.record_api(
-            answered.then(|| started.elapsed()),
+            answered.then_some(latency),
             Attempt::judge(&result, ApiError::is_timeout),
         );
         result
@@ -483,11 +509,7 @@ impl ApiClient {
         if status.is_success() || status.is_redirection() {
             return read_reply(&url, response, expect).await;
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = retry_after(response.headers());
         // The status already says what failed; a body lost on the way only costs the details.
         let body = read_limited(response, MAX_ERROR_BODY_BYTES)
             .await
@@ -605,6 +627,16 @@ pub fn classify_failure(status: StatusCode, retry_after: Option<Duration>, body:
     }
 }
 
+/// The `cursor` of a `nextPage` URL, for pages that give only that (the API doc says to follow
+/// either).
+fn cursor_of_next_page(next_page: &str) -> Option<String> {
+    let url = Url::parse(next_page).ok()?;
+    url.query_pairs()
+        .find(|(key, _)| key == "cursor")
+        .map(|(_, value)| value.into_owned())
+        .filter(|c| !c.is_empty())
+}
+
 /// The host (and port) of a URL: what error messages may show.
 pub fn host_of(url: &Url) -> String {
     match (url.host_str(), url.port()) {
@@ -623,13 +655,20 @@ fn network_error(error: reqwest::Error) -> ApiError {
     }
 }
 
-fn content_type(response: &reqwest::Response) -> String {
+/// A header of an answer, as text.
+pub(crate) fn header(
+    response: &reqwest::Response,
+    name: reqwest::header::HeaderName,
+) -> Option<String> {
     response
         .headers()
-        .get(CONTENT_TYPE)
+        .get(name)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("no content type")
-        .to_string()
+        .map(str::to_string)
+}
+
+fn content_type(response: &reqwest::Response) -> String {
+    header(response, CONTENT_TYPE).unwrap_or_else(|| "no content type".into())
 }
 
 fn looks_like_json(content_type: &str, body: &str) -> bool {
@@ -745,6 +784,22 @@ mod tests {
             RetryClass::Fatal
         );
         assert_eq!(classify(404, "{}").retry_class(), RetryClass::Fatal);
+    }
+
+    #[test]
+    fn the_cursor_of_a_next_page_url() {
+        assert_eq!(
+            cursor_of_next_page(
+                "https://civitai.com/api/v1/models?limit=100&cursor=75363%7C932023%7C257749"
+            )
+            .as_deref(),
+            Some("75363|932023|257749")
+        );
+        assert_eq!(
+            cursor_of_next_page("https://civitai.com/api/v1/models?page=2"),
+            None
+        );
+        assert_eq!(cursor_of_next_page("not a url"), None);
     }
 
     #[test]

@@ -193,7 +193,12 @@ async fn execute(
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
     let metrics = Arc::new(Metrics::new(request.performance.thresholds.clone()));
-    let api = build_api(settings, cancel.clone(), metrics.clone())?;
+    let api = build_api(
+        settings,
+        cancel.clone(),
+        metrics.clone(),
+        request.performance.adaptive_rate,
+    )?;
     check_key(&api).await?;
     let planner = Planner::new(
         api.clone(),
@@ -268,7 +273,7 @@ async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
     let metrics = Arc::new(Metrics::new(Default::default()));
-    let api = build_api(&settings, cancel, metrics)?;
+    let api = build_api(&settings, cancel, metrics, false)?;
     check_key(&api).await?;
     let planner = Planner::new(
         api,
@@ -526,11 +531,14 @@ fn build_api(
     settings: &Settings,
     cancel: CancellationToken,
     metrics: Arc<Metrics>,
+    adaptive_rate: bool,
 ) -> anyhow::Result<Arc<ApiClient>> {
-    let limiter = Arc::new(RateLimiter::new(
-        settings.network.rate_limit,
-        settings.network.rate_burst,
-    ));
+    let (rate, burst) = (settings.network.rate_limit, settings.network.rate_burst);
+    let limiter = Arc::new(if adaptive_rate {
+        RateLimiter::adaptive(rate, burst)
+    } else {
+        RateLimiter::new(rate, burst)
+    });
     let mut hosts = vec![settings.base_url.clone()];
     hosts.extend(settings.fallback_base_urls.iter().cloned());
     let api = ApiClient::new(

@@ -460,6 +460,15 @@ impl Settings {
             .or(file.api_key)
             .map(|key| key.trim().to_string())
             .filter(|key| !key.is_empty());
+        if let Some(key) = &api_key
+            && reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).is_err()
+        {
+            return Err(invalid(
+                "api_key",
+                "contains characters that cannot be sent in an HTTP header; copy the key from \
+                 https://civitai.com/user/account again",
+            ));
+        }
         Ok(Settings {
             api_key,
             base_url: check_base_url("base_url", &base_url)?,
@@ -639,6 +648,14 @@ mod tests {
         );
         let err = resolve(&[], "images = \"four\"\n").unwrap_err().to_string();
         assert!(err.contains("images") && err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_key_with_control_characters_is_refused_without_echoing_it() {
+        let err = resolve(&["--api-key", "abc\u{1}secret"], "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api_key") && !err.contains("secret"), "{err}");
     }
 
     #[test]

@@ -12,25 +12,25 @@
 //! `.part` a small `.part.json` records what the bytes belong to (file, expected hash, size, ETag),
 //! so a later run never resumes the wrong thing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE, RETRY_AFTER};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ApiError, SignedUrl, client_builder, host_of, snippet};
+use crate::api::{ApiClient, ApiError, SignedUrl, client_builder, header, host_of, snippet};
 use crate::failsafe::Attempt;
 use crate::metrics::Metrics;
 use crate::naming::disambiguate;
 use crate::progress::FileBar;
-use crate::retry::{RetryClass, RetryPolicy, Retryable, parse_retry_after};
+use crate::retry::{RetryClass, RetryPolicy, Retryable, retry_after};
 
 /// Write buffer: large enough that each hop to the blocking pool moves plenty of bytes.
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
@@ -119,6 +119,8 @@ pub enum Outcome {
     HashMismatch {
         /// Where the file is.
         path: PathBuf,
+        /// File size.
+        bytes: u64,
         /// Published hash.
         expected: String,
         /// Hash of the bytes.
@@ -153,7 +155,7 @@ pub enum DownloadError {
         status: u16,
     },
     /// The answer was a web page or an error document, not the file.
-    #[error("expected the file but got {content_type}: \"{snippet}\"")]
+    #[error("expected the file but got a web page or error document ({content_type}){}", if snippet.is_empty() { String::new() } else { format!(": \"{snippet}\"") })]
     NotAFile {
         /// The `Content-Type`.
         content_type: String,
@@ -225,6 +227,14 @@ pub enum DownloadError {
         /// The error.
         source: std::io::Error,
     },
+    /// The storage host refused parallel ranges: the file continues as one stream.
+    #[error("storage host {host} refused parallel connections ({status}); continuing with one")]
+    RangesRefused {
+        /// Host.
+        host: String,
+        /// Status of the refused range request.
+        status: u16,
+    },
     /// Stopped by Ctrl-C or an emergency stop; the `.part` is kept.
     #[error("interrupted; the partial file is kept for the next run")]
     Cancelled,
@@ -254,7 +264,8 @@ impl Retryable for DownloadError {
     fn retry_class(&self) -> RetryClass {
         let transient = RetryClass::Transient { retry_after: None };
         match self {
-            DownloadError::Api(api) => api.retry_class(),
+            // The API client already retried the resolve under the same policy.
+            DownloadError::Api(_) | DownloadError::SizeMismatch { .. } => RetryClass::Fatal,
             DownloadError::Storage {
                 status,
                 retry_after,
@@ -262,7 +273,10 @@ impl Retryable for DownloadError {
             } if *status == 429 || *status >= 500 => RetryClass::Transient {
                 retry_after: *retry_after,
             },
-            DownloadError::Storage { .. } | DownloadError::Cancelled => RetryClass::Fatal,
+            // A refused range is handled by switching to one stream, never by retrying it.
+            DownloadError::Storage { .. }
+            | DownloadError::Cancelled
+            | DownloadError::RangesRefused { .. } => RetryClass::Fatal,
             DownloadError::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut => transient,
                 _ => RetryClass::Fatal,
@@ -298,29 +312,42 @@ pub struct DownloadOptions {
 /// Fetches files. Share it behind an `Arc`; it holds the storage client and the signed URLs of
 /// this run.
 pub struct Downloader {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     api: Arc<ApiClient>,
-    retry: RetryPolicy,
-    options: DownloadOptions,
-    cancel: CancellationToken,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) options: DownloadOptions,
+    pub(crate) cancel: CancellationToken,
     signed: Mutex<HashMap<u64, SignedUrl>>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Storage hosts that refused parallel ranges: their files are fetched as one stream.
+    pub(crate) single_stream_hosts: Mutex<HashSet<String>>,
+}
+
+/// Where a file goes: written to a path, or already there.
+enum Destination {
+    /// Download to this path.
+    Write(PathBuf),
+    /// Nothing to do.
+    Present(Outcome),
 }
 
 /// What `.part.json` records about a partial file.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-struct PartMeta {
-    source: String,
-    expected_sha256: Option<String>,
-    total: Option<u64>,
-    etag: Option<String>,
+pub(crate) struct PartMeta {
+    pub(crate) source: String,
+    pub(crate) expected_sha256: Option<String>,
+    pub(crate) total: Option<u64>,
+    pub(crate) etag: Option<String>,
+    /// Present while the file is fetched in segments: how far each has got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) segments: Option<Vec<crate::segmented::Segment>>,
 }
 
 /// A finished transfer waiting for verification.
-struct Transferred {
-    total: u64,
-    transferred: u64,
-    sha256: String,
+pub(crate) struct Transferred {
+    pub(crate) total: u64,
+    pub(crate) transferred: u64,
+    pub(crate) sha256: String,
 }
 
 impl Downloader {
@@ -349,6 +376,7 @@ impl Downloader {
             cancel,
             signed: Mutex::new(HashMap::new()),
             metrics,
+            single_stream_hosts: Mutex::new(HashSet::new()),
         })
     }
 
@@ -358,25 +386,10 @@ impl Downloader {
         file: &PlannedFile,
         bar: &FileBar,
     ) -> Result<Outcome, DownloadError> {
-        let Some(dest) = self.choose_destination(file).await? else {
-            let bytes = file_len(&file.dest).await.unwrap_or(0);
-            let sha256 = match &file.expected_sha256 {
-                Some(_) => Some(hash_file(&file.dest, 0).await?.1),
-                None => None,
-            };
-            return Ok(Outcome::AlreadyPresent {
-                path: file.dest.clone(),
-                bytes,
-                sha256,
-            });
+        let dest = match self.choose_destination(file).await? {
+            Destination::Write(dest) => dest,
+            Destination::Present(outcome) => return Ok(outcome),
         };
-        if dest != file.dest && self.matches_on_disk(file, &dest).await? {
-            return Ok(Outcome::AlreadyPresent {
-                bytes: file_len(&dest).await.unwrap_or(0),
-                sha256: None,
-                path: dest,
-            });
-        }
         let mismatch = Mutex::new(None);
         let started = Instant::now();
         let attempts = std::sync::atomic::AtomicU32::new(0);
@@ -414,18 +427,14 @@ impl Downloader {
         result
     }
 
-    /// `None` when the final path already holds the right file; otherwise where to write. A
-    /// file at the final path that is not ours is never overwritten: the new file gets a name
-    /// with its file id instead.
-    async fn choose_destination(
-        &self,
-        file: &PlannedFile,
-    ) -> Result<Option<PathBuf>, DownloadError> {
-        if file_len(&file.dest).await.is_none() {
-            return Ok(Some(file.dest.clone()));
+    /// Where to write, or the file already in place. A file at the final path that is not ours
+    /// is never overwritten: the new file gets a name with its file id instead.
+    async fn choose_destination(&self, file: &PlannedFile) -> Result<Destination, DownloadError> {
+        if let Some(present) = self.present(file, &file.dest).await? {
+            return Ok(Destination::Present(present));
         }
-        if self.matches_on_disk(file, &file.dest).await? {
-            return Ok(None);
+        if file_len(&file.dest).await.is_none() {
+            return Ok(Destination::Write(file.dest.clone()));
         }
         if file.replace_existing {
             tracing::warn!(
@@ -433,7 +442,7 @@ impl Downloader {
                 file.label,
                 file.dest.display()
             );
-            return Ok(Some(file.dest.clone()));
+            return Ok(Destination::Write(file.dest.clone()));
         }
         let name = file
             .dest
@@ -444,32 +453,47 @@ impl Downloader {
             Source::Civitai { file_id, .. } => *file_id,
             Source::Direct(_) => 0,
         };
+        let other = file.dest.with_file_name(disambiguate(&name, id));
         tracing::warn!(
             "{}: {} exists with other content; saving as {} instead",
             file.label,
             file.dest.display(),
-            disambiguate(&name, id)
+            other.display()
         );
-        Ok(Some(file.dest.with_file_name(disambiguate(&name, id))))
+        Ok(match self.present(file, &other).await? {
+            Some(present) => Destination::Present(present),
+            None => Destination::Write(other),
+        })
     }
 
-    /// Whether `path` already holds the wanted file: by hash when one is published, else by size.
-    async fn matches_on_disk(
+    /// The outcome when `path` already holds the wanted file: checked by hash when one is
+    /// published, else by size.
+    async fn present(
         &self,
         file: &PlannedFile,
         path: &Path,
-    ) -> Result<bool, DownloadError> {
-        let Some(len) = file_len(path).await else {
-            return Ok(false);
+    ) -> Result<Option<Outcome>, DownloadError> {
+        let Some(bytes) = file_len(path).await else {
+            return Ok(None);
         };
-        if let Some(expected) = &file.expected_sha256 {
-            let (_, actual) = hash_file(path, 0).await?;
-            return Ok(actual.eq_ignore_ascii_case(expected));
-        }
-        Ok(len > 0
-            && file
-                .expected_size
-                .is_none_or(|size| size_consistent(size, len)))
+        let sha256 = match &file.expected_sha256 {
+            Some(expected) => {
+                let (_, actual) = hash_file(path, 0).await?;
+                if !actual.eq_ignore_ascii_case(expected) {
+                    return Ok(None);
+                }
+                Some(actual)
+            }
+            None if bytes > 0 && file.expected_size.is_none_or(|s| size_consistent(s, bytes)) => {
+                None
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(Outcome::AlreadyPresent {
+            path: path.to_path_buf(),
+            bytes,
+            sha256,
+        }))
     }
 
     /// One attempt, reported to the metrics (and through them to the failsafe).
@@ -498,28 +522,46 @@ impl Downloader {
     ) -> Result<Outcome, DownloadError> {
         let part = PartFile::new(dest);
         let meta = part.load_or_reset(file).await?;
-        let done = self.transfer(file, &part, meta, bar).await?;
-        let actual = done.sha256;
-        let Some(expected) = &file.expected_sha256 else {
-            part.commit(dest).await?;
-            return Ok(Outcome::Downloaded {
-                path: dest.to_path_buf(),
-                bytes: done.total,
-                transferred: done.transferred,
-                sha256: actual,
-                verified: false,
-            });
+        let done = match self.segment_plan(file, &meta) {
+            Some(segments) => {
+                self.transfer_segmented(file, &part, meta, segments, bar)
+                    .await?
+            }
+            None => {
+                let meta = part.reduce_to_prefix(meta).await?;
+                self.transfer(file, &part, meta, bar).await?
+            }
         };
-        if actual.eq_ignore_ascii_case(expected) {
-            part.commit(dest).await?;
-            return Ok(Outcome::Downloaded {
-                path: dest.to_path_buf(),
-                bytes: done.total,
-                transferred: done.transferred,
-                sha256: actual,
-                verified: true,
-            });
-        }
+        let actual = done.sha256;
+        let verified = match &file.expected_sha256 {
+            None => false,
+            Some(expected) if actual.eq_ignore_ascii_case(expected) => true,
+            Some(expected) => {
+                return self
+                    .mismatch(dest, &part, expected, actual, last_mismatch)
+                    .await;
+            }
+        };
+        part.commit(dest).await?;
+        Ok(Outcome::Downloaded {
+            path: dest.to_path_buf(),
+            bytes: done.total,
+            transferred: done.transferred,
+            sha256: actual,
+            verified,
+        })
+    }
+
+    /// The bytes disagree with the published hash: fetch again from scratch, unless the same
+    /// wrong hash came twice, which points at Civitai's published hash.
+    async fn mismatch(
+        &self,
+        dest: &Path,
+        part: &PartFile,
+        expected: &str,
+        actual: String,
+        last_mismatch: &Mutex<Option<String>>,
+    ) -> Result<Outcome, DownloadError> {
         let seen_before = {
             let mut last = last_mismatch.lock().unwrap_or_else(|p| p.into_inner());
             let seen = last.as_deref() == Some(actual.as_str());
@@ -529,7 +571,7 @@ impl Downloader {
         if !seen_before {
             part.discard().await?;
             return Err(DownloadError::Checksum {
-                expected: expected.clone(),
+                expected: expected.to_string(),
                 actual,
             });
         }
@@ -542,15 +584,16 @@ impl Downloader {
         };
         part.commit(&path).await?;
         Ok(Outcome::HashMismatch {
+            bytes: file_len(&path).await.unwrap_or(0),
             path,
-            expected: expected.clone(),
+            expected: expected.to_string(),
             actual,
             accepted,
         })
     }
 
     /// Send the request for what is missing and stream it into the `.part`.
-    async fn transfer(
+    pub(crate) async fn transfer(
         &self,
         file: &PlannedFile,
         part: &PartFile,
@@ -573,19 +616,18 @@ impl Downloader {
         if offset > 0 {
             request = request.header(RANGE, format!("bytes={offset}-"));
         }
-        let mut response = request.send().await.map_err(|e| network(e, 0))?;
+        let mut response = tokio::select! {
+            () = self.cancel.cancelled() => return Err(DownloadError::Cancelled),
+            response = request.send() => response.map_err(|e| network(e, 0))?,
+        };
         let status = response.status();
         let host = host_of(url.as_url());
         match status {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
             StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
-                // The `.part` may already hold everything: let verification decide.
-                let (total, sha256) = hash_file(&part.path, 0).await?;
-                return Ok(Transferred {
-                    total,
-                    transferred: 0,
-                    sha256,
-                });
+                return self
+                    .range_not_satisfiable(file, part, &meta, &response, offset)
+                    .await;
             }
             s if matches!(s.as_u16(), 401 | 403 | 410)
                 && matches!(file.source, Source::Civitai { .. }) =>
@@ -597,15 +639,10 @@ impl Downloader {
                 });
             }
             s => {
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
                 return Err(DownloadError::Storage {
                     host,
                     status: s.as_u16(),
-                    retry_after,
+                    retry_after: retry_after(response.headers()),
                 });
             }
         }
@@ -616,7 +653,15 @@ impl Downloader {
             );
             offset = 0;
         }
-        let total = self.validate(file, &response, offset, status)?;
+        let total = match self.validate(file, &response, offset, status) {
+            Ok(total) => total,
+            Err(error @ (DownloadError::BadRange { .. } | DownloadError::SizeMismatch { .. })) => {
+                // Sending the same range again would get the same answer: start over.
+                part.discard().await?;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
         let etag = header(&response, ETAG);
         if offset > 0 && meta.etag.is_some() && etag.is_some() && meta.etag != etag {
             part.discard().await?;
@@ -655,7 +700,10 @@ impl Downloader {
             };
             if first_chunk {
                 first_chunk = false;
-                reject_markup(file.kind, &response, &chunk)?;
+                if let Err(error) = reject_markup(file.kind, &response, &chunk) {
+                    part.discard().await?;
+                    return Err(error);
+                }
             }
             hasher.update(&chunk);
             writer
@@ -687,10 +735,50 @@ impl Downloader {
                 written,
             });
         }
+        if total.is_none()
+            && file.expected_sha256.is_none()
+            && let Some(expected) = file.expected_size.filter(|e| !size_consistent(*e, got))
+        {
+            // No length was announced and no hash can judge the bytes: the size must.
+            part.discard().await?;
+            return Err(DownloadError::SizeMismatch { expected, got });
+        }
         Ok(Transferred {
             total: got,
             transferred: written,
             sha256: hex(&hasher.finalize()),
+        })
+    }
+
+    /// A 416 on resume: the `.part` is complete if its length is the file's size (from the
+    /// answer's `Content-Range: bytes */N`, the record, or the API); otherwise it cannot be
+    /// trusted and the file starts over.
+    async fn range_not_satisfiable(
+        &self,
+        file: &PlannedFile,
+        part: &PartFile,
+        meta: &PartMeta,
+        response: &reqwest::Response,
+        offset: u64,
+    ) -> Result<Transferred, DownloadError> {
+        let announced = header(response, CONTENT_RANGE).and_then(|v| {
+            v.trim()
+                .strip_prefix("bytes */")
+                .and_then(|n| n.parse().ok())
+        });
+        let size = announced.or(meta.total).or(file.expected_size);
+        if size != Some(offset) {
+            part.discard().await?;
+            return Err(DownloadError::BadRange {
+                got: format!("416 for a {offset}-byte partial file"),
+                offset,
+            });
+        }
+        let (total, sha256) = hash_file(&part.path, 0).await?;
+        Ok(Transferred {
+            total,
+            transferred: 0,
+            sha256,
         })
     }
 
@@ -729,13 +817,22 @@ impl Downloader {
         if let (Some(expected), Some(got)) = (file.expected_size, total)
             && !size_consistent(expected, got)
         {
-            return Err(DownloadError::SizeMismatch { expected, got });
+            // Civitai's sizeKB comes from the uploading client and can be wrong. With a published
+            // hash the bytes are judged by it; without one, the size is all there is.
+            if file.expected_sha256.is_none() {
+                return Err(DownloadError::SizeMismatch { expected, got });
+            }
+            tracing::warn!(
+                "{}: the server sends {got} bytes where Civitai lists about {expected}; the \
+                 SHA-256 check will decide",
+                file.label
+            );
         }
         Ok(total)
     }
 
     /// The signed URL for a file: cached for this run, resolved when missing.
-    async fn signed_url(&self, file: &PlannedFile) -> Result<SignedUrl, DownloadError> {
+    pub(crate) async fn signed_url(&self, file: &PlannedFile) -> Result<SignedUrl, DownloadError> {
         let (version_id, file_id) = match &file.source {
             Source::Direct(url) => return Ok(SignedUrl::direct(url.clone())),
             Source::Civitai {
@@ -751,7 +848,7 @@ impl Downloader {
         Ok(url)
     }
 
-    fn forget_signed_url(&self, file: &PlannedFile) {
+    pub(crate) fn forget_signed_url(&self, file: &PlannedFile) {
         if let Source::Civitai { file_id, .. } = &file.source {
             self.signed_urls().remove(file_id);
         }
@@ -764,9 +861,9 @@ impl Downloader {
 
 /// The `.part` file and its `.part.json` record, beside the final path (same file system, so the
 /// final rename is atomic).
-struct PartFile {
-    path: PathBuf,
-    meta_path: PathBuf,
+pub(crate) struct PartFile {
+    pub(crate) path: PathBuf,
+    pub(crate) meta_path: PathBuf,
 }
 
 impl PartFile {
@@ -803,7 +900,31 @@ impl PartFile {
         }
     }
 
-    async fn save_meta(&self, meta: &PartMeta) -> Result<(), DownloadError> {
+    /// A `.part` left by a segmented transfer holds finished ranges with holes between them;
+    /// one stream can only continue its contiguous prefix, so the file is cut back to that.
+    pub(crate) async fn reduce_to_prefix(
+        &self,
+        mut meta: PartMeta,
+    ) -> Result<PartMeta, DownloadError> {
+        let Some(segments) = meta.segments.take() else {
+            return Ok(meta);
+        };
+        let prefix = crate::segmented::contiguous_prefix(&segments);
+        if let Ok(handle) = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .await
+        {
+            handle
+                .set_len(prefix)
+                .await
+                .map_err(|e| self.io("trim", e))?;
+        }
+        self.save_meta(&meta).await?;
+        Ok(meta)
+    }
+
+    pub(crate) async fn save_meta(&self, meta: &PartMeta) -> Result<(), DownloadError> {
         if let Some(parent) = self.path.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -847,7 +968,7 @@ impl PartFile {
         Ok(())
     }
 
-    async fn discard(&self) -> Result<(), DownloadError> {
+    pub(crate) async fn discard(&self) -> Result<(), DownloadError> {
         for path in [&self.path, &self.meta_path] {
             match tokio::fs::remove_file(path).await {
                 Ok(()) => {}
@@ -858,7 +979,7 @@ impl PartFile {
         Ok(())
     }
 
-    fn io(&self, action: &'static str, source: std::io::Error) -> DownloadError {
+    pub(crate) fn io(&self, action: &'static str, source: std::io::Error) -> DownloadError {
         DownloadError::Io {
             action,
             path: self.path.clone(),
@@ -940,23 +1061,32 @@ pub fn acceptable_type(kind: FileKind, content_type: &str) -> bool {
     }
 }
 
-/// Refuse a body that starts like an HTML page whatever its `Content-Type` claimed.
+/// Refuse a body that starts like a web page or an error document, whatever its `Content-Type`
+/// claimed. Model files never start like that (safetensors begin with a binary length, pickles
+/// and zips with magic bytes); an error body often does.
 fn reject_markup(
     kind: FileKind,
     response: &reqwest::Response,
     chunk: &[u8],
 ) -> Result<(), DownloadError> {
     let head = String::from_utf8_lossy(&chunk[..chunk.len().min(512)]).to_ascii_lowercase();
-    let trimmed = head.trim_start();
-    if kind == FileKind::Model
-        && (trimmed.starts_with("<!doctype html") || trimmed.starts_with("<html"))
-    {
+    if looks_like_error_document(kind, &head) {
         return Err(DownloadError::NotAFile {
             content_type: header(response, CONTENT_TYPE).unwrap_or_default(),
             snippet: snippet(&head),
         });
     }
     Ok(())
+}
+
+/// Whether the first bytes of a body (lowercased) look like HTML, an XML error or a JSON error.
+pub fn looks_like_error_document(kind: FileKind, head: &str) -> bool {
+    let head = head.trim_start();
+    let html = head.starts_with("<!doctype html") || head.starts_with("<html");
+    let xml_error = head.starts_with("<?xml") && head.contains("<error");
+    let json_error =
+        head.starts_with('{') && (head.contains("\"error\"") || head.contains("\"message\""));
+    html || (kind == FileKind::Model && (xml_error || json_error))
 }
 
 /// Lowercase hex.
@@ -1030,7 +1160,7 @@ pub async fn write_atomic(path: &Path, bytes: Vec<u8>) -> Result<(), DownloadErr
     .map_err(|e| io_error("write", path, e))
 }
 
-fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> DownloadError {
+pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> DownloadError {
     DownloadError::Io {
         action,
         path: path.to_path_buf(),
@@ -1038,22 +1168,14 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Downlo
     }
 }
 
-fn network(source: reqwest::Error, written: u64) -> DownloadError {
+pub(crate) fn network(source: reqwest::Error, written: u64) -> DownloadError {
     DownloadError::Network {
         source: source.without_url(),
         written,
     }
 }
 
-fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-fn source_key(source: &Source) -> String {
+pub(crate) fn source_key(source: &Source) -> String {
     match source {
         Source::Civitai {
             version_id,
@@ -1246,6 +1368,7 @@ mod tests {
                 expected_sha256: planned.expected_sha256.clone(),
                 total: Some(SIZE),
                 etag: None,
+                segments: None,
             };
             std::fs::write(&part.meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
 

@@ -42,6 +42,10 @@ pub struct FileResult {
     /// Why it failed or is unverified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A preview image (its failure is reported but does not fail the run: previews are
+    /// extras, and one that Civitai no longer serves must not fail every rerun).
+    #[serde(default)]
+    pub preview: bool,
 }
 
 /// Why a run stopped before its end.
@@ -97,18 +101,24 @@ impl RunReport {
         }
     }
 
-    /// Count of files with `status`.
+    /// Count of model files (previews apart) with `status`.
     pub fn count(&self, status: FileStatus) -> usize {
-        self.files.iter().filter(|f| f.status == status).count()
+        self.count_where(status, false)
     }
 
-    /// Whether anything failed or stayed unverified.
+    fn count_where(&self, status: FileStatus, preview: bool) -> usize {
+        self.files
+            .iter()
+            .filter(|f| f.status == status && f.preview == preview)
+            .count()
+    }
+
+    /// Whether any model file failed or stayed unverified, or a target could not be planned.
     pub fn has_failures(&self) -> bool {
         !self.failed_targets.is_empty()
-            || self
-                .files
-                .iter()
-                .any(|f| matches!(f.status, FileStatus::Failed | FileStatus::Unverified))
+            || self.files.iter().any(|f| {
+                !f.preview && matches!(f.status, FileStatus::Failed | FileStatus::Unverified)
+            })
     }
 
     /// Bytes transferred in this run.
@@ -135,6 +145,14 @@ impl RunReport {
             HumanDuration(wall),
             HumanBytes(speed as u64),
         );
+        if self.files.iter().any(|f| f.preview) {
+            out.push_str(&format!(
+                "; previews: {} downloaded, {} already present, {} failed",
+                self.count_where(FileStatus::Downloaded, true),
+                self.count_where(FileStatus::Present, true),
+                self.count_where(FileStatus::Failed, true),
+            ));
+        }
         for failure in &self.failed_targets {
             out.push_str(&format!(
                 "\n  failed: {}: {}",
@@ -142,9 +160,10 @@ impl RunReport {
             ));
         }
         for file in &self.files {
-            let tag = match file.status {
-                FileStatus::Failed => "failed",
-                FileStatus::Unverified => "unverified",
+            let tag = match (file.status, file.preview) {
+                (FileStatus::Failed, true) => "preview failed",
+                (FileStatus::Failed, false) => "failed",
+                (FileStatus::Unverified, _) => "unverified",
                 _ => continue,
             };
             let reason = file.reason.as_deref().unwrap_or("");
@@ -193,6 +212,7 @@ mod tests {
             bytes: 10,
             transferred: 10,
             reason: reason.map(str::to_string),
+            preview: false,
         }
     }
 
@@ -211,6 +231,21 @@ mod tests {
         );
         assert!(text.contains("failed: model 1 file a: not found"), "{text}");
         assert!(report.has_failures());
+    }
+
+    #[test]
+    fn a_failed_preview_is_listed_but_does_not_fail_the_run() {
+        let mut report = RunReport::new();
+        report.files.push(FileResult {
+            preview: true,
+            ..file(FileStatus::Failed, Some("gone"))
+        });
+        assert!(!report.has_failures());
+        assert!(
+            report
+                .render()
+                .contains("preview failed: model 1 file a: gone")
+        );
     }
 
     #[test]

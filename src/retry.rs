@@ -149,17 +149,26 @@ impl RetryPolicy {
     }
 }
 
-/// Parse a `Retry-After` header: delta-seconds or an HTTP date.
+/// The `Retry-After` of an answer, if it has a usable one.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
+/// Parse a `Retry-After` header: delta-seconds or an HTTP date, capped at
+/// [`MAX_RETRY_AFTER_SECS`] so a hostile or broken value cannot park the run.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = httpdate::parse_http_date(value).ok()?;
         when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+            .unwrap_or_default()
+    };
+    Some(wait.min(Duration::from_secs(MAX_RETRY_AFTER_SECS)))
 }
 
 #[cfg(test)]
@@ -333,5 +342,9 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(Duration::from_secs(MAX_RETRY_AFTER_SECS))
+        );
     }
 }

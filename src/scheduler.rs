@@ -20,7 +20,8 @@ use tokio_util::task::TaskTracker;
 use crate::api::{ApiClient, ApiError};
 use crate::config::Performance;
 use crate::download::{
-    DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, write_atomic,
+    DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, UNVERIFIED_SUFFIX,
+    with_suffix, write_atomic,
 };
 use crate::metrics::Metrics;
 use crate::plan::{Job, Planner, info_path, preview_path};
@@ -158,23 +159,24 @@ impl Run {
     /// The whole job for one model file: skip it when the state and the disk say it is done,
     /// otherwise download and verify it; then its sidecar and previews; record everything.
     pub async fn process(&self, job: Job) {
-        let recorded = self.recorded_path(&job);
-        let owned = recorded.is_some();
-        let dest = recorded.unwrap_or_else(|| job.file.dest.clone());
-        let result = match self.known_complete(&job, &dest) {
-            Some(bytes) => Ok(Outcome::AlreadyPresent {
-                path: dest.clone(),
-                bytes,
-                sha256: None,
-            }),
-            None => self.download_model(&job, dest.clone(), owned).await,
+        let finished = self.finished_record(&job);
+        let dest = finished
+            .as_ref()
+            .map(|r| self.output.join(&r.relative_path))
+            .unwrap_or_else(|| job.file.dest.clone());
+        let result = match finished
+            .as_ref()
+            .and_then(|r| self.known_outcome(&job, r, &dest))
+        {
+            Some(outcome) => Ok(outcome),
+            None => {
+                self.download_model(&job, dest.clone(), finished.is_some())
+                    .await
+            }
         };
-        let final_path = match &result {
-            Ok(outcome) => Some(outcome_path(outcome).to_path_buf()),
-            Err(_) => None,
-        };
+        let model_path = result.as_ref().ok().map(model_path);
         self.finish(&job, &dest, result);
-        if let Some(path) = final_path {
+        if let Some(path) = model_path {
             self.write_sidecar(&job, &path).await;
             self.fetch_previews(&job, &path).await;
         }
@@ -264,6 +266,7 @@ impl Run {
             }
             Ok(Outcome::HashMismatch {
                 path,
+                bytes,
                 expected,
                 actual,
                 accepted,
@@ -279,13 +282,21 @@ impl Run {
                     }
                 );
                 tracing::warn!("{label}: {reason}");
-                self.record(job, &path, |r| {
+                let real = model_path(&Outcome::HashMismatch {
+                    path: path.clone(),
+                    bytes,
+                    expected: String::new(),
+                    actual: String::new(),
+                    accepted,
+                });
+                self.record(job, &real, |r| {
                     r.status = if accepted {
                         state::FileStatus::Done
                     } else {
                         state::FileStatus::Quarantined
                     };
                     r.local_sha256 = Some(actual);
+                    r.bytes_on_disk = bytes;
                     r.last_error = Some(reason.clone());
                 });
                 let status = if accepted {
@@ -293,7 +304,7 @@ impl Run {
                 } else {
                     FileStatus::Unverified
                 };
-                file_result(label, path, status, 0, 0, Some(reason))
+                file_result(label, path, status, bytes, 0, Some(reason))
             }
             Err(DownloadError::Cancelled) => {
                 self.record(job, dest, |r| {
@@ -380,7 +391,7 @@ impl Run {
             }
             Err(DownloadError::Cancelled) => return,
             Err(error) => {
-                tracing::error!("{}: {error}", preview.label);
+                tracing::warn!("{}: {error}", preview.label);
                 file_result(
                     preview.label,
                     preview.dest,
@@ -391,26 +402,59 @@ impl Run {
                 )
             }
         };
-        self.report().files.push(entry);
+        self.report().files.push(FileResult {
+            preview: true,
+            ..entry
+        });
     }
 
-    /// The path this file was saved under by an earlier run (it may carry a disambiguating id).
-    fn recorded_path(&self, job: &Job) -> Option<PathBuf> {
+    /// The record of an earlier run that finished this file (verified, or kept unverified).
+    /// Only such a record makes a path ours: a run stopped mid-way may have recorded a planned
+    /// path that turned out to hold somebody else's file.
+    fn finished_record(&self, job: &Job) -> Option<FileRecord> {
         let state = self.state();
         let record = state.get(&job.key)?;
-        Some(self.output.join(&record.relative_path))
-    }
-
-    /// When the state says the file is done and the disk agrees on its size: no need to hash
-    /// gigabytes again on every rerun.
-    fn known_complete(&self, job: &Job, dest: &Path) -> Option<u64> {
-        let state = self.state();
-        let record = state.get(&job.key)?;
-        let on_disk = std::fs::metadata(dest).ok()?.len();
-        (record.status == state::FileStatus::Done
-            && record.bytes_on_disk == on_disk
+        let finished = matches!(
+            record.status,
+            state::FileStatus::Done | state::FileStatus::Quarantined
+        );
+        (finished
+            && record.local_sha256.is_some()
             && record.expected_sha256 == job.file.expected_sha256)
-            .then_some(on_disk)
+            .then(|| record.clone())
+    }
+
+    /// What an earlier run left, when the disk still agrees on the size: no need to hash
+    /// gigabytes again on every rerun. A file kept as unverified is reported again, or, with
+    /// `--accept-hash-mismatch`, moved to its real name.
+    fn known_outcome(&self, job: &Job, record: &FileRecord, dest: &Path) -> Option<Outcome> {
+        let size_is =
+            |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.len() == record.bytes_on_disk);
+        let actual = record.local_sha256.clone().unwrap_or_default();
+        match record.status {
+            state::FileStatus::Done if size_is(dest) => Some(Outcome::AlreadyPresent {
+                path: dest.to_path_buf(),
+                bytes: record.bytes_on_disk,
+                sha256: None,
+            }),
+            state::FileStatus::Quarantined => {
+                let kept = with_suffix(dest, UNVERIFIED_SUFFIX);
+                if !size_is(&kept) {
+                    return None;
+                }
+                let accepted = self.downloader.options.accept_hash_mismatch
+                    && !dest.exists()
+                    && std::fs::rename(&kept, dest).is_ok();
+                Some(Outcome::HashMismatch {
+                    path: if accepted { dest.to_path_buf() } else { kept },
+                    bytes: record.bytes_on_disk,
+                    expected: job.file.expected_sha256.clone().unwrap_or_default(),
+                    actual,
+                    accepted,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// Create or update the state record of a job.
@@ -564,6 +608,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The model file's real path, which names its sidecars: a file kept as `<name>.unverified`
+/// still has `<name>` as its real name.
+fn model_path(outcome: &Outcome) -> PathBuf {
+    match outcome {
+        Outcome::HashMismatch {
+            path,
+            accepted: false,
+            ..
+        } => path.with_file_name(path.file_stem().unwrap_or_default()),
+        other => outcome_path(other).to_path_buf(),
+    }
+}
+
 fn outcome_path(outcome: &Outcome) -> &Path {
     match outcome {
         Outcome::Downloaded { path, .. }
@@ -587,5 +644,6 @@ fn file_result(
         bytes,
         transferred,
         reason,
+        preview: false,
     }
 }

@@ -71,7 +71,10 @@ fn clean_multi_model_run_verifies_files_sidecars_and_previews() {
     assert!(report["stopped"].is_null());
     assert!(
         ran.stderr
-            .contains("6 downloaded, 0 already present, 0 failed"),
+            .contains("3 downloaded, 0 already present, 0 failed")
+            && ran
+                .stderr
+                .contains("previews: 3 downloaded, 0 already present, 0 failed"),
         "{}",
         ran.stderr
     );

@@ -37,7 +37,10 @@ fn rerun_downloads_nothing() {
     assert!(files.iter().all(|f| f["status"] == "present"), "{report:#}");
     assert!(files.iter().all(|f| f["transferred"] == 0), "{report:#}");
     assert!(
-        ran.stderr.contains("0 downloaded, 4 already present"),
+        ran.stderr.contains("0 downloaded, 2 already present")
+            && ran
+                .stderr
+                .contains("previews: 0 downloaded, 2 already present"),
         "{}",
         ran.stderr
     );
