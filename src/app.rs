@@ -125,7 +125,11 @@ async fn bench(global: GlobalArgs, args: BenchArgs) -> anyhow::Result<Exit> {
             | crate::bench::BenchError::Invalid(_) => usage(error.to_string()),
             other => other.into(),
         })?;
-    Ok(if passed { Exit::Success } else { Exit::SomeFailed })
+    Ok(if passed {
+        Exit::Success
+    } else {
+        Exit::SomeFailed
+    })
 }
 
 /// What one download run needs beyond the settings.

@@ -304,7 +304,9 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool, BenchError> {
         return Err(BenchError::Invalid("--rounds must be at least 1".into()));
     }
     if !(args.scale.is_finite() && args.scale > 0.0) {
-        return Err(BenchError::Invalid("--scale must be a positive number".into()));
+        return Err(BenchError::Invalid(
+            "--scale must be a positive number".into(),
+        ));
     }
     if let Some(list) = &args.ab {
         return ab_test(global, args, list);
@@ -322,8 +324,8 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool, BenchError> {
             report.soak = Some(soak(&workspace, args)?);
             continue;
         }
-        let scenario = scenario(name, args.scale)
-            .ok_or_else(|| unknown_scenario(name.to_string()))?;
+        let scenario =
+            scenario(name, args.scale).ok_or_else(|| unknown_scenario(name.to_string()))?;
         report
             .scenarios
             .push(measure(&workspace, &scenario, args.rounds)?);
@@ -346,7 +348,11 @@ fn finish(report: &BenchReport, json: bool, args: &BenchArgs) -> Result<bool, Be
     if let Some(path) = &args.plot {
         fs::write(path, render_svg(&report.scenarios)).map_err(io_error("write", path))?;
     }
-    let mut ok = report.scenarios.iter().all(stable) && report.soak.as_ref().is_none_or(|s| s.verdict == Verdict::Pass);
+    let mut ok = report.scenarios.iter().all(stable)
+        && report
+            .soak
+            .as_ref()
+            .is_none_or(|s| s.verdict == Verdict::Pass);
     if let Some(path) = &args.baseline {
         let baseline = load_baseline(path)?;
         let fallen = regressions(&report.scenarios, &baseline.scenarios, args.threshold);
@@ -717,7 +723,10 @@ fn wait_sampling_rss(
         }
         match child.try_wait() {
             Ok(Some(status)) => {
-                return Ok((Some(if status.success() { "exit 0" } else { "failed" }), peak));
+                return Ok((
+                    Some(if status.success() { "exit 0" } else { "failed" }),
+                    peak,
+                ));
             }
             Ok(None) if started.elapsed() > limit => {
                 // The child is hung; its result is already a failure whatever kill says.
@@ -1439,12 +1448,10 @@ fn forwarded_globals(global: &GlobalArgs) -> Vec<String> {
     pass("--rate-burst", global.rate_burst.map(|b| b.to_string()));
     pass(
         "--retry-delays-ms",
-        global.retry_delays_ms.as_ref().map(|d| {
-            d.iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        }),
+        global
+            .retry_delays_ms
+            .as_ref()
+            .map(|d| d.iter().map(u64::to_string).collect::<Vec<_>>().join(",")),
     );
     pass(
         "--connect-timeout",
@@ -1535,7 +1542,14 @@ impl SoakTotals {
         };
         let third = (self.peak_rss.len() / 3).max(1);
         let early = self.peak_rss.iter().take(third).flatten().copied().max();
-        let late = self.peak_rss.iter().rev().take(third).flatten().copied().max();
+        let late = self
+            .peak_rss
+            .iter()
+            .rev()
+            .take(third)
+            .flatten()
+            .copied()
+            .max();
         let completion = rate(self.verified, self.files, 0.0);
         let timeout_rate = rate(self.timeouts, self.failed_attempts, 0.0);
         let recovery_rate = rate(self.recovered, self.failed_first, 1.0);
@@ -1629,7 +1643,10 @@ fn soak(workspace: &Workspace, args: &BenchArgs) -> Result<SoakReport, BenchErro
         totals.add(models as u64, &outcome.figures);
         if started.elapsed() >= next_report {
             next_report += interval;
-            eprintln!("{}", soak_line(&totals.report(started.elapsed().as_secs_f64())));
+            eprintln!(
+                "{}",
+                soak_line(&totals.report(started.elapsed().as_secs_f64()))
+            );
         }
     }
     let report = totals.report(started.elapsed().as_secs_f64());
@@ -1748,7 +1765,10 @@ mod tests {
             assert_eq!(goal.reached(ratio), reached, "{goal:?} at {ratio}");
         }
         for name in DEFAULT_SCENARIOS {
-            assert!(GOALS.iter().any(|g| g.scenario == name), "{name} has a goal");
+            assert!(
+                GOALS.iter().any(|g| g.scenario == name),
+                "{name} has a goal"
+            );
             assert!(scenario(name, 1.0).is_some(), "{name} is defined");
         }
     }
@@ -1805,7 +1825,11 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<g class=\"scenario\">").count(), 3);
         for r in &results {
-            assert!(svg.contains(&format!(">{} (PASS)</text>", r.name)), "{}", r.name);
+            assert!(
+                svg.contains(&format!(">{} (PASS)</text>", r.name)),
+                "{}",
+                r.name
+            );
         }
         assert!(svg.contains("1.0 = no speed-up"));
     }
@@ -1819,13 +1843,19 @@ mod tests {
         all.sort();
         assert_eq!(all, items);
         assert_eq!(split_halves(items.clone(), 7), (a.clone(), b));
-        let others: Vec<_> = (0..5).map(|seed| split_halves(items.clone(), seed).0).collect();
+        let others: Vec<_> = (0..5)
+            .map(|seed| split_halves(items.clone(), seed).0)
+            .collect();
         assert!(others.iter().any(|o| *o != a), "the seed changes the split");
     }
 
     #[test]
     fn busiest_second() {
-        let ms = |v: &[u64]| v.iter().map(|m| Duration::from_millis(*m)).collect::<Vec<_>>();
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
         let cases: [(&[u64], u64); 4] = [
             (&[], 0),
             (&[0, 500, 999, 1000, 1500], 3),
@@ -1833,7 +1863,11 @@ mod tests {
             (&[0, 1000, 2000], 1),
         ];
         for (times, most) in cases {
-            assert_eq!(max_in_window(&ms(times), Duration::from_secs(1)), most, "{times:?}");
+            assert_eq!(
+                max_in_window(&ms(times), Duration::from_secs(1)),
+                most,
+                "{times:?}"
+            );
         }
     }
 
@@ -1850,8 +1884,14 @@ mod tests {
                         "memory": {"peak_rss_mib": 12.0}}
         });
         let f = figures(&report);
-        assert_eq!((f.files, f.verified, f.bytes, f.requests, f.retries), (2, 1, 5, 7, 2));
-        assert_eq!(f.failures, vec!["m2: failed hash mismatch", "99: not found"]);
+        assert_eq!(
+            (f.files, f.verified, f.bytes, f.requests, f.retries),
+            (2, 1, 5, 7, 2)
+        );
+        assert_eq!(
+            f.failures,
+            vec!["m2: failed hash mismatch", "99: not found"]
+        );
         assert_eq!(f.peak_rss, Some(12 * MIB));
         assert_eq!(peak_rss_in(&serde_json::json!({"wall_secs": 1})), None);
         assert_eq!(

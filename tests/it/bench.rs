@@ -35,7 +35,11 @@ fn bench_saves_ratios_and_gates_on_a_baseline() {
     let result = sandbox.root().join("result.json");
     let ran = clean_fast_bench(&sandbox, &["--json-file", result.to_str().unwrap()]);
     ran.expect_code(0);
-    assert!(ran.stderr.contains("speed-up"), "table printed: {}", ran.stderr);
+    assert!(
+        ran.stderr.contains("speed-up"),
+        "table printed: {}",
+        ran.stderr
+    );
     let json = read_json(&result);
     let scenario = &json["scenarios"][0];
     assert_eq!(scenario["name"], "clean-fast");
@@ -43,9 +47,22 @@ fn bench_saves_ratios_and_gates_on_a_baseline() {
     assert!(ratio > 0.0, "{scenario:#}");
     assert!(scenario["speedup_ratio_min"].as_f64().unwrap() <= ratio);
     assert!(scenario["speedup_ratio_max"].as_f64().unwrap() >= ratio);
-    assert_eq!(scenario["sequential"]["wall_secs"].as_array().unwrap().len(), 1);
-    assert_eq!(scenario["failures"].as_array().unwrap().len(), 0, "{scenario:#}");
-    assert!(matches!(scenario["verdict"].as_str(), Some("PASS" | "FAIL")));
+    assert_eq!(
+        scenario["sequential"]["wall_secs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        scenario["failures"].as_array().unwrap().len(),
+        0,
+        "{scenario:#}"
+    );
+    assert!(matches!(
+        scenario["verdict"].as_str(),
+        Some("PASS" | "FAIL")
+    ));
 
     // Ratios of a 0.05-scale run swing widely, so the gate is shown with baselines far on either
     // side (the exact boundary is unit-tested in bench.rs).
@@ -77,7 +94,11 @@ fn bench_rejects_an_unknown_scenario() {
     cmd.args(["bench", "--scenario", "warp-speed"]);
     let ran = run(cmd);
     ran.expect_code(2);
-    assert!(ran.stderr.contains("unknown scenario 'warp-speed'"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("unknown scenario 'warp-speed'"),
+        "{}",
+        ran.stderr
+    );
 }
 
 #[test]
@@ -97,9 +118,18 @@ fn ab_splits_a_list_between_the_two_configurations() {
     ran.expect_code(0);
     let json = read_json(&result);
     let (seq, exp) = (&json["sequential"], &json["experimental"]);
-    assert_eq!(seq["targets"].as_u64().unwrap() + exp["targets"].as_u64().unwrap(), 6);
-    assert_eq!(seq["verified"].as_u64().unwrap() + exp["verified"].as_u64().unwrap(), 6);
-    assert_eq!((seq["errors"].as_u64(), exp["errors"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        seq["targets"].as_u64().unwrap() + exp["targets"].as_u64().unwrap(),
+        6
+    );
+    assert_eq!(
+        seq["verified"].as_u64().unwrap() + exp["verified"].as_u64().unwrap(),
+        6
+    );
+    assert_eq!(
+        (seq["errors"].as_u64(), exp["errors"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert!(json["throughput_ratio"].as_f64().unwrap() > 0.0, "{json:#}");
     assert_eq!(server.stats().resolves(), 6, "every file fetched once");
 }
