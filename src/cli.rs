@@ -220,7 +220,8 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "FILE")]
     pub metrics_json: Option<PathBuf>,
 
-    /// Expected throughput in MB/s: alert when the run is more than 10 % slower.
+    /// Expected throughput in MB/s: alert when the run falls more than [monitor]
+    /// alert_throughput_drop (10 %) below it.
     #[arg(long, value_name = "MBPS")]
     pub baseline_throughput: Option<f64>,
 }

@@ -511,7 +511,8 @@ fn mean(values: &[f64]) -> f64 {
     }
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
+/// `part / whole`, or 0 when there is no whole.
+pub fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::MonitorArgs;
 use crate::config::{ConfigError, MonitorConfig};
 use crate::download::{DownloadError, write_atomic};
-use crate::metrics::{Alert, AlertKind, Counters, Metrics, MetricsReport, ProcessSample};
+use crate::metrics::{Alert, AlertKind, Counters, Metrics, MetricsReport, ProcessSample, ratio};
 
 /// Seconds between monitor lines when neither the flag nor the config file says otherwise.
 pub const DEFAULT_REPORT_INTERVAL_SECS: u64 = 60;
@@ -209,17 +209,9 @@ impl Window {
                 bytes as f64 / 1e6 / elapsed.as_secs_f64()
             },
             attempts,
-            error_rate: share(after.failures.saturating_sub(before.failures), attempts),
-            timeout_rate: share(after.timeouts.saturating_sub(before.timeouts), attempts),
+            error_rate: ratio(after.failures.saturating_sub(before.failures), attempts),
+            timeout_rate: ratio(after.timeouts.saturating_sub(before.timeouts), attempts),
         }
-    }
-}
-
-fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
     }
 }
 
@@ -281,7 +273,7 @@ impl Observation {
         Observation {
             attempts: report.attempts,
             error_rate: report.error_rate,
-            timeout_rate: share(report.timeouts, report.attempts),
+            timeout_rate: ratio(report.timeouts, report.attempts),
             peak_rss_bytes: report.resources.peak_rss_bytes,
             throughput_mb_per_sec: (report.bytes > 0).then_some(report.speed_mb_per_sec.overall),
         }
