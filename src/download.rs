@@ -12,7 +12,7 @@
 //! `.part` a small `.part.json` records what the bytes belong to (file, expected hash, size, ETag),
 //! so a later run never resumes the wrong thing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -225,6 +225,14 @@ pub enum DownloadError {
         /// The error.
         source: std::io::Error,
     },
+    /// The storage host refused parallel ranges: the file continues as one stream.
+    #[error("storage host {host} refused parallel connections ({status}); continuing with one")]
+    RangesRefused {
+        /// Host.
+        host: String,
+        /// Status of the refused range request.
+        status: u16,
+    },
     /// Stopped by Ctrl-C or an emergency stop; the `.part` is kept.
     #[error("interrupted; the partial file is kept for the next run")]
     Cancelled,
@@ -262,7 +270,10 @@ impl Retryable for DownloadError {
             } if *status == 429 || *status >= 500 => RetryClass::Transient {
                 retry_after: *retry_after,
             },
-            DownloadError::Storage { .. } | DownloadError::Cancelled => RetryClass::Fatal,
+            // A refused range is handled by switching to one stream, never by retrying it.
+            DownloadError::Storage { .. }
+            | DownloadError::Cancelled
+            | DownloadError::RangesRefused { .. } => RetryClass::Fatal,
             DownloadError::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut => transient,
                 _ => RetryClass::Fatal,
@@ -298,29 +309,34 @@ pub struct DownloadOptions {
 /// Fetches files. Share it behind an `Arc`; it holds the storage client and the signed URLs of
 /// this run.
 pub struct Downloader {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     api: Arc<ApiClient>,
-    retry: RetryPolicy,
-    options: DownloadOptions,
-    cancel: CancellationToken,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) options: DownloadOptions,
+    pub(crate) cancel: CancellationToken,
     signed: Mutex<HashMap<u64, SignedUrl>>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Storage hosts that refused parallel ranges: their files are fetched as one stream.
+    pub(crate) single_stream_hosts: Mutex<HashSet<String>>,
 }
 
 /// What `.part.json` records about a partial file.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-struct PartMeta {
-    source: String,
-    expected_sha256: Option<String>,
-    total: Option<u64>,
-    etag: Option<String>,
+pub(crate) struct PartMeta {
+    pub(crate) source: String,
+    pub(crate) expected_sha256: Option<String>,
+    pub(crate) total: Option<u64>,
+    pub(crate) etag: Option<String>,
+    /// Present while the file is fetched in segments: how far each has got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) segments: Option<Vec<crate::segmented::Segment>>,
 }
 
 /// A finished transfer waiting for verification.
-struct Transferred {
-    total: u64,
-    transferred: u64,
-    sha256: String,
+pub(crate) struct Transferred {
+    pub(crate) total: u64,
+    pub(crate) transferred: u64,
+    pub(crate) sha256: String,
 }
 
 impl Downloader {
@@ -349,6 +365,7 @@ impl Downloader {
             cancel,
             signed: Mutex::new(HashMap::new()),
             metrics,
+            single_stream_hosts: Mutex::new(HashSet::new()),
         })
     }
 
@@ -498,7 +515,16 @@ impl Downloader {
     ) -> Result<Outcome, DownloadError> {
         let part = PartFile::new(dest);
         let meta = part.load_or_reset(file).await?;
-        let done = self.transfer(file, &part, meta, bar).await?;
+        let done = match self.segment_plan(file, &meta) {
+            Some(segments) => {
+                self.transfer_segmented(file, &part, meta, segments, bar)
+                    .await?
+            }
+            None => {
+                let meta = part.reduce_to_prefix(meta).await?;
+                self.transfer(file, &part, meta, bar).await?
+            }
+        };
         let actual = done.sha256;
         let Some(expected) = &file.expected_sha256 else {
             part.commit(dest).await?;
@@ -550,7 +576,7 @@ impl Downloader {
     }
 
     /// Send the request for what is missing and stream it into the `.part`.
-    async fn transfer(
+    pub(crate) async fn transfer(
         &self,
         file: &PlannedFile,
         part: &PartFile,
@@ -735,7 +761,7 @@ impl Downloader {
     }
 
     /// The signed URL for a file: cached for this run, resolved when missing.
-    async fn signed_url(&self, file: &PlannedFile) -> Result<SignedUrl, DownloadError> {
+    pub(crate) async fn signed_url(&self, file: &PlannedFile) -> Result<SignedUrl, DownloadError> {
         let (version_id, file_id) = match &file.source {
             Source::Direct(url) => return Ok(SignedUrl::direct(url.clone())),
             Source::Civitai {
@@ -751,7 +777,7 @@ impl Downloader {
         Ok(url)
     }
 
-    fn forget_signed_url(&self, file: &PlannedFile) {
+    pub(crate) fn forget_signed_url(&self, file: &PlannedFile) {
         if let Source::Civitai { file_id, .. } = &file.source {
             self.signed_urls().remove(file_id);
         }
@@ -764,9 +790,9 @@ impl Downloader {
 
 /// The `.part` file and its `.part.json` record, beside the final path (same file system, so the
 /// final rename is atomic).
-struct PartFile {
-    path: PathBuf,
-    meta_path: PathBuf,
+pub(crate) struct PartFile {
+    pub(crate) path: PathBuf,
+    pub(crate) meta_path: PathBuf,
 }
 
 impl PartFile {
@@ -803,7 +829,31 @@ impl PartFile {
         }
     }
 
-    async fn save_meta(&self, meta: &PartMeta) -> Result<(), DownloadError> {
+    /// A `.part` left by a segmented transfer holds finished ranges with holes between them;
+    /// one stream can only continue its contiguous prefix, so the file is cut back to that.
+    pub(crate) async fn reduce_to_prefix(
+        &self,
+        mut meta: PartMeta,
+    ) -> Result<PartMeta, DownloadError> {
+        let Some(segments) = meta.segments.take() else {
+            return Ok(meta);
+        };
+        let prefix = crate::segmented::contiguous_prefix(&segments);
+        if let Ok(handle) = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .await
+        {
+            handle
+                .set_len(prefix)
+                .await
+                .map_err(|e| self.io("trim", e))?;
+        }
+        self.save_meta(&meta).await?;
+        Ok(meta)
+    }
+
+    pub(crate) async fn save_meta(&self, meta: &PartMeta) -> Result<(), DownloadError> {
         if let Some(parent) = self.path.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -847,7 +897,7 @@ impl PartFile {
         Ok(())
     }
 
-    async fn discard(&self) -> Result<(), DownloadError> {
+    pub(crate) async fn discard(&self) -> Result<(), DownloadError> {
         for path in [&self.path, &self.meta_path] {
             match tokio::fs::remove_file(path).await {
                 Ok(()) => {}
@@ -858,7 +908,7 @@ impl PartFile {
         Ok(())
     }
 
-    fn io(&self, action: &'static str, source: std::io::Error) -> DownloadError {
+    pub(crate) fn io(&self, action: &'static str, source: std::io::Error) -> DownloadError {
         DownloadError::Io {
             action,
             path: self.path.clone(),
@@ -1030,7 +1080,7 @@ pub async fn write_atomic(path: &Path, bytes: Vec<u8>) -> Result<(), DownloadErr
     .map_err(|e| io_error("write", path, e))
 }
 
-fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> DownloadError {
+pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> DownloadError {
     DownloadError::Io {
         action,
         path: path.to_path_buf(),
@@ -1038,14 +1088,17 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Downlo
     }
 }
 
-fn network(source: reqwest::Error, written: u64) -> DownloadError {
+pub(crate) fn network(source: reqwest::Error, written: u64) -> DownloadError {
     DownloadError::Network {
         source: source.without_url(),
         written,
     }
 }
 
-fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<String> {
+pub(crate) fn header(
+    response: &reqwest::Response,
+    name: reqwest::header::HeaderName,
+) -> Option<String> {
     response
         .headers()
         .get(name)
@@ -1053,7 +1106,7 @@ fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Op
         .map(str::to_string)
 }
 
-fn source_key(source: &Source) -> String {
+pub(crate) fn source_key(source: &Source) -> String {
     match source {
         Source::Civitai {
             version_id,
@@ -1246,6 +1299,7 @@ mod tests {
                 expected_sha256: planned.expected_sha256.clone(),
                 total: Some(SIZE),
                 etag: None,
+                segments: None,
             };
             std::fs::write(&part.meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
 

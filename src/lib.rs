@@ -45,6 +45,9 @@ pub mod failsafe;
 /// The unit of work: one file, complete and verified, or a resumable `.part`.
 pub mod download;
 
+/// Large files over several connections (experimental).
+pub mod segmented;
+
 /// The state file that lets an interrupted run continue.
 pub mod state;
 
