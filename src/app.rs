@@ -17,6 +17,7 @@ use crate::download::{DownloadOptions, Downloader};
 use crate::fake_server::{Catalog, FakeCivitai, Knobs};
 use crate::limiter::RateLimiter;
 use crate::metrics::Metrics;
+use crate::monitor::{Monitor, MonitorOptions};
 use crate::naming::Layout;
 use crate::plan::{FileFacts, Planner, Selection};
 use crate::progress::Progress;
@@ -124,6 +125,7 @@ struct DownloadRequest {
     state_file: Option<PathBuf>,
     download: DownloadOptions,
     performance: Performance,
+    monitor: MonitorOptions,
 }
 
 async fn download(
@@ -164,6 +166,7 @@ async fn download(
             segment_threshold: performance.segment_threshold,
         },
         performance,
+        monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
         targets,
     };
     execute(&settings, request, json, progress).await
@@ -217,7 +220,7 @@ async fn execute(
         planner,
         downloader,
         api,
-        metrics,
+        metrics: metrics.clone(),
         state,
         output: request.output.clone(),
         progress,
@@ -229,8 +232,11 @@ async fn execute(
             .watch_emergency_stop(request.performance.emergency_stop_file.clone()),
     );
     let queue = request.targets.into_iter().map(Work::Plan).collect();
+    let mut monitor = Monitor::start(metrics, request.monitor);
     run_with_failsafe(&run, queue).await;
+    monitor.stop().await;
     let report = run.finish_report();
+    monitor.save(&report.metrics).await;
     print_report(&report, json)?;
     Ok(exit_for(&report))
 }
@@ -409,6 +415,7 @@ async fn demo(
             segment_threshold: performance.segment_threshold,
         },
         performance,
+        monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
     };
     execute(&settings, request, json, progress).await
 }

@@ -54,6 +54,9 @@ pub mod state;
 /// What a run measures.
 pub mod metrics;
 
+/// Samples memory and CPU, prints per-interval lines, raises alerts, writes the metrics file.
+pub mod monitor;
+
 /// Progress bars and the log writer that keeps them intact.
 pub mod progress;
 

@@ -141,6 +141,7 @@ impl Run {
         match self.planner.plan(target).await {
             Ok(jobs) => {
                 self.progress.add_planned(jobs.len() as u64);
+                self.metrics.record_planned(jobs.len() as u64);
                 jobs
             }
             Err(error) => {
@@ -159,6 +160,7 @@ impl Run {
     /// The whole job for one model file: skip it when the state and the disk say it is done,
     /// otherwise download and verify it; then its sidecar and previews; record everything.
     pub async fn process(&self, job: Job) {
+        let _active = self.metrics.file_started();
         let finished = self.finished_record(&job);
         let dest = finished
             .as_ref()
