@@ -104,6 +104,9 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
         Command::FakeServer(args) => fake_server(args).await,
         command => {
             let settings = Settings::load(&global)?;
+            if let Some(path) = &settings.config_file {
+                tracing::debug!("settings from {}", path.display());
+            }
             match command {
                 Command::Download(args) => download(settings, *args, global.json, progress).await,
                 Command::Info(args) => info(settings, args, global.json).await,

@@ -68,3 +68,11 @@ pub mod fake_server;
 
 /// The commands, from parsed arguments to an exit code.
 pub mod app;
+
+/// Lock a mutex, recovering it if a task panicked while holding it: counters, the state and the
+/// report stay meaningful, and one failed task must not wedge the whole run.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -7,13 +7,14 @@
 //! [`crate::monitor`] feeds in the process's resource readings and reads the counters back for its
 //! per-interval lines and alerts; this module only keeps the figures and does the arithmetic.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::failsafe::{Attempt, Failsafe, Thresholds};
+use crate::lock;
 
 /// Version of the metrics JSON layout.
 pub const METRICS_VERSION: u32 = 1;
@@ -518,10 +519,6 @@ pub fn ratio(part: u64, whole: u64) -> f64 {
     } else {
         part as f64 / whole as f64
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

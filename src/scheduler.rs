@@ -23,6 +23,7 @@ use crate::download::{
     DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, UNVERIFIED_SUFFIX,
     with_suffix, write_atomic,
 };
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::plan::{Job, Planner, info_path, preview_path};
 use crate::progress::Progress;
@@ -604,10 +605,6 @@ async fn acquire(
     }
     let permit = semaphore.clone().acquire_owned().await.ok()?;
     run.may_continue_concurrently().then_some(permit)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The model file's real path, which names its sidecars: a file kept as `<name>.unverified`
