@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, ApiOptions};
 use crate::cli::{
-    Cli, Command, DemoArgs, DownloadArgs, FakeServerArgs, InfoArgs, SelectionArgs, TargetArgs,
+    Cli, Command, DemoArgs, DownloadArgs, FakeServerArgs, InfoArgs, PerformanceArgs, SelectionArgs,
+    TargetArgs,
 };
 use crate::config::{Performance, Settings};
 use crate::download::{DownloadOptions, Downloader};
@@ -138,14 +139,7 @@ async fn download(
     progress: Progress,
 ) -> anyhow::Result<Exit> {
     let targets = collect_targets(&args.targets)?;
-    let (performance, warnings) = Performance::resolve(
-        &settings.experimental,
-        &settings.failsafe,
-        &args.performance,
-    )?;
-    for warning in warnings {
-        tracing::warn!("{warning}");
-    }
+    let performance = performance(&settings, &args.performance)?;
     let request = DownloadRequest {
         selection: selection(&settings, &args.selection),
         output: args
@@ -352,14 +346,7 @@ async fn demo(
     json: bool,
     progress: Progress,
 ) -> anyhow::Result<Exit> {
-    let (performance, warnings) = Performance::resolve(
-        &settings.experimental,
-        &settings.failsafe,
-        &args.performance,
-    )?;
-    for warning in warnings {
-        tracing::warn!("{warning}");
-    }
+    let performance = performance(&settings, &args.performance)?;
     let catalog = Catalog::demo();
     let targets: Vec<Target> = catalog
         .models
@@ -476,6 +463,16 @@ async fn fake_server(args: FakeServerArgs) -> anyhow::Result<Exit> {
         })
         .await;
     Ok(Exit::Success)
+}
+
+/// Concurrency for this command; flags that have no effect are reported, not silently dropped.
+fn performance(settings: &Settings, args: &PerformanceArgs) -> anyhow::Result<Performance> {
+    let (performance, warnings) =
+        Performance::resolve(&settings.experimental, &settings.failsafe, args)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(performance)
 }
 
 fn selection(settings: &Settings, args: &SelectionArgs) -> Selection {

@@ -622,7 +622,6 @@ impl Downloader {
             response = request.send() => response.map_err(|e| network(e, 0))?,
         };
         let status = response.status();
-        let host = host_of(url.as_url());
         match status {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
             StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
@@ -630,22 +629,7 @@ impl Downloader {
                     .range_not_satisfiable(file, part, &meta, &response, offset)
                     .await;
             }
-            s if matches!(s.as_u16(), 401 | 403 | 410)
-                && matches!(file.source, Source::Civitai { .. }) =>
-            {
-                self.forget_signed_url(file);
-                return Err(DownloadError::Expired {
-                    host,
-                    status: s.as_u16(),
-                });
-            }
-            s => {
-                return Err(DownloadError::Storage {
-                    host,
-                    status: s.as_u16(),
-                    retry_after: retry_after(response.headers()),
-                });
-            }
+            _ => return Err(self.storage_error(file, &response)),
         }
         if status == StatusCode::OK && offset > 0 {
             tracing::info!(
@@ -830,6 +814,26 @@ impl Downloader {
             );
         }
         Ok(total)
+    }
+
+    /// The error for a storage answer that is not the file. 401/403/410 on a signed URL mean it
+    /// expired: it is forgotten, so the next attempt resolves a fresh one.
+    pub(crate) fn storage_error(
+        &self,
+        file: &PlannedFile,
+        response: &reqwest::Response,
+    ) -> DownloadError {
+        let host = host_of(response.url());
+        let status = response.status().as_u16();
+        if matches!(status, 401 | 403 | 410) && matches!(file.source, Source::Civitai { .. }) {
+            self.forget_signed_url(file);
+            return DownloadError::Expired { host, status };
+        }
+        DownloadError::Storage {
+            host,
+            status,
+            retry_after: retry_after(response.headers()),
+        }
     }
 
     /// The signed URL for a file: cached for this run, resolved when missing.

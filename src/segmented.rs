@@ -256,24 +256,10 @@ impl Downloader {
             .send()
             .await
             .map_err(|e| network(e, 0))?;
-        let host = host_of(url.as_url());
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             StatusCode::OK => return Ok(None),
-            s if matches!(s.as_u16(), 401 | 403 | 410) => {
-                self.forget_signed_url(file);
-                return Err(DownloadError::Expired {
-                    host,
-                    status: s.as_u16(),
-                });
-            }
-            s => {
-                return Err(DownloadError::Storage {
-                    host,
-                    status: s.as_u16(),
-                    retry_after: None,
-                });
-            }
+            _ => return Err(self.storage_error(file, &response)),
         }
         let content_type = header(&response, CONTENT_TYPE).unwrap_or_default();
         if !acceptable_type(file.kind, &content_type) {
@@ -311,7 +297,7 @@ impl Downloader {
             .run(
                 &self.cancel,
                 |_| async {
-                    let result = self.segment_attempt(url, ledger, index, bar).await;
+                    let result = self.segment_attempt(file, url, ledger, index, bar).await;
                     if let Ok(n) | Err(DownloadError::Network { written: n, .. }) = &result {
                         written.fetch_add(*n, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -338,6 +324,7 @@ impl Downloader {
     /// One request for what is missing of a segment.
     async fn segment_attempt(
         &self,
+        file: &PlannedFile,
         url: &SignedUrl,
         ledger: &Ledger<'_>,
         index: usize,
@@ -368,13 +355,7 @@ impl Downloader {
                     status: s.as_u16(),
                 });
             }
-            s => {
-                return Err(DownloadError::Storage {
-                    host,
-                    status: s.as_u16(),
-                    retry_after: None,
-                });
-            }
+            _ => return Err(self.storage_error(file, &response)),
         }
         let got = header(&response, CONTENT_RANGE).unwrap_or_default();
         if !matches!(parse_content_range(&got), Some((a, b, _)) if a == from && b == last) {
