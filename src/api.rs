@@ -264,6 +264,8 @@ pub struct ApiOptions {
     pub connect_timeout: Duration,
     /// Whole-request timeout for API calls.
     pub request_timeout: Duration,
+    /// API calls that can be in flight at once: the keep-alive pool is sized to it.
+    pub connections: usize,
 }
 
 impl ApiClient {
@@ -281,6 +283,8 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
+            .pool_max_idle_per_host(options.connections.max(1))
+            .pool_idle_timeout(crate::download::POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(ApiClient {
             http,

@@ -161,6 +161,7 @@ async fn download(
             read_timeout: settings.network.read_timeout,
             segments: performance.segments,
             segment_threshold: performance.segment_threshold,
+            connections: performance.storage_connections(),
         },
         performance,
         monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
@@ -182,7 +183,7 @@ async fn execute(
         settings,
         cancel.clone(),
         metrics.clone(),
-        request.performance.adaptive_rate,
+        Some(&request.performance),
     )?;
     check_key(&api).await?;
     let planner = Planner::new(
@@ -261,7 +262,7 @@ async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
     let metrics = Arc::new(Metrics::new(Default::default()));
-    let api = build_api(&settings, cancel, metrics, false)?;
+    let api = build_api(&settings, cancel, metrics, None)?;
     check_key(&api).await?;
     let planner = Planner::new(
         api,
@@ -403,6 +404,7 @@ async fn demo(
             read_timeout: Duration::from_secs(10),
             segments: performance.segments,
             segment_threshold: performance.segment_threshold,
+            connections: performance.storage_connections(),
         },
         performance,
         monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
@@ -523,8 +525,9 @@ fn build_api(
     settings: &Settings,
     cancel: CancellationToken,
     metrics: Arc<Metrics>,
-    adaptive_rate: bool,
+    performance: Option<&Performance>,
 ) -> anyhow::Result<Arc<ApiClient>> {
+    let adaptive_rate = performance.is_some_and(|p| p.adaptive_rate);
     let (rate, burst) = (settings.network.rate_limit, settings.network.rate_burst);
     let limiter = Arc::new(if adaptive_rate {
         RateLimiter::adaptive(rate, burst)
@@ -539,6 +542,7 @@ fn build_api(
             api_key: settings.api_key.clone(),
             connect_timeout: settings.network.connect_timeout,
             request_timeout: settings.network.api_timeout,
+            connections: performance.map_or(1, |p| p.api),
         },
         limiter,
         settings.retry.clone(),

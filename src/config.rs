@@ -207,6 +207,11 @@ pub struct Performance {
 }
 
 impl Performance {
+    /// Storage connections that can be open at once.
+    pub fn storage_connections(&self) -> usize {
+        self.downloads * self.segments + self.images
+    }
+
     /// Resolve from the config file and the command line. Returns warnings for settings that
     /// have no effect (a concurrency flag without the experimental switch).
     pub fn resolve(

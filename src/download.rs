@@ -44,6 +44,8 @@ const PROGRESS_BYTES: u64 = 1024 * 1024;
 const SIZE_SLACK_FRACTION: f64 = 0.01;
 /// See [`SIZE_SLACK_FRACTION`].
 const SIZE_SLACK_BYTES: u64 = 64 * 1024;
+/// Idle keep-alive connections are closed after this long.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Suffix of a file kept because its hash disagrees with Civitai's twice in the same way.
 pub const UNVERIFIED_SUFFIX: &str = "unverified";
 
@@ -308,6 +310,9 @@ pub struct DownloadOptions {
     pub segments: usize,
     /// Files at least this large are split into segments.
     pub segment_threshold: u64,
+    /// Storage connections that can be open at once (downloads × segments + previews): the
+    /// keep-alive pool is sized to it.
+    pub connections: usize,
 }
 
 /// Fetches files. Share it behind an `Arc`; it holds the storage client and the signed URLs of
@@ -368,6 +373,10 @@ impl Downloader {
             .read_timeout(options.read_timeout)
             // One connection per transfer: HTTP/2 would multiplex parallel transfers onto one.
             .http1_only()
+            // Keep as many idle connections as can be busy at once, and drop them before a CDN
+            // does: reusing a socket just as the far end closes it fails the request.
+            .pool_max_idle_per_host(options.connections.max(1))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Downloader {
             http,
@@ -1341,6 +1350,7 @@ mod tests {
                 read_timeout: Duration::from_secs(5),
                 segments: 1,
                 segment_threshold: u64::MAX,
+                connections: 1,
             };
             let downloader =
                 Downloader::new(Arc::new(api), retry, options, cancel, metrics).unwrap();
