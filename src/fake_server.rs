@@ -3466,7 +3466,11 @@ mod tests {
         assert_eq!(first.expect("body")[..4], JPEG_MAGIC);
         assert_eq!(second.expect("body")[..4], JPEG_MAGIC);
         assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
-        assert_eq!(server.stats().max_concurrent_storage(), 2, "the two answers overlap");
+        assert_eq!(
+            server.stats().max_concurrent_storage(),
+            2,
+            "the two answers overlap"
+        );
     }
 
     #[tokio::test]

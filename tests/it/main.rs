@@ -7,6 +7,7 @@
 mod cli;
 mod download;
 mod errors;
+mod performance;
 mod resume;
 mod safety;
 mod state;
