@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use civitai_dl::fake_server::{FakeModel, FileFaults, Knobs};
+use civitai_dl::fake_server::{FakeCivitai, FakeModel, FileFaults, Knobs};
 use civitai_dl::plan::preview_path;
 use civitai_dl::segmented::{Segment, split};
 use serde_json::Value;
@@ -111,11 +111,7 @@ fn low_threshold_config(sandbox: &Sandbox) -> PathBuf {
 }
 
 /// `download <model>` with 4 segments above a 1 MiB threshold.
-fn segmented_download(
-    server: &civitai_dl::fake_server::FakeCivitai,
-    sandbox: &Sandbox,
-    model: &FakeModel,
-) -> Command {
+fn segmented_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Command {
     let mut cmd = download(server, sandbox);
     cmd.arg(model.id.to_string())
         .args([EXPERIMENTAL, "--segments", &SEGMENTS.to_string()])
@@ -497,7 +493,7 @@ enum StopFile {
 /// Starts a slow run (with `extra_args`), creates the stop file after a second, and expects
 /// exit 4 soon after with the `.part` files and the state kept; then a rerun without the file
 /// finishes everything.
-fn emergency_stop_then_rerun(first_id: u64, extra_args: &[&str], where_: StopFile) {
+fn emergency_stop_then_rerun(first_id: u64, extra_args: &[&str], stop: StopFile) {
     let models = models(first_id, 6, 2 * MIB);
     let server = serve(
         models.clone(),
@@ -507,14 +503,14 @@ fn emergency_stop_then_rerun(first_id: u64, extra_args: &[&str], where_: StopFil
         },
     );
     let sandbox = Sandbox::new();
-    let stop_file = match where_ {
+    let stop_file = match stop {
         StopFile::DefaultInOutput => sandbox.out.join("EMERGENCY_STOP"),
         StopFile::Chosen => sandbox.root().join("stop-now"),
     };
     let command = || {
         let mut cmd = download(&server, &sandbox);
         cmd.args(targets(&models)).args(extra_args);
-        if let StopFile::Chosen = where_ {
+        if let StopFile::Chosen = stop {
             cmd.arg("--emergency-stop-file").arg(&stop_file);
         }
         cmd
