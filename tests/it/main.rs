@@ -7,6 +7,7 @@
 mod cli;
 mod download;
 mod errors;
+mod monitor;
 mod performance;
 mod resume;
 mod safety;
