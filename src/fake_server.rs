@@ -255,6 +255,9 @@ pub struct Knobs {
     pub quota_after: Option<u32>,
     /// Answer 429 to a ranged GET while another GET of the same file is still open.
     pub storage_refuses_ranges_when_concurrent: bool,
+    /// Added before every preview image answer (images are tiny, so without it parallel
+    /// fetches would never overlap and their concurrency could not be observed).
+    pub image_latency: Duration,
 }
 
 impl Default for Knobs {
@@ -270,6 +273,7 @@ impl Default for Knobs {
             outage: None,
             quota_after: None,
             storage_refuses_ranges_when_concurrent: false,
+            image_latency: Duration::ZERO,
         }
     }
 }
@@ -2255,6 +2259,10 @@ async fn serve_image(
         Ok(open) => open,
         Err(refusal) => return refusal.response(),
     };
+    let latency = shared.knob_state().knobs.image_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let image = name
         .strip_suffix(".jpeg")
         .and_then(|stem| stem.split_once('-'))
@@ -3434,6 +3442,31 @@ mod tests {
             .await
             .expect("image");
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn image_latency_delays_previews_so_parallel_fetches_overlap() {
+        let knobs = Knobs {
+            image_latency: Duration::from_millis(200),
+            ..Knobs::default()
+        };
+        let server = start(test_catalog(), knobs).await;
+        let client = client();
+        let fetch = |i: u32| {
+            let request = client.get(format!("{}/images/10-{i}.jpeg", server.storage_url()));
+            async move { request.send().await.expect("image").bytes().await }
+        };
+        let started = Instant::now();
+        let (first, second) = tokio::join!(fetch(0), fetch(1));
+        let elapsed = started.elapsed();
+        assert_eq!(first.expect("body")[..4], JPEG_MAGIC);
+        assert_eq!(second.expect("body")[..4], JPEG_MAGIC);
+        assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+        assert_eq!(
+            server.stats().max_concurrent_storage(),
+            2,
+            "the two answers overlap"
+        );
     }
 
     #[tokio::test]

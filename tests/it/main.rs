@@ -8,6 +8,7 @@ mod cli;
 mod download;
 mod errors;
 mod monitor;
+mod performance;
 mod resume;
 mod safety;
 mod state;
