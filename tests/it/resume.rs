@@ -6,8 +6,8 @@ use std::time::Duration;
 use civitai_dl::fake_server::{FakeCivitai, FakeModel, FileFaults, Knobs};
 
 use crate::support::{
-    Sandbox, assert_verified, download, download_with_retries, first_file, len_or_zero, model,
-    poll_until, range_start, ranges_of, run, serve,
+    Sandbox, assert_verified, download, download_with_retries, first_file, interrupt, len_or_zero,
+    model, poll_until, range_start, ranges_of, run, serve, wait_with_timeout,
 };
 
 const KIB: u64 = 1024;
@@ -118,11 +118,7 @@ fn ctrl_c_exits_130_keeps_the_part_and_a_rerun_completes() {
     );
     let sandbox = Sandbox::new();
     let mut child = start_slow_download(&server, &sandbox, &m);
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    interrupt(&child);
     let exit = wait_with_timeout(&mut child, Duration::from_secs(20));
     assert_eq!(exit, Some(130), "Ctrl-C exits with 130");
 
@@ -140,21 +136,6 @@ fn ctrl_c_exits_130_keeps_the_part_and_a_rerun_completes() {
     assert_verified(&sandbox.out.join(&file.name), file);
     assert_resumed_from_offset(&server, file.id);
     assert_eq!(sandbox.state_record(file.id)["status"], "done");
-}
-
-/// Waits for a child, killing it (and failing) if it outlives `limit`.
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
-    let mut status = None;
-    let exited = poll_until(limit, || {
-        status = child.try_wait().expect("poll child");
-        status.is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("civitai-dl did not exit within {limit:?} of Ctrl-C");
-    }
-    status.and_then(|s| s.code())
 }
 
 #[test]
