@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use civitai_dl::fake_server::{
@@ -12,8 +12,8 @@ use civitai_dl::fake_server::{
 use serde_json::json;
 
 use crate::support::{
-    Sandbox, assert_verified, download, download_with_retries, first_file, info, interrupt,
-    len_or_zero, model, poll_until, range_start, ranges_of, run, serve, wait_with_timeout,
+    Sandbox, assert_verified, download, download_with_retries, first_file, info, interrupt, model,
+    range_start, ranges_of, run, serve, start_download_until_part_grows, wait_with_timeout,
 };
 
 const KIB: u64 = 1024;
@@ -39,31 +39,16 @@ fn served_prefix(seed: u64, len: u64) -> Vec<u8> {
     bytes
 }
 
-/// `dir/name` with `.suffix` appended to the file name.
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().expect("a file name").to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-/// Starts `download <model>` in the background and waits until `part` holds bytes.
-fn start_download_until_part_grows(
-    server: &FakeCivitai,
-    sandbox: &Sandbox,
-    model_id: u64,
-    part: &Path,
-) -> Child {
-    let mut cmd = download(server, sandbox);
-    cmd.arg(model_id.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn civitai-dl");
-    if !poll_until(Duration::from_secs(30), || len_or_zero(part) > 0) {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("no bytes reached {} within 30 s", part.display());
-    }
-    child
+/// Asserts that `path` still holds exactly `bytes`, without dumping a whole model on failure.
+fn assert_untouched(path: &Path, bytes: &[u8], by: &str) {
+    let now = std::fs::read(path).unwrap_or_default();
+    assert!(
+        now == bytes,
+        "{by} changed {}: {} bytes now, {} before",
+        path.display(),
+        now.len(),
+        bytes.len()
+    );
 }
 
 /// Defect 1: an interrupted run must not make a later run treat the user's own file at the
@@ -84,23 +69,20 @@ fn a_users_file_at_the_planned_path_survives_an_interrupted_run_and_a_rerun() {
     let users_file = sandbox.out.join(&file.name);
     std::fs::write(&users_file, USERS_BYTES).unwrap();
     let stem = file.name.trim_end_matches(".safetensors");
-    let saved_as = sandbox.out.join(format!("{stem}_{}.safetensors", file.id));
+    let saved_name = format!("{stem}_{}.safetensors", file.id);
+    let saved_as = sandbox.out.join(&saved_name);
+    let part = sandbox.out.join(format!("{saved_name}.part"));
 
-    let mut child =
-        start_download_until_part_grows(&server, &sandbox, 1001, &suffixed(&saved_as, ".part"));
+    let mut child = start_download_until_part_grows(&server, &sandbox, 1001, &part);
     interrupt(&child);
     assert_eq!(wait_with_timeout(&mut child, PROMPT_EXIT), Some(130));
-    assert_eq!(std::fs::read(&users_file).unwrap(), USERS_BYTES);
+    assert_untouched(&users_file, USERS_BYTES, "the interrupted run");
 
     server.set_knobs(Knobs::default());
     let mut rerun = download(&server, &sandbox);
     rerun.arg("1001");
     run(rerun).expect_code(0);
-    assert_eq!(
-        std::fs::read(&users_file).unwrap(),
-        USERS_BYTES,
-        "the user's file was overwritten"
-    );
+    assert_untouched(&users_file, USERS_BYTES, "the rerun");
     assert_verified(&saved_as, &file);
     assert_eq!(sandbox.state_record(file.id)["status"], "done");
 }
@@ -122,19 +104,21 @@ fn a_short_part_answered_with_416_is_downloaded_again_not_published() {
     let server = serve(vec![m.clone()], Knobs::default());
     let sandbox = Sandbox::new();
     let dest = sandbox.out.join(&file.name);
-    std::fs::write(suffixed(&dest, ".part"), served_prefix(file.seed, SHORT)).unwrap();
+    let part = sandbox.out.join(format!("{}.part", file.name));
+    std::fs::write(&part, served_prefix(file.seed, SHORT)).unwrap();
     let meta = json!({
         "source": format!("civitai:{}:{}", m.versions[0].id, file.id),
         "expected_sha256": null,
         "total": file.size,
         "etag": null,
     });
-    std::fs::write(suffixed(&dest, ".part.json"), meta.to_string()).unwrap();
+    std::fs::write(part.with_extension("part.json"), meta.to_string()).unwrap();
 
     let mut cmd = download(&server, &sandbox);
     cmd.arg("1002");
     run(cmd).expect_code(0);
     assert_verified(&dest, &file);
+    assert!(!part.exists());
     let ranges = ranges_of(&server, file.id);
     assert_eq!(
         ranges
@@ -207,7 +191,7 @@ fn a_quarantined_file_survives_reruns_and_is_accepted_without_a_new_transfer() {
     let server = serve(vec![m], Knobs::default());
     let sandbox = Sandbox::new();
     let dest = sandbox.out.join(&file.name);
-    let quarantined = suffixed(&dest, ".unverified");
+    let quarantined = sandbox.out.join(format!("{}.unverified", file.name));
     let run_once = |extra: &[&str]| {
         let mut cmd = download(&server, &sandbox);
         cmd.arg("1005").args(extra);

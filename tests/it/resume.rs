@@ -1,13 +1,13 @@
 //! Interrupted transfers: cut connections, killed and interrupted runs, expired signed URLs.
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use civitai_dl::fake_server::{FakeCivitai, FakeModel, FileFaults, Knobs};
 
 use crate::support::{
     Sandbox, assert_verified, download, download_with_retries, first_file, interrupt, len_or_zero,
-    model, poll_until, range_start, ranges_of, run, serve, wait_with_timeout,
+    model, range_start, ranges_of, run, serve, start_download_until_part_grows, wait_with_timeout,
 };
 
 const KIB: u64 = 1024;
@@ -34,18 +34,8 @@ fn cut_after(id: u64, size: u64, bytes: u64) -> FakeModel {
 
 /// Starts a download of `model_id` in the background and waits until its `.part` holds bytes.
 fn start_slow_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Child {
-    let mut cmd = download(server, sandbox);
-    cmd.arg(model.id.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn civitai-dl");
     let part = sandbox.out.join(format!("{}.part", first_file(model).name));
-    if !poll_until(Duration::from_secs(30), || len_or_zero(&part) > 0) {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("no bytes reached {} within 30 s", part.display());
-    }
-    child
+    start_download_until_part_grows(server, sandbox, model.id, &part)
 }
 
 /// Asserts that the last GET of the file asked for the rest from a non-zero offset.
