@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::failsafe::Attempt;
 use crate::limiter::RateLimiter;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::models::{Me, Model, ModelVersion, Page, parse_error_body};
 use crate::retry::{RetryClass, RetryPolicy, Retryable, retry_after};
@@ -188,8 +189,6 @@ impl Retryable for ApiError {
 #[derive(Clone)]
 pub struct SignedUrl {
     url: Url,
-    /// When it was obtained (lifetimes are 1 h on B2, 24 h on R2).
-    pub resolved_at: Instant,
 }
 
 impl SignedUrl {
@@ -200,10 +199,7 @@ impl SignedUrl {
 
     /// A URL accepted as-is (previews on the image CDN need no resolve).
     pub fn direct(url: Url) -> Self {
-        SignedUrl {
-            url,
-            resolved_at: Instant::now(),
-        }
+        SignedUrl { url }
     }
 }
 
@@ -484,9 +480,14 @@ impl ApiClient {
         }
         let started = Instant::now();
         let result = self.exchange(url, expect).await;
+        let latency = started.elapsed();
         let answered = !matches!(result, Err(ApiError::Network { .. }));
+        if answered {
+            let throttled = matches!(result, Err(ApiError::RateLimited { .. }));
+            self.limiter.observe(latency, throttled);
+        }
         self.metrics.record_api(
-            answered.then(|| started.elapsed()),
+            answered.then_some(latency),
             Attempt::judge(&result, ApiError::is_timeout),
         );
         result
@@ -704,12 +705,6 @@ fn encode(value: &str) -> String {
         }
     }
     out
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

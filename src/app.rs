@@ -17,6 +17,7 @@ use crate::download::{DownloadOptions, Downloader};
 use crate::fake_server::{Catalog, FakeCivitai, Knobs};
 use crate::limiter::RateLimiter;
 use crate::metrics::Metrics;
+use crate::monitor::{Monitor, MonitorOptions};
 use crate::naming::Layout;
 use crate::plan::{FileFacts, Planner, Selection};
 use crate::progress::Progress;
@@ -103,6 +104,9 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
         Command::FakeServer(args) => fake_server(args).await,
         command => {
             let settings = Settings::load(&global)?;
+            if let Some(path) = &settings.config_file {
+                tracing::debug!("settings from {}", path.display());
+            }
             match command {
                 Command::Download(args) => download(settings, *args, global.json, progress).await,
                 Command::Info(args) => info(settings, args, global.json).await,
@@ -124,6 +128,7 @@ struct DownloadRequest {
     state_file: Option<PathBuf>,
     download: DownloadOptions,
     performance: Performance,
+    monitor: MonitorOptions,
 }
 
 async fn download(
@@ -164,6 +169,7 @@ async fn download(
             segment_threshold: performance.segment_threshold,
         },
         performance,
+        monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
         targets,
     };
     execute(&settings, request, json, progress).await
@@ -178,7 +184,12 @@ async fn execute(
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
     let metrics = Arc::new(Metrics::new(request.performance.thresholds.clone()));
-    let api = build_api(settings, cancel.clone(), metrics.clone())?;
+    let api = build_api(
+        settings,
+        cancel.clone(),
+        metrics.clone(),
+        request.performance.adaptive_rate,
+    )?;
     check_key(&api).await?;
     let planner = Planner::new(
         api.clone(),
@@ -212,7 +223,7 @@ async fn execute(
         planner,
         downloader,
         api,
-        metrics,
+        metrics: metrics.clone(),
         state,
         output: request.output.clone(),
         progress,
@@ -224,8 +235,11 @@ async fn execute(
             .watch_emergency_stop(request.performance.emergency_stop_file.clone()),
     );
     let queue = request.targets.into_iter().map(Work::Plan).collect();
+    let mut monitor = Monitor::start(metrics, request.monitor);
     run_with_failsafe(&run, queue).await;
+    monitor.stop().await;
     let report = run.finish_report();
+    monitor.save(&report.metrics).await;
     print_report(&report, json)?;
     Ok(exit_for(&report))
 }
@@ -253,7 +267,7 @@ async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
     let metrics = Arc::new(Metrics::new(Default::default()));
-    let api = build_api(&settings, cancel, metrics)?;
+    let api = build_api(&settings, cancel, metrics, false)?;
     check_key(&api).await?;
     let planner = Planner::new(
         api,
@@ -404,6 +418,7 @@ async fn demo(
             segment_threshold: performance.segment_threshold,
         },
         performance,
+        monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
     };
     execute(&settings, request, json, progress).await
 }
@@ -511,11 +526,14 @@ fn build_api(
     settings: &Settings,
     cancel: CancellationToken,
     metrics: Arc<Metrics>,
+    adaptive_rate: bool,
 ) -> anyhow::Result<Arc<ApiClient>> {
-    let limiter = Arc::new(RateLimiter::new(
-        settings.network.rate_limit,
-        settings.network.rate_burst,
-    ));
+    let (rate, burst) = (settings.network.rate_limit, settings.network.rate_burst);
+    let limiter = Arc::new(if adaptive_rate {
+        RateLimiter::adaptive(rate, burst)
+    } else {
+        RateLimiter::new(rate, burst)
+    });
     let mut hosts = vec![settings.base_url.clone()];
     hosts.extend(settings.fallback_base_urls.iter().cloned());
     let api = ApiClient::new(

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, SignedUrl, client_builder, header, host_of, snippet};
 use crate::failsafe::Attempt;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::naming::disambiguate;
 use crate::progress::FileBar;
@@ -563,7 +564,7 @@ impl Downloader {
         last_mismatch: &Mutex<Option<String>>,
     ) -> Result<Outcome, DownloadError> {
         let seen_before = {
-            let mut last = last_mismatch.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = lock(last_mismatch);
             let seen = last.as_deref() == Some(actual.as_str());
             *last = Some(actual.clone());
             seen
@@ -855,7 +856,7 @@ impl Downloader {
     }
 
     fn signed_urls(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SignedUrl>> {
-        self.signed.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.signed)
     }
 }
 

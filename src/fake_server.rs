@@ -12,12 +12,13 @@
 //! a pure function of a seed and an offset, generated chunk by chunk, so a benchmark can serve
 //! gigabytes without memory or disk.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -631,11 +632,6 @@ pub struct Stats {
     ranges: Mutex<Vec<(u64, Option<String>)>>,
     api_request_times: Mutex<Vec<Duration>>,
     user_agents: Mutex<Vec<String>>,
-}
-
-/// Locks a mutex even if a panicking test thread poisoned it: the counters stay meaningful.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Stats {

@@ -8,13 +8,23 @@
 //! 503) is a shared pause in front of the bucket: every task waits it out, not just the one that was
 //! told. The bucket's burst is kept small on purpose: governor starts full, and a burst equal to the
 //! rate lets a whole second's worth of requests through at once.
+//!
+//! Adaptive rate (experimental, the plan's Phase 4.2): buckets for 1/8, 1/4, 1/2 and all of the
+//! configured rate are built up front and one is selected at a time. A 429 steps down at once; the
+//! average latency of every [`EVALUATE_EVERY`] answers steps down when slow (over 2 s) and up when
+//! fast (under 0.5 s). The configured rate is the ceiling: the plan lets an adaptive rate rise to
+//! twice its base, but a user's `--rate-limit` must hold whatever the concurrency, so the base here
+//! is the configured rate and adaptation only ever spends less of it.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota};
 use tokio_util::sync::CancellationToken;
+
+use crate::lock;
 
 /// Default requests per second. Civitai publishes no limit; real API calls take 150–500 ms, so an
 /// ordinary sequential run makes 2–6 requests a second and this ceiling does not slow it, while a
@@ -23,34 +33,111 @@ pub const DEFAULT_RATE_PER_SEC: f64 = 5.0;
 /// Default burst: a few requests may go back to back after an idle spell.
 pub const DEFAULT_BURST: u32 = 5;
 
+/// Fractions of the configured rate an adaptive limiter moves between, slowest first.
+const LEVELS: [f64; 4] = [0.125, 0.25, 0.5, 1.0];
+/// Answers averaged for each adaptive decision.
+pub const EVALUATE_EVERY: usize = 10;
+/// An average answer slower than this lowers the rate (the plan's 2 s).
+const SLOW: Duration = Duration::from_secs(2);
+/// An average answer faster than this raises it again (the plan's 0.5 s).
+const FAST: Duration = Duration::from_millis(500);
+
 /// A shared requests-per-second limit plus a shared pause for `Retry-After`.
 #[derive(Debug)]
 pub struct RateLimiter {
-    bucket: DefaultDirectRateLimiter,
+    buckets: Vec<DefaultDirectRateLimiter>,
+    level: AtomicUsize,
     paused_until: Mutex<Option<Instant>>,
     rate_per_sec: f64,
+    recent: Mutex<Vec<Duration>>,
 }
 
 impl RateLimiter {
     /// A limiter allowing `rate_per_sec` requests per second on average with bursts of `burst`.
     /// Rates are clamped to at least one request per hour and a burst of at least 1.
     pub fn new(rate_per_sec: f64, burst: u32) -> Self {
+        Self::build(rate_per_sec, burst, &[1.0])
+    }
+
+    /// Like [`Self::new`], but the rate moves with the server's answers (see the module docs).
+    pub fn adaptive(rate_per_sec: f64, burst: u32) -> Self {
+        Self::build(rate_per_sec, burst, &LEVELS)
+    }
+
+    fn build(rate_per_sec: f64, burst: u32, levels: &[f64]) -> Self {
         let rate = rate_per_sec.max(1.0 / 3600.0);
-        let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
-        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst);
+        let buckets = levels
+            .iter()
+            .map(|fraction| {
+                // Only the full rate gets the configured burst: a bucket selected later starts
+                // full, and must not let a burst through at the moment the server asked for less.
+                let burst = if *fraction >= 1.0 { burst } else { 1 };
+                bucket(rate * fraction, burst)
+            })
+            .collect::<Vec<_>>();
         RateLimiter {
-            bucket: DefaultDirectRateLimiter::direct(quota),
+            level: AtomicUsize::new(buckets.len() - 1),
+            buckets,
             paused_until: Mutex::new(None),
             rate_per_sec: rate,
+            recent: Mutex::new(Vec::with_capacity(EVALUATE_EVERY)),
         }
     }
 
-    /// The configured average rate.
-    pub fn rate_per_sec(&self) -> f64 {
-        self.rate_per_sec
+    /// The rate in force now, requests per second.
+    pub fn current_rate(&self) -> f64 {
+        let fraction = if self.buckets.len() == 1 {
+            1.0
+        } else {
+            LEVELS[self.level.load(Ordering::Relaxed)]
+        };
+        self.rate_per_sec * fraction
+    }
+
+    /// Tell an adaptive limiter how an answer went: its latency, and whether it was a 429.
+    pub fn observe(&self, latency: Duration, throttled: bool) {
+        if self.buckets.len() == 1 {
+            return;
+        }
+        let mut recent = lock(&self.recent);
+        if throttled {
+            recent.clear();
+            self.step_down("Civitai answered 429");
+            return;
+        }
+        recent.push(latency);
+        if recent.len() < EVALUATE_EVERY {
+            return;
+        }
+        let average = recent.iter().sum::<Duration>() / recent.len() as u32;
+        recent.clear();
+        if average > SLOW {
+            self.step_down("answers are slow");
+        } else if average < FAST {
+            self.step_up();
+        }
+    }
+
+    fn step_down(&self, why: &str) {
+        let level = self.level.load(Ordering::Relaxed);
+        if level > 0 {
+            self.level.store(level - 1, Ordering::Relaxed);
+            tracing::info!(
+                "adaptive rate: {why}; lowering to {:.2} requests/s",
+                self.current_rate()
+            );
+        }
+    }
+
+    fn step_up(&self) {
+        let level = self.level.load(Ordering::Relaxed);
+        if level + 1 < self.buckets.len() {
+            self.level.store(level + 1, Ordering::Relaxed);
+            tracing::debug!(
+                "adaptive rate: answers are fast; raising to {:.2} requests/s",
+                self.current_rate()
+            );
+        }
     }
 
     /// Wait until a request may be sent: first out any shared pause, then for a token.
@@ -66,7 +153,11 @@ impl RateLimiter {
         while let Some(wait) = self.remaining_pause() {
             tokio::time::sleep(wait).await;
         }
-        self.bucket.until_ready().await;
+        let level = self
+            .level
+            .load(Ordering::Relaxed)
+            .min(self.buckets.len() - 1);
+        self.buckets[level].until_ready().await;
     }
 
     /// Make every task wait `duration` before its next request (a server's `Retry-After`).
@@ -75,24 +166,28 @@ impl RateLimiter {
         let Some(until) = Instant::now().checked_add(duration) else {
             return;
         };
-        let mut paused = self
-            .paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut paused = lock(&self.paused_until);
         if paused.is_none_or(|current| current < until) {
             *paused = Some(until);
         }
     }
 
     fn remaining_pause(&self) -> Option<Duration> {
-        let paused = self
-            .paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let paused = lock(&self.paused_until);
         paused
             .and_then(|until| until.checked_duration_since(Instant::now()))
             .filter(|d| !d.is_zero())
     }
+}
+
+/// A token bucket for `rate` requests per second with bursts of `burst`.
+fn bucket(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst);
+    DefaultDirectRateLimiter::direct(quota)
 }
 
 #[cfg(test)]
@@ -136,6 +231,37 @@ mod tests {
         let started = Instant::now();
         limiter.acquire(&CancellationToken::new()).await;
         assert!(started.elapsed() >= Duration::from_millis(75));
+    }
+
+    #[test]
+    fn adaptive_rate_steps_down_on_429_and_slow_answers_and_back_up() {
+        let limiter = RateLimiter::adaptive(8.0, 4);
+        assert_eq!(limiter.current_rate(), 8.0);
+        limiter.observe(Duration::from_millis(100), true);
+        assert_eq!(limiter.current_rate(), 4.0);
+        for _ in 0..EVALUATE_EVERY {
+            limiter.observe(Duration::from_secs(3), false);
+        }
+        assert_eq!(limiter.current_rate(), 2.0);
+        for _ in 0..3 {
+            limiter.observe(Duration::ZERO, true);
+        }
+        assert_eq!(limiter.current_rate(), 1.0, "never below the slowest level");
+        for _ in 0..10 * EVALUATE_EVERY {
+            limiter.observe(Duration::from_millis(50), false);
+        }
+        assert_eq!(
+            limiter.current_rate(),
+            8.0,
+            "never above the configured rate"
+        );
+    }
+
+    #[test]
+    fn a_fixed_limiter_ignores_feedback() {
+        let limiter = RateLimiter::new(8.0, 4);
+        limiter.observe(Duration::ZERO, true);
+        assert_eq!(limiter.current_rate(), 8.0);
     }
 
     #[tokio::test]

@@ -30,6 +30,7 @@ use crate::download::{
     acceptable_type, hash_file, network, parse_content_range, size_consistent,
 };
 use crate::failsafe::Attempt;
+use crate::lock;
 use crate::progress::FileBar;
 
 /// A segment flushes and records its progress after this many bytes.
@@ -116,7 +117,7 @@ impl Ledger<'_> {
         if let Some(segments) = meta.segments.as_mut() {
             segments[index].done = done;
         }
-        let mut last = self.last_save.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = lock(&self.last_save);
         if last.elapsed() >= SAVE_EVERY {
             *last = Instant::now();
             self.write(&meta);
@@ -137,7 +138,7 @@ impl Ledger<'_> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PartMeta> {
-        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.meta)
     }
 }
 
@@ -442,18 +443,12 @@ impl Downloader {
     }
 
     fn refuses_ranges(&self, host: &str) -> bool {
-        self.single_stream_hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(host)
+        lock(&self.single_stream_hosts).contains(host)
     }
 
     fn remember_single_stream(&self, host: &str) {
         tracing::warn!("{host} does not serve parallel ranges; using one connection per file");
-        self.single_stream_hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(host.to_string());
+        lock(&self.single_stream_hosts).insert(host.to_string());
     }
 }
 

@@ -7,6 +7,7 @@
 mod cli;
 mod download;
 mod errors;
+mod monitor;
 mod regressions;
 mod resume;
 mod safety;
