@@ -252,6 +252,9 @@ pub struct ApiClient {
     cancel: CancellationToken,
     served: Mutex<BTreeMap<String, u64>>,
     metrics: Arc<Metrics>,
+    /// Bounds API calls in flight (metadata and download resolves alike) to the configured
+    /// concurrency; 1 on sequential runs.
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// What [`ApiClient::new`] needs.
@@ -264,7 +267,7 @@ pub struct ApiOptions {
     pub connect_timeout: Duration,
     /// Whole-request timeout for API calls.
     pub request_timeout: Duration,
-    /// API calls that can be in flight at once: the keep-alive pool is sized to it.
+    /// API calls that can be in flight at once (the keep-alive pool is sized to it too).
     pub connections: usize,
 }
 
@@ -296,6 +299,7 @@ impl ApiClient {
             cancel,
             served: Mutex::new(BTreeMap::new()),
             metrics,
+            in_flight: tokio::sync::Semaphore::new(options.connections.max(1)),
         })
     }
 
@@ -479,7 +483,11 @@ impl ApiClient {
 
     /// One attempt: wait for the limiter, exchange, and report how it went.
     async fn attempt(&self, url: Url, expect: Expect) -> Result<Reply, ApiError> {
-        if !self.limiter.acquire(&self.cancel).await {
+        let permit = tokio::select! {
+            () = self.cancel.cancelled() => None,
+            permit = self.in_flight.acquire() => permit.ok(),
+        };
+        if permit.is_none() || !self.limiter.acquire(&self.cancel).await {
             return Err(ApiError::Cancelled);
         }
         let started = Instant::now();

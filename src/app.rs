@@ -194,7 +194,7 @@ async fn execute(
         request.metadata,
     );
     if request.dry_run {
-        return show_plan(&planner, &request.targets, json).await;
+        return show_plan(&planner, &request.targets, json, &cancel).await;
     }
     std::fs::create_dir_all(&request.output).with_context(|| {
         format!(
@@ -262,7 +262,7 @@ async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
     let metrics = Arc::new(Metrics::new(Default::default()));
-    let api = build_api(&settings, cancel, metrics, None)?;
+    let api = build_api(&settings, cancel.clone(), metrics, None)?;
     check_key(&api).await?;
     let planner = Planner::new(
         api,
@@ -271,16 +271,22 @@ async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<
         settings.layout,
         settings.metadata,
     );
-    show_plan(&planner, &targets, json).await
+    show_plan(&planner, &targets, json, &cancel).await
 }
 
 /// Print what would be downloaded (`info`, `download --dry-run`).
-async fn show_plan(planner: &Planner, targets: &[Target], json: bool) -> anyhow::Result<Exit> {
+async fn show_plan(
+    planner: &Planner,
+    targets: &[Target],
+    json: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Exit> {
     let mut all: Vec<FileFacts> = Vec::new();
     let mut failed = false;
     for target in targets {
         match planner.plan(target).await {
             Ok(jobs) => all.extend(jobs.into_iter().map(|job| job.facts)),
+            Err(_) if cancel.is_cancelled() => return Ok(Exit::Interrupted),
             Err(error) => {
                 eprintln!("error: {target}: {error}");
                 failed = true;

@@ -1335,6 +1335,7 @@ mod tests {
                     api_key: None,
                     connect_timeout: Duration::from_secs(5),
                     request_timeout: Duration::from_secs(5),
+                    connections: 1,
                 },
                 Arc::new(RateLimiter::new(1000.0, 10)),
                 retry.clone(),

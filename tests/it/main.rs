@@ -9,6 +9,7 @@ mod download;
 mod errors;
 mod monitor;
 mod performance;
+mod regressions;
 mod resume;
 mod safety;
 mod state;
