@@ -438,11 +438,15 @@ impl ApiClient {
                 status: 0,
                 message: format!("bad URL {host}{path}: {e}"),
             })?;
+            let attempts = std::sync::atomic::AtomicU32::new(0);
             let result = self
                 .retry
                 .run(
                     &self.cancel,
-                    |_| self.attempt(url.clone(), expect),
+                    |n| {
+                        attempts.store(n as u32, Ordering::Relaxed);
+                        self.attempt(url.clone(), expect)
+                    },
                     |error, failures, delay| {
                         self.metrics.record_retry();
                         tracing::warn!(
@@ -454,6 +458,8 @@ impl ApiClient {
                     },
                 )
                 .await;
+            self.metrics
+                .record_recovery(result.is_ok(), attempts.into_inner());
             match result {
                 Ok(reply) => {
                     *lock(&self.served).entry(host_of(&url)).or_default() += 1;

@@ -36,6 +36,7 @@ pub struct Metrics {
     files_ok: AtomicU64,
     files_failed: AtomicU64,
     recovered: AtomicU64,
+    unrecovered: AtomicU64,
     failsafe_switches: AtomicU64,
     files_planned: AtomicU64,
     files_started: AtomicU64,
@@ -69,6 +70,7 @@ impl Metrics {
             files_ok: AtomicU64::new(0),
             files_failed: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
+            unrecovered: AtomicU64::new(0),
             failsafe_switches: AtomicU64::new(0),
             files_planned: AtomicU64::new(0),
             files_started: AtomicU64::new(0),
@@ -111,16 +113,28 @@ impl Metrics {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// An operation (an API call with its retries, or a whole file) ended after `attempts`
+    /// attempts. One that needed more than one attempt either recovered automatically or did
+    /// not: the plan's automatic recovery rate.
+    pub fn record_recovery(&self, ok: bool, attempts: u32) {
+        if attempts > 1 {
+            let counter = if ok {
+                &self.recovered
+            } else {
+                &self.unrecovered
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A file finished: `transferred` bytes in `elapsed`, after `attempts` attempts.
     pub fn record_file(&self, ok: bool, transferred: u64, elapsed: Duration, attempts: u32) {
+        self.record_recovery(ok, attempts);
         if !ok {
             self.files_failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.files_ok.fetch_add(1, Ordering::Relaxed);
-        if attempts > 1 {
-            self.recovered.fetch_add(1, Ordering::Relaxed);
-        }
         if transferred > 0 && !elapsed.is_zero() {
             let mb_per_sec = transferred as f64 / 1e6 / elapsed.as_secs_f64();
             lock(&self.samples).file_speeds.push(mb_per_sec);
@@ -204,7 +218,7 @@ impl Metrics {
         let timeouts = self.load(&self.api_timeouts) + self.load(&self.transfer_timeouts);
         let files_ok = self.load(&self.files_ok);
         let files = files_ok + self.load(&self.files_failed);
-        let failed_first = self.load(&self.recovered) + self.load(&self.files_failed);
+        let failed_first = self.load(&self.recovered) + self.load(&self.unrecovered);
         MetricsReport {
             version: METRICS_VERSION,
             wall_secs: wall,
@@ -233,6 +247,7 @@ impl Metrics {
             files_ok,
             files_failed: self.load(&self.files_failed),
             recovered: self.load(&self.recovered),
+            unrecovered: self.load(&self.unrecovered),
             recovery_rate: ratio(self.load(&self.recovered), failed_first),
             files_per_hour: files as f64 * 3600.0 / wall.max(1e-9),
             failsafe_switches: self.load(&self.failsafe_switches),
@@ -298,9 +313,11 @@ pub struct MetricsReport {
     pub files_ok: u64,
     /// Files that failed.
     pub files_failed: u64,
-    /// Files that failed at first and succeeded on a retry.
+    /// Operations (API calls, files) that failed at first and succeeded on a retry.
     pub recovered: u64,
-    /// Recovered files over files that failed at least once.
+    /// Operations that failed at first and never succeeded.
+    pub unrecovered: u64,
+    /// `recovered / (recovered + unrecovered)`: the plan's automatic recovery rate.
     pub recovery_rate: f64,
     /// Finished files per hour.
     pub files_per_hour: f64,
@@ -546,14 +563,16 @@ mod tests {
         m.record_file(true, 1_000_000, Duration::from_secs(1), 2);
         m.record_file(true, 2_000_000, Duration::from_secs(1), 1);
         m.record_file(false, 0, Duration::ZERO, 5);
+        m.record_recovery(true, 3);
+        m.record_recovery(true, 1);
         let r = m.report();
         assert_eq!(r.api.requests, 10);
         assert_eq!(r.failures, 2);
         assert_eq!(r.timeouts, 1);
         assert!((r.error_rate - 0.2).abs() < 1e-9);
         assert!((r.timeout_rate - 0.5).abs() < 1e-9);
-        assert_eq!(r.recovered, 1);
-        assert!((r.recovery_rate - 0.5).abs() < 1e-9);
+        assert_eq!((r.recovered, r.unrecovered), (2, 1));
+        assert!((r.recovery_rate - 2.0 / 3.0).abs() < 1e-9);
         assert!((r.success_rate - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(r.speed_mb_per_sec.min, 1.0);
         assert_eq!(r.speed_mb_per_sec.max, 2.0);

@@ -202,7 +202,7 @@ impl Downloader {
         .await;
         ledger.save();
         let mut transferred = 0;
-        let mut refused = false;
+        let mut refused = Vec::new();
         let mut failure = None;
         let mut any_success = false;
         for result in results {
@@ -211,16 +211,16 @@ impl Downloader {
                     transferred += written;
                     any_success = true;
                 }
-                Err(DownloadError::RangesRefused { .. }) => refused = true,
+                Err(DownloadError::RangesRefused { status, .. }) => refused.push(status),
                 Err(error) => failure = failure.or(Some(error)),
             }
         }
         if let Some(error) = failure {
             return Err(error);
         }
-        if refused {
-            if !any_success && segments.iter().all(|s| s.done == 0) {
-                // Every range refused: the URL, not the parallelism, is the problem.
+        if !refused.is_empty() {
+            if !any_success && refused.iter().all(|s| *s == 403) {
+                // Every range refused as forbidden: the URL, not the parallelism, is the problem.
                 self.forget_signed_url(file);
                 return Err(DownloadError::Expired { host, status: 403 });
             }
@@ -269,6 +269,9 @@ impl Downloader {
             });
         }
         let got = header(&response, CONTENT_RANGE).unwrap_or_default();
+        // Read the one byte to the end, so this connection is finished before the segments
+        // open theirs (a host counting connections per file must not see it as still open).
+        let _ = response.bytes().await;
         let Some((0, 0, Some(total))) = parse_content_range(&got) else {
             return Err(DownloadError::BadRange { got, offset: 0 });
         };

@@ -13,4 +13,5 @@ mod regressions;
 mod resume;
 mod safety;
 mod state;
+mod strategy;
 mod support;
