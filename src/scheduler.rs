@@ -335,7 +335,7 @@ impl Run {
                 )
             }
         };
-        self.progress.file_finished(&job.file_name);
+        self.progress.file_finished();
         self.report().files.push(entry);
     }
 
