@@ -66,10 +66,25 @@ pub enum Source {
 /// What kind of content is acceptable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
-    /// Model weights and their companions: never HTML, JSON or XML.
+    /// Model weights, archives and other binary files: never HTML, JSON, XML or plain text.
     Model,
+    /// A text file a model ships with (a `.yaml` or `.json` config): any type but a web page.
+    Document,
     /// A preview: must be an image or video.
     Preview,
+}
+
+impl FileKind {
+    /// The kind of a Civitai file, from its name: configs and notes are text, the rest binary.
+    pub fn of_file_name(name: &str) -> FileKind {
+        let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        match extension.as_deref() {
+            Some("json" | "yaml" | "yml" | "txt" | "md" | "toml" | "xml" | "csv") => {
+                FileKind::Document
+            }
+            _ => FileKind::Model,
+        }
+    }
 }
 
 /// One file to fetch.
@@ -1066,6 +1081,7 @@ pub fn acceptable_type(kind: FileKind, content_type: &str) -> bool {
         .any(|m| ct.contains(m));
     match kind {
         FileKind::Model => !markup,
+        FileKind::Document => !ct.contains("text/html"),
         FileKind::Preview => {
             ct.is_empty()
                 || ct.starts_with("image/")
@@ -1267,6 +1283,13 @@ mod tests {
         assert!(acceptable_type(Preview, "image/jpeg"));
         assert!(acceptable_type(Preview, "video/mp4"));
         assert!(!acceptable_type(Preview, "text/html"));
+        assert!(acceptable_type(Document, "application/json"));
+        assert!(acceptable_type(Document, "text/plain"));
+        assert!(!acceptable_type(Document, "text/html"));
+        assert_eq!(FileKind::of_file_name("v1-inference.yaml"), Document);
+        assert_eq!(FileKind::of_file_name("config.JSON"), Document);
+        assert_eq!(FileKind::of_file_name("x.safetensors"), Model);
+        assert_eq!(FileKind::of_file_name("noext"), Model);
     }
 
     #[test]

@@ -415,7 +415,7 @@ impl Planner {
                 dest: dest.clone(),
                 expected_size: file.size_bytes(),
                 expected_sha256: sha256.clone(),
-                kind: FileKind::Model,
+                kind: FileKind::of_file_name(&file.name),
                 replace_existing: false,
             },
             facts: FileFacts {
