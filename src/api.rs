@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::failsafe::Attempt;
 use crate::limiter::RateLimiter;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::models::{Me, Model, ModelVersion, Page, parse_error_body};
 use crate::retry::{RetryClass, RetryPolicy, Retryable, retry_after};
@@ -188,8 +189,6 @@ impl Retryable for ApiError {
 #[derive(Clone)]
 pub struct SignedUrl {
     url: Url,
-    /// When it was obtained (lifetimes are 1 h on B2, 24 h on R2).
-    pub resolved_at: Instant,
 }
 
 impl SignedUrl {
@@ -200,10 +199,7 @@ impl SignedUrl {
 
     /// A URL accepted as-is (previews on the image CDN need no resolve).
     pub fn direct(url: Url) -> Self {
-        SignedUrl {
-            url,
-            resolved_at: Instant::now(),
-        }
+        SignedUrl { url }
     }
 }
 
@@ -256,6 +252,9 @@ pub struct ApiClient {
     cancel: CancellationToken,
     served: Mutex<BTreeMap<String, u64>>,
     metrics: Arc<Metrics>,
+    /// Bounds API calls in flight (metadata and download resolves alike) to the configured
+    /// concurrency; 1 on sequential runs.
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// What [`ApiClient::new`] needs.
@@ -268,6 +267,8 @@ pub struct ApiOptions {
     pub connect_timeout: Duration,
     /// Whole-request timeout for API calls.
     pub request_timeout: Duration,
+    /// API calls that can be in flight at once (the keep-alive pool is sized to it too).
+    pub connections: usize,
 }
 
 impl ApiClient {
@@ -285,6 +286,8 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
+            .pool_max_idle_per_host(options.connections.max(1))
+            .pool_idle_timeout(crate::download::POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(ApiClient {
             http,
@@ -296,6 +299,7 @@ impl ApiClient {
             cancel,
             served: Mutex::new(BTreeMap::new()),
             metrics,
+            in_flight: tokio::sync::Semaphore::new(options.connections.max(1)),
         })
     }
 
@@ -434,11 +438,15 @@ impl ApiClient {
                 status: 0,
                 message: format!("bad URL {host}{path}: {e}"),
             })?;
+            let attempts = std::sync::atomic::AtomicU32::new(0);
             let result = self
                 .retry
                 .run(
                     &self.cancel,
-                    |_| self.attempt(url.clone(), expect),
+                    |n| {
+                        attempts.store(n as u32, Ordering::Relaxed);
+                        self.attempt(url.clone(), expect)
+                    },
                     |error, failures, delay| {
                         self.metrics.record_retry();
                         tracing::warn!(
@@ -450,6 +458,8 @@ impl ApiClient {
                     },
                 )
                 .await;
+            self.metrics
+                .record_recovery(result.is_ok(), attempts.into_inner());
             match result {
                 Ok(reply) => {
                     *lock(&self.served).entry(host_of(&url)).or_default() += 1;
@@ -479,7 +489,11 @@ impl ApiClient {
 
     /// One attempt: wait for the limiter, exchange, and report how it went.
     async fn attempt(&self, url: Url, expect: Expect) -> Result<Reply, ApiError> {
-        if !self.limiter.acquire(&self.cancel).await {
+        let permit = tokio::select! {
+            () = self.cancel.cancelled() => None,
+            permit = self.in_flight.acquire() => permit.ok(),
+        };
+        if permit.is_none() || !self.limiter.acquire(&self.cancel).await {
             return Err(ApiError::Cancelled);
         }
         let started = Instant::now();
@@ -709,12 +723,6 @@ fn encode(value: &str) -> String {
         }
     }
     out
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

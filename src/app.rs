@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, ApiOptions};
 use crate::cli::{
     BenchArgs, Cli, Command, DemoArgs, DownloadArgs, FakeServerArgs, GlobalArgs, InfoArgs,
-    SelectionArgs, TargetArgs,
+    PerformanceArgs, SelectionArgs, TargetArgs,
 };
 use crate::config::{Performance, Settings};
 use crate::download::{DownloadOptions, Downloader};
 use crate::fake_server::{Catalog, FakeCivitai, Knobs};
 use crate::limiter::RateLimiter;
 use crate::metrics::Metrics;
+use crate::monitor::{Monitor, MonitorOptions};
 use crate::naming::Layout;
 use crate::plan::{FileFacts, Planner, Selection};
 use crate::progress::Progress;
@@ -105,6 +106,9 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
         Command::Bench(args) => bench(global, args).await,
         command => {
             let settings = Settings::load(&global)?;
+            if let Some(path) = &settings.config_file {
+                tracing::debug!("settings from {}", path.display());
+            }
             match command {
                 Command::Download(args) => download(settings, *args, global.json, progress).await,
                 Command::Info(args) => info(settings, args, global.json).await,
@@ -143,6 +147,7 @@ struct DownloadRequest {
     state_file: Option<PathBuf>,
     download: DownloadOptions,
     performance: Performance,
+    monitor: MonitorOptions,
 }
 
 async fn download(
@@ -152,14 +157,7 @@ async fn download(
     progress: Progress,
 ) -> anyhow::Result<Exit> {
     let targets = collect_targets(&args.targets)?;
-    let (performance, warnings) = Performance::resolve(
-        &settings.experimental,
-        &settings.failsafe,
-        &args.performance,
-    )?;
-    for warning in warnings {
-        tracing::warn!("{warning}");
-    }
+    let performance = performance(&settings, &args.performance)?;
     let request = DownloadRequest {
         selection: selection(&settings, &args.selection),
         output: args
@@ -181,8 +179,10 @@ async fn download(
             read_timeout: settings.network.read_timeout,
             segments: performance.segments,
             segment_threshold: performance.segment_threshold,
+            connections: performance.storage_connections(),
         },
         performance,
+        monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
         targets,
     };
     execute(&settings, request, json, progress).await
@@ -201,7 +201,7 @@ async fn execute(
         settings,
         cancel.clone(),
         metrics.clone(),
-        request.performance.adaptive_rate,
+        Some(&request.performance),
     )?;
     check_key(&api).await?;
     let planner = Planner::new(
@@ -212,7 +212,7 @@ async fn execute(
         request.metadata,
     );
     if request.dry_run {
-        return show_plan(&planner, &request.targets, json).await;
+        return show_plan(&planner, &request.targets, json, &cancel).await;
     }
     std::fs::create_dir_all(&request.output).with_context(|| {
         format!(
@@ -236,7 +236,7 @@ async fn execute(
         planner,
         downloader,
         api,
-        metrics,
+        metrics: metrics.clone(),
         state,
         output: request.output.clone(),
         progress,
@@ -248,8 +248,11 @@ async fn execute(
             .watch_emergency_stop(request.performance.emergency_stop_file.clone()),
     );
     let queue = request.targets.into_iter().map(Work::Plan).collect();
+    let mut monitor = Monitor::start(metrics, request.monitor);
     run_with_failsafe(&run, queue).await;
+    monitor.stop().await;
     let report = run.finish_report();
+    monitor.save(&report.metrics).await;
     print_report(&report, json)?;
     Ok(exit_for(&report))
 }
@@ -277,7 +280,7 @@ async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
     let metrics = Arc::new(Metrics::new(Default::default()));
-    let api = build_api(&settings, cancel, metrics, false)?;
+    let api = build_api(&settings, cancel.clone(), metrics, None)?;
     check_key(&api).await?;
     let planner = Planner::new(
         api,
@@ -286,16 +289,22 @@ async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<
         settings.layout,
         settings.metadata,
     );
-    show_plan(&planner, &targets, json).await
+    show_plan(&planner, &targets, json, &cancel).await
 }
 
 /// Print what would be downloaded (`info`, `download --dry-run`).
-async fn show_plan(planner: &Planner, targets: &[Target], json: bool) -> anyhow::Result<Exit> {
+async fn show_plan(
+    planner: &Planner,
+    targets: &[Target],
+    json: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Exit> {
     let mut all: Vec<FileFacts> = Vec::new();
     let mut failed = false;
     for target in targets {
         match planner.plan(target).await {
             Ok(jobs) => all.extend(jobs.into_iter().map(|job| job.facts)),
+            Err(_) if cancel.is_cancelled() => return Ok(Exit::Interrupted),
             Err(error) => {
                 eprintln!("error: {target}: {error}");
                 failed = true;
@@ -362,14 +371,7 @@ async fn demo(
     json: bool,
     progress: Progress,
 ) -> anyhow::Result<Exit> {
-    let (performance, warnings) = Performance::resolve(
-        &settings.experimental,
-        &settings.failsafe,
-        &args.performance,
-    )?;
-    for warning in warnings {
-        tracing::warn!("{warning}");
-    }
+    let performance = performance(&settings, &args.performance)?;
     let catalog = Catalog::demo();
     let targets: Vec<Target> = catalog
         .models
@@ -426,8 +428,10 @@ async fn demo(
             read_timeout: Duration::from_secs(10),
             segments: performance.segments,
             segment_threshold: performance.segment_threshold,
+            connections: performance.storage_connections(),
         },
         performance,
+        monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
     };
     execute(&settings, request, json, progress).await
 }
@@ -487,6 +491,16 @@ async fn fake_server(args: FakeServerArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// Concurrency for this command; flags that have no effect are reported, not silently dropped.
+fn performance(settings: &Settings, args: &PerformanceArgs) -> anyhow::Result<Performance> {
+    let (performance, warnings) =
+        Performance::resolve(&settings.experimental, &settings.failsafe, args)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(performance)
+}
+
 fn selection(settings: &Settings, args: &SelectionArgs) -> Selection {
     Selection {
         all_versions: args.all_versions,
@@ -535,8 +549,9 @@ fn build_api(
     settings: &Settings,
     cancel: CancellationToken,
     metrics: Arc<Metrics>,
-    adaptive_rate: bool,
+    performance: Option<&Performance>,
 ) -> anyhow::Result<Arc<ApiClient>> {
+    let adaptive_rate = performance.is_some_and(|p| p.adaptive_rate);
     let (rate, burst) = (settings.network.rate_limit, settings.network.rate_burst);
     let limiter = Arc::new(if adaptive_rate {
         RateLimiter::adaptive(rate, burst)
@@ -551,6 +566,7 @@ fn build_api(
             api_key: settings.api_key.clone(),
             connect_timeout: settings.network.connect_timeout,
             request_timeout: settings.network.api_timeout,
+            connections: performance.map_or(1, |p| p.api),
         },
         limiter,
         settings.retry.clone(),

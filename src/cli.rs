@@ -199,6 +199,33 @@ pub struct DownloadArgs {
     /// Opt-in concurrency.
     #[command(flatten)]
     pub performance: PerformanceArgs,
+
+    /// Performance monitor and metrics file.
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
+}
+
+/// The performance monitor, the metrics file and the throughput baseline for alerts.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Monitoring")]
+pub struct MonitorArgs {
+    /// Log one line per interval: throughput, active downloads, queue, error and timeout rates,
+    /// memory.
+    #[arg(long)]
+    pub monitor_performance: bool,
+
+    /// Seconds between monitor lines and alert checks (default 60).
+    #[arg(long, value_name = "SECS")]
+    pub report_interval: Option<u64>,
+
+    /// Write every figure of the run to this JSON file at the end (and at each monitor line).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_json: Option<PathBuf>,
+
+    /// Expected throughput in MB/s: alert when the run falls more than [monitor]
+    /// alert_throughput_drop (10 %) below it.
+    #[arg(long, value_name = "MBPS")]
+    pub baseline_throughput: Option<f64>,
 }
 
 /// Opt-in concurrency; ordinary runs stay sequential.
@@ -283,6 +310,10 @@ pub struct DemoArgs {
     /// Opt-in concurrency, to try it against the fake server.
     #[command(flatten)]
     pub performance: PerformanceArgs,
+
+    /// Performance monitor and metrics file.
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
 }
 
 /// `civitai-dl bench`.

@@ -92,6 +92,29 @@ pub struct FileConfig {
     /// When concurrency falls back to sequential.
     #[serde(default)]
     pub failsafe: FailsafeConfig,
+    /// The performance monitor and its alerts.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+}
+
+/// `[monitor]` in the config file (resolved with its flags by [`crate::monitor::MonitorOptions`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Seconds between monitor lines and alert checks.
+    pub report_interval_secs: Option<u64>,
+    /// Alert when failed attempts over attempts pass this fraction.
+    pub alert_error_rate: Option<f64>,
+    /// Alert when timed-out attempts over attempts pass this fraction.
+    pub alert_timeout_rate: Option<f64>,
+    /// Alert when peak resident memory passes this many MiB.
+    pub alert_memory_mib: Option<u64>,
+    /// Alert when throughput falls more than this fraction below the baseline.
+    pub alert_throughput_drop: Option<f64>,
+    /// Attempts a window must hold before its error and timeout rates are judged.
+    pub alert_min_attempts: Option<u64>,
+    /// The expected throughput, MB/s (no throughput alert without one).
+    pub baseline_throughput_mb_per_sec: Option<f64>,
 }
 
 /// `[experimental]` in the config file.
@@ -184,6 +207,11 @@ pub struct Performance {
 }
 
 impl Performance {
+    /// Storage connections that can be open at once.
+    pub fn storage_connections(&self) -> usize {
+        self.downloads * self.segments + self.images
+    }
+
     /// Resolve from the config file and the command line. Returns warnings for settings that
     /// have no effect (a concurrency flag without the experimental switch).
     pub fn resolve(
@@ -401,6 +429,8 @@ pub struct Settings {
     pub experimental: ExperimentalConfig,
     /// `[failsafe]` as written.
     pub failsafe: FailsafeConfig,
+    /// `[monitor]` as written (resolved per command with its flags).
+    pub monitor: MonitorConfig,
 }
 
 impl Settings {
@@ -512,6 +542,7 @@ impl Settings {
             config_file,
             experimental: file.experimental,
             failsafe: file.failsafe,
+            monitor: file.monitor,
         })
     }
 }
@@ -773,5 +804,9 @@ mod tests {
             let default = Performance::resolve(&d.experimental, &d.failsafe, &args).unwrap();
             assert_eq!(shipped, default);
         }
+        let flags = crate::cli::MonitorArgs::default();
+        let shipped = crate::monitor::MonitorOptions::resolve(&s.monitor, &flags).unwrap();
+        let default = crate::monitor::MonitorOptions::resolve(&d.monitor, &flags).unwrap();
+        assert_eq!(shipped, default);
     }
 }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, SignedUrl, client_builder, header, host_of, snippet};
 use crate::failsafe::Attempt;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::naming::disambiguate;
 use crate::progress::FileBar;
@@ -43,6 +44,8 @@ const PROGRESS_BYTES: u64 = 1024 * 1024;
 const SIZE_SLACK_FRACTION: f64 = 0.01;
 /// See [`SIZE_SLACK_FRACTION`].
 const SIZE_SLACK_BYTES: u64 = 64 * 1024;
+/// Idle keep-alive connections are closed after this long.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Suffix of a file kept because its hash disagrees with Civitai's twice in the same way.
 pub const UNVERIFIED_SUFFIX: &str = "unverified";
 
@@ -63,10 +66,25 @@ pub enum Source {
 /// What kind of content is acceptable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
-    /// Model weights and their companions: never HTML, JSON or XML.
+    /// Model weights, archives and other binary files: never HTML, JSON, XML or plain text.
     Model,
+    /// A text file a model ships with (a `.yaml` or `.json` config): any type but a web page.
+    Document,
     /// A preview: must be an image or video.
     Preview,
+}
+
+impl FileKind {
+    /// The kind of a Civitai file, from its name: configs and notes are text, the rest binary.
+    pub fn of_file_name(name: &str) -> FileKind {
+        let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        match extension.as_deref() {
+            Some("json" | "yaml" | "yml" | "txt" | "md" | "toml" | "xml" | "csv") => {
+                FileKind::Document
+            }
+            _ => FileKind::Model,
+        }
+    }
 }
 
 /// One file to fetch.
@@ -307,6 +325,9 @@ pub struct DownloadOptions {
     pub segments: usize,
     /// Files at least this large are split into segments.
     pub segment_threshold: u64,
+    /// Storage connections that can be open at once (downloads × segments + previews): the
+    /// keep-alive pool is sized to it.
+    pub connections: usize,
 }
 
 /// Fetches files. Share it behind an `Arc`; it holds the storage client and the signed URLs of
@@ -367,6 +388,10 @@ impl Downloader {
             .read_timeout(options.read_timeout)
             // One connection per transfer: HTTP/2 would multiplex parallel transfers onto one.
             .http1_only()
+            // Keep as many idle connections as can be busy at once, and drop them before a CDN
+            // does: reusing a socket just as the far end closes it fails the request.
+            .pool_max_idle_per_host(options.connections.max(1))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Downloader {
             http,
@@ -563,7 +588,7 @@ impl Downloader {
         last_mismatch: &Mutex<Option<String>>,
     ) -> Result<Outcome, DownloadError> {
         let seen_before = {
-            let mut last = last_mismatch.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = lock(last_mismatch);
             let seen = last.as_deref() == Some(actual.as_str());
             *last = Some(actual.clone());
             seen
@@ -621,7 +646,6 @@ impl Downloader {
             response = request.send() => response.map_err(|e| network(e, 0))?,
         };
         let status = response.status();
-        let host = host_of(url.as_url());
         match status {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
             StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
@@ -629,22 +653,7 @@ impl Downloader {
                     .range_not_satisfiable(file, part, &meta, &response, offset)
                     .await;
             }
-            s if matches!(s.as_u16(), 401 | 403 | 410)
-                && matches!(file.source, Source::Civitai { .. }) =>
-            {
-                self.forget_signed_url(file);
-                return Err(DownloadError::Expired {
-                    host,
-                    status: s.as_u16(),
-                });
-            }
-            s => {
-                return Err(DownloadError::Storage {
-                    host,
-                    status: s.as_u16(),
-                    retry_after: retry_after(response.headers()),
-                });
-            }
+            _ => return Err(self.storage_error(file, &response)),
         }
         if status == StatusCode::OK && offset > 0 {
             tracing::info!(
@@ -831,6 +840,26 @@ impl Downloader {
         Ok(total)
     }
 
+    /// The error for a storage answer that is not the file. 401/403/410 on a signed URL mean it
+    /// expired: it is forgotten, so the next attempt resolves a fresh one.
+    pub(crate) fn storage_error(
+        &self,
+        file: &PlannedFile,
+        response: &reqwest::Response,
+    ) -> DownloadError {
+        let host = host_of(response.url());
+        let status = response.status().as_u16();
+        if matches!(status, 401 | 403 | 410) && matches!(file.source, Source::Civitai { .. }) {
+            self.forget_signed_url(file);
+            return DownloadError::Expired { host, status };
+        }
+        DownloadError::Storage {
+            host,
+            status,
+            retry_after: retry_after(response.headers()),
+        }
+    }
+
     /// The signed URL for a file: cached for this run, resolved when missing.
     pub(crate) async fn signed_url(&self, file: &PlannedFile) -> Result<SignedUrl, DownloadError> {
         let (version_id, file_id) = match &file.source {
@@ -855,7 +884,7 @@ impl Downloader {
     }
 
     fn signed_urls(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SignedUrl>> {
-        self.signed.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.signed)
     }
 }
 
@@ -1052,6 +1081,7 @@ pub fn acceptable_type(kind: FileKind, content_type: &str) -> bool {
         .any(|m| ct.contains(m));
     match kind {
         FileKind::Model => !markup,
+        FileKind::Document => !ct.contains("text/html"),
         FileKind::Preview => {
             ct.is_empty()
                 || ct.starts_with("image/")
@@ -1253,6 +1283,13 @@ mod tests {
         assert!(acceptable_type(Preview, "image/jpeg"));
         assert!(acceptable_type(Preview, "video/mp4"));
         assert!(!acceptable_type(Preview, "text/html"));
+        assert!(acceptable_type(Document, "application/json"));
+        assert!(acceptable_type(Document, "text/plain"));
+        assert!(!acceptable_type(Document, "text/html"));
+        assert_eq!(FileKind::of_file_name("v1-inference.yaml"), Document);
+        assert_eq!(FileKind::of_file_name("config.JSON"), Document);
+        assert_eq!(FileKind::of_file_name("x.safetensors"), Model);
+        assert_eq!(FileKind::of_file_name("noext"), Model);
     }
 
     #[test]
@@ -1321,6 +1358,7 @@ mod tests {
                     api_key: None,
                     connect_timeout: Duration::from_secs(5),
                     request_timeout: Duration::from_secs(5),
+                    connections: 1,
                 },
                 Arc::new(RateLimiter::new(1000.0, 10)),
                 retry.clone(),
@@ -1336,6 +1374,7 @@ mod tests {
                 read_timeout: Duration::from_secs(5),
                 segments: 1,
                 segment_threshold: u64::MAX,
+                connections: 1,
             };
             let downloader =
                 Downloader::new(Arc::new(api), retry, options, cancel, metrics).unwrap();

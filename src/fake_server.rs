@@ -12,12 +12,13 @@
 //! a pure function of a seed and an offset, generated chunk by chunk, so a benchmark can serve
 //! gigabytes without memory or disk.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -89,6 +90,8 @@ const FILE_FORMATS: [&str; 7] = [
 ];
 /// The longest `fp=` value the download route accepts.
 const MAX_FP_CHARS: usize = 64;
+/// Path prefix of the download route, the one hop from the API to storage.
+const DOWNLOAD_ROUTE_PREFIX: &str = "/api/download/models/";
 
 const MSG_LOGIN_REQUIRED: &str =
     "The creator of this asset requires you to be logged in to download it";
@@ -228,6 +231,15 @@ pub struct FileFaults {
     pub html_attempts: u32,
     /// Always answer 200 with the whole file, even to a Range request.
     pub ignore_range: bool,
+    /// First N GETs answer 200 `application/octet-stream` with a JSON error body, sent chunked
+    /// without `Content-Length`: an error page that only its first bytes give away.
+    pub json_error_attempts: u32,
+    /// Ranged GETs among the first N attempts answer 416 `Content-Range: bytes */<size>`, whatever
+    /// the range asked for.
+    pub unsatisfiable_range_attempts: u32,
+    /// Ranged GETs from a non-zero offset among the first N attempts answer 206 with the bytes of a
+    /// range starting one byte earlier than asked, and a `Content-Range` saying so.
+    pub misplaced_range_attempts: u32,
 }
 
 /// Server-wide fault and pacing knobs; change them while running with [`FakeCivitai::set_knobs`].
@@ -254,6 +266,14 @@ pub struct Knobs {
     pub quota_after: Option<u32>,
     /// Answer 429 to a ranged GET while another GET of the same file is still open.
     pub storage_refuses_ranges_when_concurrent: bool,
+    /// Added before every preview image answer (images are tiny, so without it parallel
+    /// fetches would never overlap and their concurrency could not be observed).
+    pub image_latency: Duration,
+    /// First N requests to the download route answer 503 with `Retry-After`; other API paths
+    /// are spared, so a run gets as far as resolving.
+    pub download_route_503_first: u32,
+    /// Listing pages carry only `metadata.nextPage`, without `nextCursor`.
+    pub omit_next_cursor: bool,
 }
 
 impl Default for Knobs {
@@ -269,6 +289,9 @@ impl Default for Knobs {
             outage: None,
             quota_after: None,
             storage_refuses_ranges_when_concurrent: false,
+            image_latency: Duration::ZERO,
+            download_route_503_first: 0,
+            omit_next_cursor: false,
         }
     }
 }
@@ -604,6 +627,7 @@ pub struct Stats {
     started: Instant,
     api_requests: AtomicU64,
     resolves: AtomicU64,
+    download_route_requests: AtomicU64,
     storage_requests: AtomicU64,
     storage_bytes: AtomicU64,
     auth_at_storage: AtomicU64,
@@ -614,17 +638,13 @@ pub struct Stats {
     user_agents: Mutex<Vec<String>>,
 }
 
-/// Locks a mutex even if a panicking test thread poisoned it: the counters stay meaningful.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Stats {
     fn new(started: Instant) -> Stats {
         Stats {
             started,
             api_requests: AtomicU64::new(0),
             resolves: AtomicU64::new(0),
+            download_route_requests: AtomicU64::new(0),
             storage_requests: AtomicU64::new(0),
             storage_bytes: AtomicU64::new(0),
             auth_at_storage: AtomicU64::new(0),
@@ -644,6 +664,11 @@ impl Stats {
     /// Requests to `/api/download/models/*` answered 307.
     pub fn resolves(&self) -> u64 {
         self.resolves.load(Ordering::SeqCst)
+    }
+
+    /// Every request to `/api/download/models/*`, whatever it was answered (faults included).
+    pub fn download_route_requests(&self) -> u64 {
+        self.download_route_requests.load(Ordering::SeqCst)
     }
 
     /// GET and HEAD requests on the storage origin (files and images).
@@ -686,8 +711,11 @@ impl Stats {
         lock(&self.user_agents).clone()
     }
 
-    fn record_api_request(&self, headers: &HeaderMap) {
+    fn record_api_request(&self, path: &str, headers: &HeaderMap) {
         self.api_requests.fetch_add(1, Ordering::SeqCst);
+        if path.starts_with(DOWNLOAD_ROUTE_PREFIX) {
+            self.download_route_requests.fetch_add(1, Ordering::SeqCst);
+        }
         lock(&self.api_request_times).push(self.started.elapsed());
         if let Some(agent) = header_str(headers, &header::USER_AGENT) {
             let mut agents = lock(&self.user_agents);
@@ -708,6 +736,7 @@ struct KnobState {
     knobs: Knobs,
     since: Instant,
     api_requests_counted: u64,
+    download_route_requests_counted: u64,
     resolves: u64,
 }
 
@@ -726,6 +755,7 @@ impl KnobState {
             knobs,
             since: Instant::now(),
             api_requests_counted: 0,
+            download_route_requests_counted: 0,
             resolves: 0,
         }
     }
@@ -743,6 +773,15 @@ impl KnobState {
         }
         if path == "/api/v1/me" {
             return None;
+        }
+        if path.starts_with(DOWNLOAD_ROUTE_PREFIX) {
+            let seq = self.download_route_requests_counted;
+            self.download_route_requests_counted += 1;
+            if seq < u64::from(self.knobs.download_route_503_first) {
+                return Some(ApiFault::Unavailable {
+                    retry_after_secs: self.knobs.retry_after_secs,
+                });
+            }
         }
         let seq = self.api_requests_counted;
         self.api_requests_counted += 1;
@@ -1363,7 +1402,9 @@ fn respond(result: Result<Value, ApiError>) -> Response {
 /// Counts every API request and applies latency, outage and "first N" knobs before routing.
 async fn api_gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let _open = shared.stats.api_open.enter();
-    shared.stats.record_api_request(request.headers());
+    shared
+        .stats
+        .record_api_request(request.uri().path(), request.headers());
     let (latency, fault) = {
         let mut state = shared.knob_state();
         let fault = state.next_api_fault(request.uri().path());
@@ -1582,7 +1623,9 @@ impl Shared {
                 if let (true, Some(last)) = (more, window.last()) {
                     let cursor = format!("{}|{}", last.id, page + 1);
                     let next = self.next_page_url(params, "cursor", &cursor);
-                    metadata.insert("nextCursor".to_owned(), json!(cursor));
+                    if !self.knob_state().knobs.omit_next_cursor {
+                        metadata.insert("nextCursor".to_owned(), json!(cursor));
+                    }
                     metadata.insert("nextPage".to_owned(), json!(next));
                 }
             }
@@ -2225,6 +2268,10 @@ async fn serve_file(
     if attempt <= file.faults.html_attempts {
         return response(StatusCode::OK, HTML_CONTENT_TYPE, STORAGE_ERROR_PAGE);
     }
+    if attempt <= file.faults.json_error_attempts {
+        return disguised_json_error();
+    }
+    let span = faulty_span(&file.faults, attempt, span);
     let mut res = shared.file_head(file, span);
     let (start, end) = match span {
         ByteSpan::Whole => (0, file.size),
@@ -2249,6 +2296,33 @@ async fn serve_file(
     res
 }
 
+/// A JSON error labelled as a binary file and streamed without a length, so neither the headers
+/// nor the size give it away.
+fn disguised_json_error() -> Response {
+    let body = json!({ "error": MSG_FILE_NOT_FOUND }).to_string();
+    let chunks = futures_util::stream::iter([Ok::<_, io::Error>(Bytes::from(body))]);
+    let mut res = Response::new(Body::from_stream(chunks));
+    set_header(&mut res, header::CONTENT_TYPE, "application/octet-stream");
+    res
+}
+
+/// The span a ranged attempt is answered with once the range faults of this attempt apply.
+fn faulty_span(faults: &FileFaults, attempt: u32, asked: ByteSpan) -> ByteSpan {
+    let ByteSpan::Partial { first, last } = asked else {
+        return asked;
+    };
+    if attempt <= faults.unsatisfiable_range_attempts {
+        return ByteSpan::Unsatisfiable;
+    }
+    if attempt <= faults.misplaced_range_attempts && first > 0 {
+        return ByteSpan::Partial {
+            first: first - 1,
+            last,
+        };
+    }
+    asked
+}
+
 /// Serves `/images/{versionId}-{i}.jpeg`.
 async fn serve_image(
     State(shared): State<Arc<Shared>>,
@@ -2259,6 +2333,10 @@ async fn serve_image(
         Ok(open) => open,
         Err(refusal) => return refusal.response(),
     };
+    let latency = shared.knob_state().knobs.image_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let image = name
         .strip_suffix(".jpeg")
         .and_then(|stem| stem.split_once('-'))
@@ -3333,6 +3411,171 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn json_error_attempt_hides_behind_a_binary_type_without_a_length() {
+        let faults = FileFaults {
+            json_error_attempts: 1,
+            ..FileFaults::default()
+        };
+        let server = start(faulty_catalog(50_000, faults), Knobs::default()).await;
+        let client = client();
+        let location = resolve(&client, &server, "90").await;
+        let res = client.get(location).send().await.expect("get");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "application/octet-stream");
+        assert!(res.headers().get("content-length").is_none());
+        assert_eq!(res.headers()["transfer-encoding"], "chunked");
+        let body: Value = res.json().await.expect("a JSON body");
+        assert_eq!(body["error"], MSG_FILE_NOT_FOUND);
+
+        let location = resolve(&client, &server, "90").await;
+        let body = client
+            .get(location)
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body");
+        assert_eq!(body, generated(900, 0, 50_000), "attempt 2 is the file");
+    }
+
+    #[test]
+    fn range_faults_change_only_ranged_answers_of_their_attempts() {
+        let asked = ByteSpan::Partial {
+            first: 10,
+            last: 99,
+        };
+        let unsatisfiable = FileFaults {
+            unsatisfiable_range_attempts: 1,
+            ..FileFaults::default()
+        };
+        let misplaced = FileFaults {
+            misplaced_range_attempts: 1,
+            ..FileFaults::default()
+        };
+        let from_zero = ByteSpan::Partial { first: 0, last: 99 };
+        let cases = [
+            (&unsatisfiable, 1, asked, ByteSpan::Unsatisfiable),
+            (&unsatisfiable, 2, asked, asked),
+            (&unsatisfiable, 1, ByteSpan::Whole, ByteSpan::Whole),
+            (
+                &misplaced,
+                1,
+                asked,
+                ByteSpan::Partial { first: 9, last: 99 },
+            ),
+            (&misplaced, 2, asked, asked),
+            (&misplaced, 1, from_zero, from_zero),
+            (&misplaced, 1, ByteSpan::Whole, ByteSpan::Whole),
+        ];
+        for (faults, attempt, asked, want) in cases {
+            assert_eq!(
+                faulty_span(faults, attempt, asked),
+                want,
+                "{faults:?} attempt {attempt} asked {asked:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn range_faults_over_http() {
+        let faults = FileFaults {
+            unsatisfiable_range_attempts: 1,
+            misplaced_range_attempts: 2,
+            ..FileFaults::default()
+        };
+        let server = start(faulty_catalog(1_000, faults), Knobs::default()).await;
+        let client = client();
+        let whole = generated(900, 0, 1_000);
+        let cases: [(StatusCode, Option<&str>, &[u8]); 3] = [
+            (StatusCode::RANGE_NOT_SATISFIABLE, Some("bytes */1000"), &[]),
+            (
+                StatusCode::PARTIAL_CONTENT,
+                Some("bytes 99-999/1000"),
+                &whole[99..],
+            ),
+            (
+                StatusCode::PARTIAL_CONTENT,
+                Some("bytes 100-999/1000"),
+                &whole[100..],
+            ),
+        ];
+        for (attempt, (status, content_range, body)) in cases.into_iter().enumerate() {
+            let location = resolve(&client, &server, "90").await;
+            let res = client
+                .get(location)
+                .header("range", "bytes=100-")
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(res.status(), status, "attempt {}", attempt + 1);
+            let got = res
+                .headers()
+                .get("content-range")
+                .map(|v| v.to_str().expect("ascii").to_owned());
+            assert_eq!(got.as_deref(), content_range, "attempt {}", attempt + 1);
+            assert_eq!(res.bytes().await.expect("body"), body);
+        }
+    }
+
+    #[tokio::test]
+    async fn download_route_faults_spare_the_other_paths_and_are_counted() {
+        let knobs = Knobs {
+            download_route_503_first: 2,
+            retry_after_secs: 0,
+            ..Knobs::default()
+        };
+        let server = start(faulty_catalog(10, FileFaults::default()), knobs).await;
+        let client = client();
+        let route = format!("{}/api/download/models/90", server.api_url());
+        let model = format!("{}/api/v1/models/9", server.api_url());
+        let mut seen = Vec::new();
+        for url in [&route, &model, &route, &route] {
+            seen.push(client.get(url).send().await.expect("request").status());
+        }
+        assert_eq!(
+            seen,
+            [
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::OK,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::TEMPORARY_REDIRECT,
+            ]
+        );
+        assert_eq!(server.stats().download_route_requests(), 3);
+        assert_eq!(server.stats().resolves(), 1);
+    }
+
+    #[tokio::test]
+    async fn listing_can_give_only_next_page_urls() {
+        let knobs = Knobs {
+            omit_next_cursor: true,
+            ..Knobs::default()
+        };
+        let server = start(test_catalog(), knobs).await;
+        let client = client();
+        let mut url = format!("{}/api/v1/models?limit=2&nsfw=true", server.api_url());
+        let mut ids = Vec::new();
+        loop {
+            let (status, page) = get_json(&client, &url).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(page["metadata"].get("nextCursor").is_none(), "{page:#}");
+            ids.extend(
+                page["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .map(|m| m["id"].clone()),
+            );
+            match page["metadata"]["nextPage"].as_str() {
+                Some(next) => url = next.to_owned(),
+                None => break,
+            }
+        }
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
     async fn bandwidth_cap_paces_the_body() {
         let knobs = Knobs {
             bandwidth: Some(400_000),
@@ -3438,6 +3681,31 @@ mod tests {
             .await
             .expect("image");
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn image_latency_delays_previews_so_parallel_fetches_overlap() {
+        let knobs = Knobs {
+            image_latency: Duration::from_millis(200),
+            ..Knobs::default()
+        };
+        let server = start(test_catalog(), knobs).await;
+        let client = client();
+        let fetch = |i: u32| {
+            let request = client.get(format!("{}/images/10-{i}.jpeg", server.storage_url()));
+            async move { request.send().await.expect("image").bytes().await }
+        };
+        let started = Instant::now();
+        let (first, second) = tokio::join!(fetch(0), fetch(1));
+        let elapsed = started.elapsed();
+        assert_eq!(first.expect("body")[..4], JPEG_MAGIC);
+        assert_eq!(second.expect("body")[..4], JPEG_MAGIC);
+        assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+        assert_eq!(
+            server.stats().max_concurrent_storage(),
+            2,
+            "the two answers overlap"
+        );
     }
 
     #[tokio::test]

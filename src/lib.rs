@@ -54,6 +54,9 @@ pub mod state;
 /// What a run measures.
 pub mod metrics;
 
+/// Samples memory and CPU, prints per-interval lines, raises alerts, writes the metrics file.
+pub mod monitor;
+
 /// Progress bars and the log writer that keeps them intact.
 pub mod progress;
 
@@ -68,3 +71,11 @@ pub mod bench;
 
 /// The commands, from parsed arguments to an exit code.
 pub mod app;
+
+/// Lock a mutex, recovering it if a task panicked while holding it: counters, the state and the
+/// report stay meaningful, and one failed task must not wedge the whole run.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

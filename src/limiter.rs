@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota};
 use tokio_util::sync::CancellationToken;
 
+use crate::lock;
+
 /// Default requests per second. Civitai publishes no limit; real API calls take 150–500 ms, so an
 /// ordinary sequential run makes 2–6 requests a second and this ceiling does not slow it, while a
 /// concurrent run cannot flood the API.
@@ -97,7 +99,7 @@ impl RateLimiter {
         if self.buckets.len() == 1 {
             return;
         }
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = lock(&self.recent);
         if throttled {
             recent.clear();
             self.step_down("Civitai answered 429");
@@ -164,20 +166,14 @@ impl RateLimiter {
         let Some(until) = Instant::now().checked_add(duration) else {
             return;
         };
-        let mut paused = self
-            .paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut paused = lock(&self.paused_until);
         if paused.is_none_or(|current| current < until) {
             *paused = Some(until);
         }
     }
 
     fn remaining_pause(&self) -> Option<Duration> {
-        let paused = self
-            .paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let paused = lock(&self.paused_until);
         paused
             .and_then(|until| until.checked_duration_since(Instant::now()))
             .filter(|d| !d.is_zero())

@@ -1,17 +1,20 @@
 //! What a run measures: API latency percentiles, transfer speeds, success, timeout and retry
-//! rates, automatic recoveries, failsafe switches.
+//! rates, automatic recoveries, failsafe switches, memory and CPU use, and the alerts raised.
 //!
 //! Nothing about speed or stability is claimed unless civitai-dl measures it itself (the plan's
 //! Phase 1). Every request attempt and every finished file reports here; the failsafe reads the
 //! same stream of attempts, so what the summary says and what the failsafe acted on agree.
+//! [`crate::monitor`] feeds in the process's resource readings and reads the counters back for its
+//! per-interval lines and alerts; this module only keeps the figures and does the arithmetic.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::failsafe::{Attempt, Failsafe, Thresholds};
+use crate::lock;
 
 /// Version of the metrics JSON layout.
 pub const METRICS_VERSION: u32 = 1;
@@ -33,9 +36,15 @@ pub struct Metrics {
     files_ok: AtomicU64,
     files_failed: AtomicU64,
     recovered: AtomicU64,
+    unrecovered: AtomicU64,
     failsafe_switches: AtomicU64,
+    files_planned: AtomicU64,
+    files_started: AtomicU64,
+    files_ended: AtomicU64,
     samples: Mutex<Samples>,
     failsafe: Mutex<Failsafe>,
+    resources: Mutex<ResourceTracker>,
+    alerts: Mutex<AlertLog>,
 }
 
 #[derive(Debug, Default)]
@@ -61,9 +70,15 @@ impl Metrics {
             files_ok: AtomicU64::new(0),
             files_failed: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
+            unrecovered: AtomicU64::new(0),
             failsafe_switches: AtomicU64::new(0),
+            files_planned: AtomicU64::new(0),
+            files_started: AtomicU64::new(0),
+            files_ended: AtomicU64::new(0),
             samples: Mutex::new(Samples::default()),
             failsafe: Mutex::new(Failsafe::new(thresholds)),
+            resources: Mutex::new(ResourceTracker::default()),
+            alerts: Mutex::new(AlertLog::default()),
         }
     }
 
@@ -98,16 +113,28 @@ impl Metrics {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// An operation (an API call with its retries, or a whole file) ended after `attempts`
+    /// attempts. One that needed more than one attempt either recovered automatically or did
+    /// not: the plan's automatic recovery rate.
+    pub fn record_recovery(&self, ok: bool, attempts: u32) {
+        if attempts > 1 {
+            let counter = if ok {
+                &self.recovered
+            } else {
+                &self.unrecovered
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A file finished: `transferred` bytes in `elapsed`, after `attempts` attempts.
     pub fn record_file(&self, ok: bool, transferred: u64, elapsed: Duration, attempts: u32) {
+        self.record_recovery(ok, attempts);
         if !ok {
             self.files_failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.files_ok.fetch_add(1, Ordering::Relaxed);
-        if attempts > 1 {
-            self.recovered.fetch_add(1, Ordering::Relaxed);
-        }
         if transferred > 0 && !elapsed.is_zero() {
             let mb_per_sec = transferred as f64 / 1e6 / elapsed.as_secs_f64();
             lock(&self.samples).file_speeds.push(mb_per_sec);
@@ -117,6 +144,47 @@ impl Metrics {
     /// The concurrent driver handed its queue to the sequential one.
     pub fn record_failsafe_switch(&self) {
         self.failsafe_switches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Planning found `files` more model files to process.
+    pub fn record_planned(&self, files: u64) {
+        self.files_planned.fetch_add(files, Ordering::Relaxed);
+    }
+
+    /// A model file starts being processed; it counts as active until the guard is dropped
+    /// (also when its future is dropped mid-way, so the gauge cannot drift).
+    pub fn file_started(&self) -> ActiveFile<'_> {
+        self.files_started.fetch_add(1, Ordering::Relaxed);
+        ActiveFile { metrics: self }
+    }
+
+    /// A reading of the process's memory and CPU time, taken at `at`.
+    pub fn record_resources(&self, sample: ProcessSample, at: Instant) {
+        lock(&self.resources).record(sample, at);
+    }
+
+    /// The alerts whose condition holds now (all kinds are judged together). Returns those that
+    /// just started, which are also kept for the report; a kind that stays on is not repeated.
+    pub fn update_alerts(&self, current: Vec<Alert>) -> Vec<Alert> {
+        lock(&self.alerts).update(current)
+    }
+
+    /// The live counters, for per-interval figures.
+    pub fn counters(&self) -> Counters {
+        let ended = self.load(&self.files_ended);
+        Counters {
+            bytes: self.load(&self.bytes),
+            attempts: self.load(&self.api_requests) + self.load(&self.transfer_attempts),
+            failures: self.load(&self.api_failures) + self.load(&self.transfer_failures),
+            timeouts: self.load(&self.api_timeouts) + self.load(&self.transfer_timeouts),
+            active_files: self.load(&self.files_started).saturating_sub(ended),
+            queued_files: self.load(&self.files_planned).saturating_sub(ended),
+        }
+    }
+
+    /// The latest resource figures.
+    pub fn resources(&self) -> ResourceReport {
+        lock(&self.resources).report.clone()
     }
 
     /// Why the failsafe tripped, if it did.
@@ -150,7 +218,7 @@ impl Metrics {
         let timeouts = self.load(&self.api_timeouts) + self.load(&self.transfer_timeouts);
         let files_ok = self.load(&self.files_ok);
         let files = files_ok + self.load(&self.files_failed);
-        let failed_first = self.load(&self.recovered) + self.load(&self.files_failed);
+        let failed_first = self.load(&self.recovered) + self.load(&self.unrecovered);
         MetricsReport {
             version: METRICS_VERSION,
             wall_secs: wall,
@@ -179,9 +247,13 @@ impl Metrics {
             files_ok,
             files_failed: self.load(&self.files_failed),
             recovered: self.load(&self.recovered),
+            unrecovered: self.load(&self.unrecovered),
             recovery_rate: ratio(self.load(&self.recovered), failed_first),
             files_per_hour: files as f64 * 3600.0 / wall.max(1e-9),
             failsafe_switches: self.load(&self.failsafe_switches),
+            files_planned: self.load(&self.files_planned),
+            resources: self.resources(),
+            alerts: lock(&self.alerts).raised.clone(),
         }
     }
 
@@ -241,14 +313,175 @@ pub struct MetricsReport {
     pub files_ok: u64,
     /// Files that failed.
     pub files_failed: u64,
-    /// Files that failed at first and succeeded on a retry.
+    /// Operations (API calls, files) that failed at first and succeeded on a retry.
     pub recovered: u64,
-    /// Recovered files over files that failed at least once.
+    /// Operations that failed at first and never succeeded.
+    pub unrecovered: u64,
+    /// `recovered / (recovered + unrecovered)`: the plan's automatic recovery rate.
     pub recovery_rate: f64,
     /// Finished files per hour.
     pub files_per_hour: f64,
     /// Times the failsafe moved work to the sequential path.
     pub failsafe_switches: u64,
+    /// Model files found by planning.
+    pub files_planned: u64,
+    /// Memory and CPU use of the process.
+    pub resources: ResourceReport,
+    /// Alerts raised during the run, in the order they started.
+    pub alerts: Vec<Alert>,
+}
+
+/// Memory and CPU figures; `None` (JSON `null`) where the OS gives none (only Linux does today).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ResourceReport {
+    /// Resident set size at the latest reading, bytes.
+    pub rss_bytes: Option<u64>,
+    /// Highest resident set size of the process, bytes: the OS's own high-water mark, so spikes
+    /// between readings count too.
+    pub peak_rss_bytes: Option<u64>,
+    /// CPU time over wall time since the previous reading, % of one core (above 100 when
+    /// several cores work).
+    pub cpu_percent: Option<f64>,
+    /// CPU time over wall time since the first reading, % of one core.
+    pub avg_cpu_percent: Option<f64>,
+    /// Readings taken.
+    pub samples: u64,
+}
+
+/// One reading of the process's resources; `None` where the OS gives no figure.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessSample {
+    /// Resident set size, bytes.
+    pub rss_bytes: Option<u64>,
+    /// The OS's high-water mark of the resident set size, bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// User plus system CPU time since the process started.
+    pub cpu_time: Option<Duration>,
+}
+
+/// Shortest wall time a current CPU figure is computed over: CPU time is counted in 10 ms ticks,
+/// so a reading a few milliseconds after the previous one would swing between 0 and hundreds of %.
+pub const MIN_CPU_WINDOW: Duration = Duration::from_millis(500);
+
+/// Turns successive readings into current, peak and average figures.
+#[derive(Debug, Default)]
+struct ResourceTracker {
+    first_cpu: Option<(Instant, Duration)>,
+    last_cpu: Option<(Instant, Duration)>,
+    report: ResourceReport,
+}
+
+impl ResourceTracker {
+    fn record(&mut self, sample: ProcessSample, at: Instant) {
+        let report = &mut self.report;
+        report.samples += 1;
+        report.rss_bytes = sample.rss_bytes;
+        report.peak_rss_bytes = report
+            .peak_rss_bytes
+            .max(sample.peak_rss_bytes)
+            .max(sample.rss_bytes);
+        let Some(cpu) = sample.cpu_time else {
+            return;
+        };
+        let (first_at, first_cpu) = *self.first_cpu.get_or_insert((at, cpu));
+        if let Some(average) = cpu_percent(
+            cpu.saturating_sub(first_cpu),
+            at.saturating_duration_since(first_at),
+        ) {
+            report.avg_cpu_percent = Some(average);
+        }
+        match self.last_cpu {
+            Some((last_at, last_cpu)) => {
+                let wall = at.saturating_duration_since(last_at);
+                if wall >= MIN_CPU_WINDOW {
+                    report.cpu_percent = cpu_percent(cpu.saturating_sub(last_cpu), wall);
+                    self.last_cpu = Some((at, cpu));
+                }
+            }
+            None => self.last_cpu = Some((at, cpu)),
+        }
+    }
+}
+
+/// CPU time over wall time, as % of one core; `None` over no wall time.
+pub fn cpu_percent(cpu: Duration, wall: Duration) -> Option<f64> {
+    (!wall.is_zero()).then(|| cpu.as_secs_f64() / wall.as_secs_f64() * 100.0)
+}
+
+/// The live counters of a run, read together for per-interval figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Bytes written so far.
+    pub bytes: u64,
+    /// Request attempts of any kind so far.
+    pub attempts: u64,
+    /// Failed attempts so far (timeouts included).
+    pub failures: u64,
+    /// Timed-out attempts so far.
+    pub timeouts: u64,
+    /// Model files being processed now.
+    pub active_files: u64,
+    /// Planned model files not finished yet (the active ones included).
+    pub queued_files: u64,
+}
+
+/// Marks one model file as active while it lives (see [`Metrics::file_started`]).
+#[must_use = "the file counts as active only while the guard lives"]
+pub struct ActiveFile<'a> {
+    metrics: &'a Metrics,
+}
+
+impl Drop for ActiveFile<'_> {
+    fn drop(&mut self) {
+        self.metrics.files_ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Failed attempts over attempts.
+    ErrorRate,
+    /// Timed-out attempts over attempts.
+    TimeoutRate,
+    /// Peak resident memory, bytes.
+    Memory,
+    /// Transfer speed below the baseline, MB/s.
+    Throughput,
+}
+
+/// A threshold crossed, as shown in the log and listed in the JSON.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    /// What it is about.
+    pub kind: AlertKind,
+    /// One line for people.
+    pub message: String,
+    /// The measured value (unit per kind: fraction, bytes or MB/s).
+    pub value: f64,
+    /// The limit it crossed, in the same unit.
+    pub threshold: f64,
+}
+
+/// Alerts raised so far, and which kinds hold right now (so each is raised once per spell).
+#[derive(Debug, Default)]
+struct AlertLog {
+    raised: Vec<Alert>,
+    active: Vec<AlertKind>,
+}
+
+impl AlertLog {
+    fn update(&mut self, current: Vec<Alert>) -> Vec<Alert> {
+        let started: Vec<Alert> = current
+            .iter()
+            .filter(|alert| !self.active.contains(&alert.kind))
+            .cloned()
+            .collect();
+        self.active = current.iter().map(|alert| alert.kind).collect();
+        self.raised.extend(started.iter().cloned());
+        started
+    }
 }
 
 /// API latency figures, milliseconds.
@@ -296,16 +529,13 @@ fn mean(values: &[f64]) -> f64 {
     }
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
+/// `part / whole`, or 0 when there is no whole.
+pub fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
         part as f64 / whole as f64
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -333,18 +563,136 @@ mod tests {
         m.record_file(true, 1_000_000, Duration::from_secs(1), 2);
         m.record_file(true, 2_000_000, Duration::from_secs(1), 1);
         m.record_file(false, 0, Duration::ZERO, 5);
+        m.record_recovery(true, 3);
+        m.record_recovery(true, 1);
         let r = m.report();
         assert_eq!(r.api.requests, 10);
         assert_eq!(r.failures, 2);
         assert_eq!(r.timeouts, 1);
         assert!((r.error_rate - 0.2).abs() < 1e-9);
         assert!((r.timeout_rate - 0.5).abs() < 1e-9);
-        assert_eq!(r.recovered, 1);
-        assert!((r.recovery_rate - 0.5).abs() < 1e-9);
+        assert_eq!((r.recovered, r.unrecovered), (2, 1));
+        assert!((r.recovery_rate - 2.0 / 3.0).abs() < 1e-9);
         assert!((r.success_rate - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(r.speed_mb_per_sec.min, 1.0);
         assert_eq!(r.speed_mb_per_sec.max, 2.0);
         assert_eq!(r.api.p99_ms, 30.0);
+    }
+
+    fn reading(rss_mib: u64, peak_mib: Option<u64>, cpu_ms: u64) -> ProcessSample {
+        ProcessSample {
+            rss_bytes: Some(rss_mib << 20),
+            peak_rss_bytes: peak_mib.map(|mib| mib << 20),
+            cpu_time: Some(Duration::from_millis(cpu_ms)),
+        }
+    }
+
+    #[test]
+    fn cpu_share_of_one_core() {
+        let cases = [
+            (500, 1000, Some(50.0)),
+            (2000, 1000, Some(200.0)),
+            (0, 1000, Some(0.0)),
+            (10, 0, None),
+        ];
+        for (cpu_ms, wall_ms, expected) in cases {
+            let got = cpu_percent(
+                Duration::from_millis(cpu_ms),
+                Duration::from_millis(wall_ms),
+            );
+            assert_eq!(got, expected, "{cpu_ms} ms CPU over {wall_ms} ms");
+        }
+    }
+
+    #[test]
+    fn resource_readings_give_current_peak_and_average() {
+        let t0 = Instant::now();
+        let mut tracker = ResourceTracker::default();
+        tracker.record(reading(100, Some(120), 1000), t0);
+        assert_eq!(tracker.report.rss_bytes, Some(100 << 20));
+        assert_eq!(tracker.report.peak_rss_bytes, Some(120 << 20));
+        assert_eq!(
+            tracker.report.cpu_percent, None,
+            "one reading gives no rate"
+        );
+        tracker.record(reading(80, Some(120), 1500), t0 + Duration::from_secs(1));
+        assert_eq!(tracker.report.rss_bytes, Some(80 << 20));
+        assert_eq!(tracker.report.cpu_percent, Some(50.0));
+        // Too soon after the last reading for a current figure; the average still moves.
+        tracker.record(
+            reading(90, Some(120), 1600),
+            t0 + Duration::from_millis(1100),
+        );
+        assert_eq!(tracker.report.cpu_percent, Some(50.0));
+        tracker.record(reading(90, Some(120), 3500), t0 + Duration::from_secs(2));
+        assert_eq!(tracker.report.cpu_percent, Some(200.0));
+        assert_eq!(tracker.report.avg_cpu_percent, Some(125.0));
+        assert_eq!(tracker.report.samples, 4);
+    }
+
+    #[test]
+    fn peak_never_falls_and_covers_readings_without_a_high_water_mark() {
+        let t0 = Instant::now();
+        let mut tracker = ResourceTracker::default();
+        tracker.record(reading(300, None, 0), t0);
+        tracker.record(reading(200, Some(250), 0), t0);
+        assert_eq!(tracker.report.peak_rss_bytes, Some(300 << 20));
+        tracker.record(ProcessSample::default(), t0);
+        assert_eq!(tracker.report.rss_bytes, None, "no figure is not 0 bytes");
+        assert_eq!(tracker.report.peak_rss_bytes, Some(300 << 20));
+    }
+
+    #[test]
+    fn active_and_queued_files_follow_planning_and_processing() {
+        let m = Metrics::new(Thresholds::default());
+        m.record_planned(3);
+        let first = m.file_started();
+        let second = m.file_started();
+        let c = m.counters();
+        assert_eq!((c.active_files, c.queued_files), (2, 3));
+        drop(first);
+        let c = m.counters();
+        assert_eq!((c.active_files, c.queued_files), (1, 2));
+        drop(second);
+        m.record_api(None, Some(Attempt::Timeout));
+        m.record_bytes(42);
+        let c = m.counters();
+        assert_eq!((c.active_files, c.queued_files), (0, 1));
+        assert_eq!((c.attempts, c.failures, c.timeouts, c.bytes), (1, 1, 1, 42));
+        assert_eq!(m.report().files_planned, 3);
+    }
+
+    fn alert(kind: AlertKind, value: f64) -> Alert {
+        Alert {
+            kind,
+            message: format!("{kind:?}"),
+            value,
+            threshold: 0.0,
+        }
+    }
+
+    #[test]
+    fn an_alert_is_raised_once_per_spell() {
+        let m = Metrics::new(Thresholds::default());
+        let started = m.update_alerts(vec![alert(AlertKind::ErrorRate, 0.1)]);
+        assert_eq!(started.len(), 1);
+        let started = m.update_alerts(vec![
+            alert(AlertKind::ErrorRate, 0.2),
+            alert(AlertKind::Memory, 2e9),
+        ]);
+        assert_eq!(started, vec![alert(AlertKind::Memory, 2e9)]);
+        assert!(m.update_alerts(Vec::new()).is_empty());
+        let started = m.update_alerts(vec![alert(AlertKind::ErrorRate, 0.3)]);
+        assert_eq!(started.len(), 1, "a new spell after the rate recovered");
+        let kinds: Vec<AlertKind> = m.report().alerts.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                AlertKind::ErrorRate,
+                AlertKind::Memory,
+                AlertKind::ErrorRate
+            ]
+        );
     }
 
     #[test]

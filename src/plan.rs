@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiClient, ApiError, WithRaw};
 use crate::download::{FileKind, PlannedFile, Source};
+use crate::lock;
 use crate::models::{Model, ModelFile, ModelMode, ModelVersion};
 use crate::naming::{
     Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir, sanitize_file_name,
@@ -414,7 +415,7 @@ impl Planner {
                 dest: dest.clone(),
                 expected_size: file.size_bytes(),
                 expected_sha256: sha256.clone(),
-                kind: FileKind::Model,
+                kind: FileKind::of_file_name(&file.name),
                 replace_existing: false,
             },
             facts: FileFacts {
@@ -598,10 +599,6 @@ fn path_key(path: &Path) -> PathBuf {
         .map(|n| file_name_key(&n.to_string_lossy()))
         .unwrap_or_default();
     path.with_file_name(name)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

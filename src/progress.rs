@@ -5,19 +5,24 @@
 //! given; otherwise every bar is hidden (indicatif then costs nothing) and logs are plain lines.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 const FILE_TEMPLATE: &str =
     "{spinner:.green} {msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} eta {eta:>4}";
 const OVERALL_TEMPLATE: &str = "{prefix:.bold} [{wide_bar:.cyan/blue}] {pos}/{len} files  {msg}";
+/// The overall bar's byte count is refreshed this often.
+const OVERALL_REFRESH: Duration = Duration::from_millis(500);
 
 /// The set of bars of a run: one per active file, one overall.
 #[derive(Clone)]
 pub struct Progress {
     multi: MultiProgress,
     overall: ProgressBar,
+    bytes: Arc<AtomicU64>,
 }
 
 impl Progress {
@@ -34,7 +39,26 @@ impl Progress {
             overall.set_style(style.progress_chars("=> "));
         }
         overall.set_prefix("total");
-        Progress { multi, overall }
+        let bytes = Arc::new(AtomicU64::new(0));
+        if visible {
+            Self::show_bytes(overall.clone(), bytes.clone());
+        }
+        Progress {
+            multi,
+            overall,
+            bytes,
+        }
+    }
+
+    /// Keep the overall bar's message at the bytes transferred so far, until the bar finishes.
+    fn show_bytes(overall: ProgressBar, bytes: Arc<AtomicU64>) {
+        std::thread::spawn(move || {
+            while !overall.is_finished() {
+                let total = bytes.load(Ordering::Relaxed);
+                overall.set_message(format!("{} transferred", HumanBytes(total)));
+                std::thread::sleep(OVERALL_REFRESH);
+            }
+        });
     }
 
     /// Whether bars are drawn (otherwise plain log lines tell the story).
@@ -48,9 +72,8 @@ impl Progress {
     }
 
     /// One more file finished (whatever its outcome).
-    pub fn file_finished(&self, summary: &str) {
+    pub fn file_finished(&self) {
         self.overall.inc(1);
-        self.overall.set_message(summary.to_string());
     }
 
     /// A bar for one file transfer; it disappears when dropped.
@@ -63,7 +86,10 @@ impl Progress {
         }
         bar.set_message(name.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
-        FileBar { bar }
+        FileBar {
+            bar,
+            overall_bytes: Some(self.bytes.clone()),
+        }
     }
 
     /// Print a line above the bars.
@@ -93,6 +119,7 @@ impl Progress {
 /// The progress of one file.
 pub struct FileBar {
     bar: ProgressBar,
+    overall_bytes: Option<Arc<AtomicU64>>,
 }
 
 impl FileBar {
@@ -100,6 +127,7 @@ impl FileBar {
     pub fn hidden() -> FileBar {
         FileBar {
             bar: ProgressBar::hidden(),
+            overall_bytes: None,
         }
     }
 
@@ -115,6 +143,9 @@ impl FileBar {
     /// Count transferred bytes.
     pub fn inc(&self, bytes: u64) {
         self.bar.inc(bytes);
+        if let Some(total) = &self.overall_bytes {
+            total.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 }
 

@@ -88,12 +88,18 @@ impl RetryPolicy {
     }
 
     /// The pure decision: after `failures` failed attempts (1 for the first failure), wait how
-    /// long before the next one, or `None` to give up. Jitter is applied by [`Self::jittered`].
-    pub fn next_delay(&self, failures: usize, class: RetryClass) -> Option<Duration> {
+    /// long before the next one, or `None` to give up. `jitter` stretches the stage (see
+    /// [`Self::jittered`]); the server's `Retry-After` is a floor it never goes below.
+    pub fn next_delay(
+        &self,
+        failures: usize,
+        class: RetryClass,
+        jitter: impl Fn(Duration) -> Duration,
+    ) -> Option<Duration> {
         let RetryClass::Transient { retry_after } = class else {
             return None;
         };
-        let stage = *self.delays.get(failures.checked_sub(1)?)?;
+        let stage = jitter(*self.delays.get(failures.checked_sub(1)?)?);
         let asked = retry_after
             .map(|d| d.min(Duration::from_secs(MAX_RETRY_AFTER_SECS)))
             .unwrap_or_default();
@@ -136,10 +142,10 @@ impl RetryPolicy {
             if attempts >= self.max_attempts() * PROGRESS_ATTEMPTS_FACTOR {
                 return Err(error);
             }
-            let Some(delay) = self.next_delay(failures, error.retry_class()) else {
+            let Some(delay) = self.next_delay(failures, error.retry_class(), |d| self.jittered(d))
+            else {
                 return Err(error);
             };
-            let delay = self.jittered(delay);
             on_retry(&error, failures, delay);
             tokio::select! {
                 () = cancel.cancelled() => return Err(error),
@@ -190,10 +196,16 @@ mod tests {
         Duration::from_millis(v)
     }
 
+    fn same(d: Duration) -> Duration {
+        d
+    }
+
     #[test]
     fn stages_then_give_up() {
         let policy = RetryPolicy::default();
-        let waits: Vec<_> = (1..=5).map(|n| policy.next_delay(n, TIMEOUT)).collect();
+        let waits: Vec<_> = (1..=5)
+            .map(|n| policy.next_delay(n, TIMEOUT, same))
+            .collect();
         assert_eq!(
             waits,
             vec![
@@ -210,7 +222,7 @@ mod tests {
     #[test]
     fn fatal_is_never_retried() {
         assert_eq!(
-            RetryPolicy::default().next_delay(1, RetryClass::Fatal),
+            RetryPolicy::default().next_delay(1, RetryClass::Fatal, same),
             None
         );
     }
@@ -227,12 +239,27 @@ mod tests {
         let absurd = RetryClass::Transient {
             retry_after: Some(Duration::from_secs(86_400)),
         };
-        assert_eq!(policy.next_delay(1, longer), Some(Duration::from_secs(20)));
-        assert_eq!(policy.next_delay(1, shorter), Some(ms(5_000)));
         assert_eq!(
-            policy.next_delay(1, absurd),
+            policy.next_delay(1, longer, same),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(policy.next_delay(1, shorter, same), Some(ms(5_000)));
+        assert_eq!(
+            policy.next_delay(1, absurd, same),
             Some(Duration::from_secs(MAX_RETRY_AFTER_SECS))
         );
+    }
+
+    #[test]
+    fn jitter_never_undercuts_retry_after() {
+        let policy = RetryPolicy::new(vec![ms(1_000)], 0.5);
+        let asked = RetryClass::Transient {
+            retry_after: Some(Duration::from_secs(MAX_RETRY_AFTER_SECS * 10)),
+        };
+        for _ in 0..100 {
+            let wait = policy.next_delay(1, asked, |d| policy.jittered(d)).unwrap();
+            assert_eq!(wait, Duration::from_secs(MAX_RETRY_AFTER_SECS));
+        }
     }
 
     #[test]

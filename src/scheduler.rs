@@ -23,6 +23,7 @@ use crate::download::{
     DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, UNVERIFIED_SUFFIX,
     with_suffix, write_atomic,
 };
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::plan::{Job, Planner, info_path, preview_path};
 use crate::progress::Progress;
@@ -141,6 +142,7 @@ impl Run {
         match self.planner.plan(target).await {
             Ok(jobs) => {
                 self.progress.add_planned(jobs.len() as u64);
+                self.metrics.record_planned(jobs.len() as u64);
                 jobs
             }
             Err(error) => {
@@ -159,6 +161,7 @@ impl Run {
     /// The whole job for one model file: skip it when the state and the disk say it is done,
     /// otherwise download and verify it; then its sidecar and previews; record everything.
     pub async fn process(&self, job: Job) {
+        let _active = self.metrics.file_started();
         let finished = self.finished_record(&job);
         let dest = finished
             .as_ref()
@@ -332,7 +335,7 @@ impl Run {
                 )
             }
         };
-        self.progress.file_finished(&job.file_name);
+        self.progress.file_finished();
         self.report().files.push(entry);
     }
 
@@ -602,10 +605,6 @@ async fn acquire(
     }
     let permit = semaphore.clone().acquire_owned().await.ok()?;
     run.may_continue_concurrently().then_some(permit)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The model file's real path, which names its sidecars: a file kept as `<name>.unverified`

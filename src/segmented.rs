@@ -30,6 +30,7 @@ use crate::download::{
     acceptable_type, hash_file, network, parse_content_range, size_consistent,
 };
 use crate::failsafe::Attempt;
+use crate::lock;
 use crate::progress::FileBar;
 
 /// A segment flushes and records its progress after this many bytes.
@@ -116,7 +117,7 @@ impl Ledger<'_> {
         if let Some(segments) = meta.segments.as_mut() {
             segments[index].done = done;
         }
-        let mut last = self.last_save.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = lock(&self.last_save);
         if last.elapsed() >= SAVE_EVERY {
             *last = Instant::now();
             self.write(&meta);
@@ -137,7 +138,7 @@ impl Ledger<'_> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PartMeta> {
-        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.meta)
     }
 }
 
@@ -201,7 +202,7 @@ impl Downloader {
         .await;
         ledger.save();
         let mut transferred = 0;
-        let mut refused = false;
+        let mut refused = Vec::new();
         let mut failure = None;
         let mut any_success = false;
         for result in results {
@@ -210,16 +211,16 @@ impl Downloader {
                     transferred += written;
                     any_success = true;
                 }
-                Err(DownloadError::RangesRefused { .. }) => refused = true,
+                Err(DownloadError::RangesRefused { status, .. }) => refused.push(status),
                 Err(error) => failure = failure.or(Some(error)),
             }
         }
         if let Some(error) = failure {
             return Err(error);
         }
-        if refused {
-            if !any_success && segments.iter().all(|s| s.done == 0) {
-                // Every range refused: the URL, not the parallelism, is the problem.
+        if !refused.is_empty() {
+            if !any_success && refused.iter().all(|s| *s == 403) {
+                // Every range refused as forbidden: the URL, not the parallelism, is the problem.
                 self.forget_signed_url(file);
                 return Err(DownloadError::Expired { host, status: 403 });
             }
@@ -255,24 +256,10 @@ impl Downloader {
             .send()
             .await
             .map_err(|e| network(e, 0))?;
-        let host = host_of(url.as_url());
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             StatusCode::OK => return Ok(None),
-            s if matches!(s.as_u16(), 401 | 403 | 410) => {
-                self.forget_signed_url(file);
-                return Err(DownloadError::Expired {
-                    host,
-                    status: s.as_u16(),
-                });
-            }
-            s => {
-                return Err(DownloadError::Storage {
-                    host,
-                    status: s.as_u16(),
-                    retry_after: None,
-                });
-            }
+            _ => return Err(self.storage_error(file, &response)),
         }
         let content_type = header(&response, CONTENT_TYPE).unwrap_or_default();
         if !acceptable_type(file.kind, &content_type) {
@@ -282,6 +269,9 @@ impl Downloader {
             });
         }
         let got = header(&response, CONTENT_RANGE).unwrap_or_default();
+        // Read the one byte to the end, so this connection is finished before the segments
+        // open theirs (a host counting connections per file must not see it as still open).
+        let _ = response.bytes().await;
         let Some((0, 0, Some(total))) = parse_content_range(&got) else {
             return Err(DownloadError::BadRange { got, offset: 0 });
         };
@@ -310,7 +300,7 @@ impl Downloader {
             .run(
                 &self.cancel,
                 |_| async {
-                    let result = self.segment_attempt(url, ledger, index, bar).await;
+                    let result = self.segment_attempt(file, url, ledger, index, bar).await;
                     if let Ok(n) | Err(DownloadError::Network { written: n, .. }) = &result {
                         written.fetch_add(*n, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -337,6 +327,7 @@ impl Downloader {
     /// One request for what is missing of a segment.
     async fn segment_attempt(
         &self,
+        file: &PlannedFile,
         url: &SignedUrl,
         ledger: &Ledger<'_>,
         index: usize,
@@ -367,13 +358,7 @@ impl Downloader {
                     status: s.as_u16(),
                 });
             }
-            s => {
-                return Err(DownloadError::Storage {
-                    host,
-                    status: s.as_u16(),
-                    retry_after: None,
-                });
-            }
+            _ => return Err(self.storage_error(file, &response)),
         }
         let got = header(&response, CONTENT_RANGE).unwrap_or_default();
         if !matches!(parse_content_range(&got), Some((a, b, _)) if a == from && b == last) {
@@ -442,18 +427,12 @@ impl Downloader {
     }
 
     fn refuses_ranges(&self, host: &str) -> bool {
-        self.single_stream_hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(host)
+        lock(&self.single_stream_hosts).contains(host)
     }
 
     fn remember_single_stream(&self, host: &str) {
         tracing::warn!("{host} does not serve parallel ranges; using one connection per file");
-        self.single_stream_hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(host.to_string());
+        lock(&self.single_stream_hosts).insert(host.to_string());
     }
 }
 

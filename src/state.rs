@@ -65,8 +65,6 @@ pub enum FileStatus {
     Failed,
     /// The downloaded bytes did not match the expected hash and were set aside.
     Quarantined,
-    /// Deliberately not downloaded (e.g. excluded by a filter or already present).
-    Skipped,
 }
 
 /// A model, version or file of the Civitai catalog, as the user will recognise it in reports.

@@ -70,6 +70,20 @@ pub enum TargetError {
         /// The text as given.
         input: String,
     },
+    /// A download link that picks its file by `type`/`format`/`size`/`fp` rather than by id.
+    #[error(
+        "'{input}' picks a file by '{selector}'; civitai-dl selects files by id or by its own flags: \
+         use --version {version} with --file-type/--format/--size/--fp, or the file's ?fileId= link \
+         (see `civitai-dl info --version {version}`)"
+    )]
+    FileSelector {
+        /// The text as given.
+        input: String,
+        /// The version id in the link.
+        version: u64,
+        /// The query parameter that selects the file.
+        selector: String,
+    },
     /// An id that is not a positive integer within Civitai's range.
     #[error(
         "'{input}': '{id}' is not a valid Civitai id (a whole number from 1 to {MAX_CIVITAI_ID})"
@@ -309,10 +323,25 @@ fn parse_url(input: &str, url: &Url) -> Result<Target, TargetError> {
             id: parse_id(input, id)?,
             version: None,
         }),
-        ["api", "download", "models", id] => Ok(Target::Version {
-            id: parse_id(input, id)?,
-            file: parse_optional_id(input, query("fileId").as_deref())?,
-        }),
+        ["api", "download", "models", id] => {
+            let file = parse_optional_id(input, query("fileId").as_deref())?;
+            // A per-file link selects by type/format/size/fp; taken as a plain version link it
+            // would silently fetch the primary file instead of the one the user copied.
+            let selector = ["type", "format", "size", "fp", "quantType"]
+                .into_iter()
+                .find(|key| query(key).is_some());
+            if let (None, Some(selector)) = (file, selector) {
+                return Err(TargetError::FileSelector {
+                    input: input.to_owned(),
+                    version: parse_id(input, id)?,
+                    selector: selector.to_owned(),
+                });
+            }
+            Ok(Target::Version {
+                id: parse_id(input, id)?,
+                file,
+            })
+        }
         ["api", "v1", "model-versions", id] | ["model-versions", id, ..] => Ok(Target::Version {
             id: parse_id(input, id)?,
             file: None,
@@ -451,7 +480,17 @@ mod tests {
         let malformed = |input: &str| TargetError::MalformedAir {
             input: input.to_owned(),
         };
+        let per_file =
+            "https://civitai.com/api/download/models/130072?type=Model&format=SafeTensor";
         let cases = [
+            (
+                per_file,
+                TargetError::FileSelector {
+                    input: per_file.to_owned(),
+                    version: 130072,
+                    selector: "type".to_owned(),
+                },
+            ),
             ("foo", unrecognised("foo")),
             ("", unrecognised("")),
             ("-5", unrecognised("-5")),

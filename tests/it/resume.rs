@@ -1,13 +1,13 @@
 //! Interrupted transfers: cut connections, killed and interrupted runs, expired signed URLs.
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use civitai_dl::fake_server::{FakeCivitai, FakeModel, FileFaults, Knobs};
 
 use crate::support::{
-    Sandbox, assert_verified, download, download_with_retries, first_file, len_or_zero, model,
-    poll_until, range_start, ranges_of, run, serve,
+    Sandbox, assert_verified, download, download_with_retries, first_file, interrupt, len_or_zero,
+    model, range_start, ranges_of, run, serve, start_download_until_part_grows, wait_with_timeout,
 };
 
 const KIB: u64 = 1024;
@@ -34,18 +34,8 @@ fn cut_after(id: u64, size: u64, bytes: u64) -> FakeModel {
 
 /// Starts a download of `model_id` in the background and waits until its `.part` holds bytes.
 fn start_slow_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Child {
-    let mut cmd = download(server, sandbox);
-    cmd.arg(model.id.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn civitai-dl");
     let part = sandbox.out.join(format!("{}.part", first_file(model).name));
-    if !poll_until(Duration::from_secs(30), || len_or_zero(&part) > 0) {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("no bytes reached {} within 30 s", part.display());
-    }
-    child
+    start_download_until_part_grows(server, sandbox, model.id, &part)
 }
 
 /// Asserts that the last GET of the file asked for the rest from a non-zero offset.
@@ -118,11 +108,7 @@ fn ctrl_c_exits_130_keeps_the_part_and_a_rerun_completes() {
     );
     let sandbox = Sandbox::new();
     let mut child = start_slow_download(&server, &sandbox, &m);
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    interrupt(&child);
     let exit = wait_with_timeout(&mut child, Duration::from_secs(20));
     assert_eq!(exit, Some(130), "Ctrl-C exits with 130");
 
@@ -140,21 +126,6 @@ fn ctrl_c_exits_130_keeps_the_part_and_a_rerun_completes() {
     assert_verified(&sandbox.out.join(&file.name), file);
     assert_resumed_from_offset(&server, file.id);
     assert_eq!(sandbox.state_record(file.id)["status"], "done");
-}
-
-/// Waits for a child, killing it (and failing) if it outlives `limit`.
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
-    let mut status = None;
-    let exited = poll_until(limit, || {
-        status = child.try_wait().expect("poll child");
-        status.is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("civitai-dl did not exit within {limit:?} of Ctrl-C");
-    }
-    status.and_then(|s| s.code())
 }
 
 #[test]

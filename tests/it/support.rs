@@ -2,7 +2,7 @@
 //! that isolates the binary from the developer's own key and config, and checks on the results.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use civitai_dl::fake_server::{Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, Knobs};
@@ -284,4 +284,48 @@ pub fn range_start(range: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Sends SIGINT to a running child, as Ctrl-C in a terminal would.
+pub fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -INT failed");
+}
+
+/// Waits for a child, killing it (and failing) if it outlives `limit`; its exit code.
+pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
+    let mut status = None;
+    let exited = poll_until(limit, || {
+        status = child.try_wait().expect("poll child");
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("civitai-dl did not exit within {limit:?}");
+    }
+    status.and_then(|s| s.code())
+}
+
+/// Starts `download <model_id>` in the background and waits until `part` holds bytes.
+pub fn start_download_until_part_grows(
+    server: &FakeCivitai,
+    sandbox: &Sandbox,
+    model_id: u64,
+    part: &Path,
+) -> Child {
+    let mut cmd = download(server, sandbox);
+    cmd.arg(model_id.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    if !poll_until(Duration::from_secs(30), || len_or_zero(part) > 0) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no bytes reached {} within 30 s", part.display());
+    }
+    child
 }

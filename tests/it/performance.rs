@@ -1,0 +1,606 @@
+//! Experimental performance (issue 3) end to end: the concurrency limits hold, the rate limit
+//! holds whatever the concurrency, `--force-sync-mode` and plain runs stay on one connection, the
+//! failsafe hands a faulty run to the sequential path without losing or repeating a file,
+//! segmented downloads survive resets, refusals and kills, the emergency stop file stops a run
+//! that a rerun then finishes, and previews are fetched in a bounded pool.
+//!
+//! The fake server's counters are the witnesses: open connections per origin, API arrival times
+//! and the Range header of every storage GET.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use civitai_dl::fake_server::{FakeCivitai, FakeModel, FileFaults, Knobs};
+use civitai_dl::plan::preview_path;
+use civitai_dl::segmented::{Segment, split};
+use serde_json::Value;
+
+use crate::support::{
+    Sandbox, assert_verified, download, first_file, model, poll_until, range_start, ranges_of, run,
+    serve,
+};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const EXPERIMENTAL: &str = "--enable-experimental-performance";
+/// The segment count the segmented tests ask for.
+const SEGMENTS: usize = 4;
+
+/// `count` one-file LORA models with consecutive ids from `first_id`.
+fn models(first_id: u64, count: u64, size: u64) -> Vec<FakeModel> {
+    (first_id..first_id + count)
+        .map(|id| model(id, "LORA", size))
+        .collect()
+}
+
+/// The models' ids as download targets.
+fn targets(models: &[FakeModel]) -> Vec<String> {
+    models.iter().map(|m| m.id.to_string()).collect()
+}
+
+/// A model whose only file has `faults`.
+fn with_faults(id: u64, size: u64, faults: FileFaults) -> FakeModel {
+    let mut m = model(id, "LORA", size);
+    m.versions[0].files[0].faults = faults;
+    m
+}
+
+fn assert_all_verified(sandbox: &Sandbox, models: &[FakeModel]) {
+    for m in models {
+        let file = first_file(m);
+        assert_verified(&sandbox.out.join(&file.name), file);
+    }
+}
+
+/// `cmd` with other values for the `--rate-limit` and `--rate-burst` it already carries (clap
+/// refuses the flags twice, so they are replaced rather than appended).
+fn with_rate(cmd: &Command, rate: &str, burst: &str) -> Command {
+    let mut args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+    for i in 1..args.len() {
+        if args[i - 1] == "--rate-limit" {
+            args[i] = rate.into();
+        } else if args[i - 1] == "--rate-burst" {
+            args[i] = burst.into();
+        }
+    }
+    let mut rebuilt = Command::new(cmd.get_program());
+    rebuilt.args(args);
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => rebuilt.env(key, value),
+            None => rebuilt.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        rebuilt.current_dir(dir);
+    }
+    rebuilt
+}
+
+/// The most requests whose arrival falls within any `window` starting at an arrival.
+fn busiest_window(times: &[Duration], window: Duration) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            sorted[i..]
+                .iter()
+                .take_while(|&&t| t < start + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Stderr lines that are the failsafe's warning (not the summary's mention of it).
+fn failsafe_warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("failsafe"))
+        .collect()
+}
+
+/// A config file lowering the segment threshold to 1 MiB, so a few-MiB file is segmented.
+fn low_threshold_config(sandbox: &Sandbox) -> PathBuf {
+    let path = sandbox.root().join("segments.toml");
+    std::fs::write(&path, "[experimental]\nsegment_threshold_mib = 1\n").expect("write config");
+    path
+}
+
+/// `download <model>` with 4 segments above a 1 MiB threshold.
+fn segmented_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Command {
+    let mut cmd = download(server, sandbox);
+    cmd.arg(model.id.to_string())
+        .args([EXPERIMENTAL, "--segments", &SEGMENTS.to_string()])
+        .arg("--config")
+        .arg(low_threshold_config(sandbox));
+    cmd
+}
+
+/// The start offsets of ranged GETs (the `bytes=0-0` size probe excluded), sorted.
+fn segment_starts(ranges: &[Option<String>]) -> Vec<u64> {
+    let mut starts: Vec<u64> = ranges
+        .iter()
+        .flatten()
+        .filter(|r| r.as_str() != "bytes=0-0")
+        .filter_map(|r| range_start(r))
+        .collect();
+    starts.sort_unstable();
+    starts
+}
+
+/// The segment progress recorded beside a `.part`, if any has been recorded yet.
+fn recorded_segments(dest: &Path) -> Option<Vec<Segment>> {
+    let meta_path =
+        dest.with_file_name(format!("{}.part.json", dest.file_name()?.to_string_lossy()));
+    let meta: Value = serde_json::from_slice(&std::fs::read(meta_path).ok()?).ok()?;
+    serde_json::from_value(meta.get("segments")?.clone()).ok()
+}
+
+#[test]
+fn concurrent_run_respects_download_and_api_limits() {
+    let models = models(101, 12, 256 * KIB);
+    let server = serve(
+        models.clone(),
+        Knobs {
+            api_latency: Duration::from_millis(50),
+            bandwidth: Some(MIB),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(targets(&models)).args([
+        EXPERIMENTAL,
+        "--max-concurrent-downloads",
+        "3",
+        "--max-concurrent-api",
+        "2",
+        "--json",
+    ]);
+    let report = run(cmd).expect_code(0).json();
+    assert_eq!(report["mode"], "concurrent", "{report:#}");
+    assert_all_verified(&sandbox, &models);
+    let stats = server.stats();
+    let storage = stats.max_concurrent_storage();
+    assert!(
+        (2..=3).contains(&storage),
+        "between 2 (it ran concurrently) and 3 (the limit) transfers at once, saw {storage}"
+    );
+    assert!(
+        stats.max_concurrent_api() <= 2,
+        "at most 2 API calls in flight, saw {}",
+        stats.max_concurrent_api()
+    );
+}
+
+#[test]
+fn force_sync_mode_wins_over_the_experimental_switch_and_its_limits() {
+    let models = models(201, 4, 128 * KIB);
+    let server = serve(
+        models.clone(),
+        Knobs {
+            api_latency: Duration::from_millis(20),
+            bandwidth: Some(MIB),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(targets(&models)).args([
+        EXPERIMENTAL,
+        "--force-sync-mode",
+        "--max-concurrent-downloads",
+        "8",
+        "--max-concurrent-api",
+        "8",
+        "--json",
+    ]);
+    let ran = run(cmd);
+    let report = ran.expect_code(0).json();
+    assert_eq!(report["mode"], "sequential", "{report:#}");
+    assert_all_verified(&sandbox, &models);
+    assert_eq!(server.stats().max_concurrent_storage(), 1);
+    assert_eq!(server.stats().max_concurrent_api(), 1);
+    for flag in ["--max-concurrent-downloads", "--max-concurrent-api"] {
+        let warning = format!("{flag} is ignored: --force-sync-mode");
+        assert!(
+            ran.stderr.contains(&warning),
+            "expected '{warning}' in:\n{}",
+            ran.stderr
+        );
+    }
+}
+
+#[test]
+fn a_concurrency_flag_without_the_switch_is_ignored_and_the_run_stays_sequential() {
+    let models = models(211, 4, 128 * KIB);
+    let server = serve(
+        models.clone(),
+        Knobs {
+            api_latency: Duration::from_millis(20),
+            bandwidth: Some(MIB),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(targets(&models))
+        .args(["--max-concurrent-downloads", "8", "--json"]);
+    let ran = run(cmd);
+    let report = ran.expect_code(0).json();
+    assert_eq!(report["mode"], "sequential", "{report:#}");
+    assert_all_verified(&sandbox, &models);
+    assert_eq!(server.stats().max_concurrent_storage(), 1);
+    assert_eq!(server.stats().max_concurrent_api(), 1);
+    assert!(
+        ran.stderr
+            .contains("--max-concurrent-downloads is ignored without --enable-experimental"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn rate_limit_holds_under_concurrency() {
+    const RATE: f64 = 10.0;
+    let models = models(301, 30, 4 * KIB);
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = with_rate(&download(&server, &sandbox), "10", "1");
+    cmd.args(targets(&models)).args([
+        EXPERIMENTAL,
+        "--max-concurrent-api",
+        "8",
+        "--max-concurrent-downloads",
+        "8",
+    ]);
+    let started = Instant::now();
+    run(cmd).expect_code(0);
+    let wall = started.elapsed();
+    assert_all_verified(&sandbox, &models);
+
+    let times = server.stats().api_request_times();
+    let requests = times.len();
+    assert!(
+        requests >= 60,
+        "30 metadata calls and 30 resolves: {requests}"
+    );
+    // Burst 1 lets one request through early; 50 ms absorb arrival jitter on a loaded machine.
+    let busiest = busiest_window(&times, Duration::from_millis(950));
+    assert!(
+        busiest <= RATE as usize + 1,
+        "{busiest} requests within one second at --rate-limit 10: {times:?}"
+    );
+    let least = Duration::from_secs_f64((requests - 1) as f64 / RATE);
+    let span = times.iter().max().copied().unwrap_or_default()
+        - times.iter().min().copied().unwrap_or_default();
+    assert!(
+        span >= least.mul_f64(0.95),
+        "{requests} requests arrived within {span:?}, less than {least:?}"
+    );
+    assert!(wall >= least, "the run took {wall:?}, less than {least:?}");
+}
+
+#[test]
+fn failsafe_switches_to_sequential_under_an_error_burst_and_finishes_everything() {
+    const CUT: u64 = 128 * KIB;
+    let models: Vec<FakeModel> = (401..413)
+        .map(|id| {
+            with_faults(
+                id,
+                512 * KIB,
+                FileFaults {
+                    reset_after: Some((CUT, 1)),
+                    ..FileFaults::default()
+                },
+            )
+        })
+        .collect();
+    let server = serve(
+        models.clone(),
+        Knobs {
+            bandwidth: Some(2 * MIB),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(targets(&models)).args([EXPERIMENTAL, "--json"]);
+    let ran = run(cmd);
+    let report = ran.expect_code(0).json();
+    assert_all_verified(&sandbox, &models);
+
+    let reason = report["failsafe"].as_str().unwrap_or_default();
+    assert!(!reason.is_empty(), "the failsafe tripped: {report:#}");
+    assert_eq!(report["metrics"]["failsafe_switches"], 1, "{report:#}");
+    let warnings = failsafe_warnings(&ran.stderr);
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one failsafe warning: {warnings:?}\n{}",
+        ran.stderr
+    );
+    assert!(warnings[0].contains(reason), "{warnings:?} vs {reason}");
+
+    for m in &models {
+        let file = first_file(m);
+        let ranges = ranges_of(&server, file.id);
+        assert_eq!(
+            ranges.len(),
+            2,
+            "{}: one cut attempt and one resume, nothing fetched twice: {ranges:?}",
+            file.name
+        );
+        assert_eq!(ranges[0], None, "{}: {ranges:?}", file.name);
+        assert_eq!(
+            ranges[1].as_deref().and_then(range_start),
+            Some(CUT),
+            "{}: the second GET continues at the cut: {ranges:?}",
+            file.name
+        );
+    }
+}
+
+#[test]
+fn segmented_download_uses_four_ranges_and_verifies() {
+    let m = model(501, "Checkpoint", 6 * MIB);
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    run(segmented_download(&server, &sandbox, &m)).expect_code(0);
+    let file = first_file(&m);
+    assert_verified(&sandbox.out.join(&file.name), file);
+
+    let ranges = ranges_of(&server, file.id);
+    assert_eq!(
+        ranges.first().cloned().flatten().as_deref(),
+        Some("bytes=0-0"),
+        "a one-byte probe learns the size first: {ranges:?}"
+    );
+    assert_eq!(ranges.len(), 1 + SEGMENTS, "{ranges:?}");
+    let expected: Vec<u64> = split(file.size, SEGMENTS).iter().map(|s| s.start).collect();
+    assert_eq!(segment_starts(&ranges), expected, "{ranges:?}");
+}
+
+#[test]
+fn segmented_download_survives_a_reset_in_one_segment() {
+    const CUT: u64 = 256 * KIB;
+    // Attempt 1 is the size probe, so attempt 2 is the first segment to arrive.
+    let m = with_faults(
+        502,
+        6 * MIB,
+        FileFaults {
+            reset_after: Some((CUT, 2)),
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    run(segmented_download(&server, &sandbox, &m)).expect_code(0);
+    let file = first_file(&m);
+    assert_verified(&sandbox.out.join(&file.name), file);
+
+    let ranges = ranges_of(&server, file.id);
+    assert_eq!(
+        ranges.len(),
+        1 + SEGMENTS + 1,
+        "probe, four segments, one retry: {ranges:?}"
+    );
+    let retry = ranges
+        .last()
+        .cloned()
+        .flatten()
+        .as_deref()
+        .and_then(range_start);
+    let segment_starts: Vec<u64> = split(file.size, SEGMENTS).iter().map(|s| s.start).collect();
+    assert!(
+        retry.is_some_and(|r| segment_starts.iter().any(|s| s + CUT == r)),
+        "the retry continues its own segment where it was cut: {ranges:?}"
+    );
+}
+
+#[test]
+fn segmented_download_falls_back_to_one_stream_when_ranges_are_refused() {
+    let m = model(503, "Checkpoint", 6 * MIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            storage_refuses_ranges_when_concurrent: true,
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let ran = run(segmented_download(&server, &sandbox, &m));
+    ran.expect_code(0);
+    let file = first_file(&m);
+    assert_verified(&sandbox.out.join(&file.name), file);
+    assert!(
+        ran.stderr.contains("does not serve parallel ranges"),
+        "{}",
+        ran.stderr
+    );
+    let ranges = ranges_of(&server, file.id);
+    assert!(
+        ranges.len() <= 1 + SEGMENTS + 2,
+        "no retry storm against a host refusing ranges: {ranges:?}"
+    );
+}
+
+#[test]
+fn killed_segmented_download_continues_its_segments() {
+    // 6 MiB segments: each records progress after 4 MiB (about 2.7 s at this pace), long
+    // before it ends, so the kill lands while every segment is half done.
+    let m = model(504, "Checkpoint", 24 * MIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            bandwidth: Some(3 * MIB / 2),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let file = first_file(&m);
+    let dest = sandbox.out.join(&file.name);
+    let mut cmd = segmented_download(&server, &sandbox, &m);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    let progressed = poll_until(Duration::from_secs(30), || {
+        recorded_segments(&dest).is_some_and(|s| s.iter().any(|s| s.done > 0))
+    });
+    child.kill().expect("kill civitai-dl");
+    child.wait().expect("reap civitai-dl");
+    assert!(progressed, "no segment progress recorded within 30 s");
+    let recorded = recorded_segments(&dest).expect("segment record kept");
+    let first_run_gets = ranges_of(&server, file.id).len();
+
+    server.set_knobs(Knobs::default());
+    run(segmented_download(&server, &sandbox, &m)).expect_code(0);
+    assert_verified(&dest, file);
+
+    let rerun = ranges_of(&server, file.id).split_off(first_run_gets);
+    let expected: Vec<u64> = recorded
+        .iter()
+        .filter(|s| s.done < s.end - s.start)
+        .map(|s| s.start + s.done)
+        .collect();
+    assert_eq!(
+        segment_starts(&rerun),
+        expected,
+        "the rerun asks for what each recorded segment misses, no probe: {rerun:?} after \
+         {recorded:?}"
+    );
+    assert!(
+        recorded
+            .iter()
+            .any(|s| s.done > 0 && s.start + s.done < s.end),
+        "some segment was continued from inside: {recorded:?}"
+    );
+    assert_eq!(rerun.len(), expected.len(), "{rerun:?}");
+}
+
+/// Where a test puts the emergency stop file.
+#[derive(Clone, Copy)]
+enum StopFile {
+    /// `EMERGENCY_STOP` in the output directory, found without any flag.
+    DefaultInOutput,
+    /// A path outside the output directory, given with `--emergency-stop-file`.
+    Chosen,
+}
+
+/// Starts a slow run (with `extra_args`), creates the stop file after a second, and expects
+/// exit 4 soon after with the `.part` files and the state kept; then a rerun without the file
+/// finishes everything.
+fn emergency_stop_then_rerun(first_id: u64, extra_args: &[&str], stop: StopFile) {
+    let models = models(first_id, 6, 2 * MIB);
+    let server = serve(
+        models.clone(),
+        Knobs {
+            bandwidth: Some(512 * KIB),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let stop_file = match stop {
+        StopFile::DefaultInOutput => sandbox.out.join("EMERGENCY_STOP"),
+        StopFile::Chosen => sandbox.root().join("stop-now"),
+    };
+    let command = || {
+        let mut cmd = download(&server, &sandbox);
+        cmd.args(targets(&models)).args(extra_args);
+        if let StopFile::Chosen = stop {
+            cmd.arg("--emergency-stop-file").arg(&stop_file);
+        }
+        cmd
+    };
+    let creator = {
+        let stop_file = stop_file.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            std::fs::write(&stop_file, "").expect("create the stop file");
+            Instant::now()
+        })
+    };
+    let ran = run(command());
+    let exited = Instant::now();
+    let created = creator.join().expect("stop file thread");
+    ran.expect_code(4);
+    let reaction = exited.saturating_duration_since(created);
+    assert!(
+        reaction <= Duration::from_millis(2500),
+        "exit {reaction:?} after the stop file appeared"
+    );
+    assert!(
+        sandbox.downloads().iter().any(
+            |p| is_part(p) && std::fs::metadata(sandbox.out.join(p)).is_ok_and(|m| m.len() > 0)
+        ),
+        ".part files are kept: {:?}",
+        sandbox.downloads()
+    );
+    let state = sandbox.state();
+    assert!(state["files"].is_array(), "state saved: {state:#}");
+
+    std::fs::remove_file(&stop_file).expect("remove the stop file");
+    server.set_knobs(Knobs::default());
+    run(command()).expect_code(0);
+    assert_all_verified(&sandbox, &models);
+    assert!(
+        !sandbox.downloads().iter().any(|p| is_part(p)),
+        "{:?}",
+        sandbox.downloads()
+    );
+}
+
+fn is_part(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "part")
+}
+
+#[test]
+fn emergency_stop_file_in_the_output_directory_stops_a_concurrent_run() {
+    emergency_stop_then_rerun(601, &[EXPERIMENTAL], StopFile::DefaultInOutput);
+}
+
+#[test]
+fn emergency_stop_file_at_a_chosen_path_stops_a_sequential_run() {
+    emergency_stop_then_rerun(611, &[], StopFile::Chosen);
+}
+
+#[test]
+fn previews_are_fetched_in_a_bounded_pool() {
+    const IMAGES: usize = 4;
+    let mut m = model(701, "LORA", 64 * KIB);
+    m.versions[0].images = IMAGES as u32;
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            image_latency: Duration::from_millis(150),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg(m.id.to_string()).args([
+        EXPERIMENTAL,
+        "--images",
+        &IMAGES.to_string(),
+        "--max-concurrent-images",
+        "2",
+    ]);
+    run(cmd).expect_code(0);
+    let file = first_file(&m);
+    let model_path = sandbox.out.join(&file.name);
+    assert_verified(&model_path, file);
+    for n in 0..IMAGES {
+        let preview = preview_path(&model_path, n, "jpeg");
+        let bytes = std::fs::read(&preview)
+            .unwrap_or_else(|e| panic!("preview {} missing: {e}", preview.display()));
+        assert_eq!(bytes[..3], [0xFF, 0xD8, 0xFF], "{}", preview.display());
+    }
+    assert_eq!(
+        server.stats().max_concurrent_storage(),
+        2,
+        "previews overlap, two at a time (the model file ends before them)"
+    );
+}

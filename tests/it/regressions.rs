@@ -1,0 +1,421 @@
+//! Regression tests for a review's findings: each test replays one defect end to end against
+//! the fake Civitai, so the fix cannot quietly come undone.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use civitai_dl::fake_server::{
+    FakeCivitai, FakeModel, FileFaults, Knobs, PublishedHash, fill_bytes,
+};
+use serde_json::json;
+
+use crate::support::{
+    Sandbox, assert_verified, download, download_with_retries, first_file, info, interrupt, model,
+    range_start, ranges_of, run, serve, start_download_until_part_grows, wait_with_timeout,
+};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+/// Slow enough that a 4 MiB file is still in flight when the test interrupts the run.
+const SLOW_BYTES_PER_SEC: u64 = 256 * KIB;
+/// How long an interrupted run may take to wind down.
+const PROMPT_EXIT: Duration = Duration::from_secs(10);
+
+/// A one-file model whose file publishes `hash` and carries `faults`.
+fn model_with(id: u64, size: u64, hash: PublishedHash, faults: FileFaults) -> FakeModel {
+    let mut m = model(id, "LORA", size);
+    let file = &mut m.versions[0].files[0];
+    file.published_hash = hash;
+    file.faults = faults;
+    m
+}
+
+/// The first `len` bytes the fake serves for a file seeded `seed`.
+fn served_prefix(seed: u64, len: u64) -> Vec<u8> {
+    let mut bytes = vec![0; len as usize];
+    fill_bytes(seed, 0, &mut bytes);
+    bytes
+}
+
+/// Asserts that `path` still holds exactly `bytes`, without dumping a whole model on failure.
+fn assert_untouched(path: &Path, bytes: &[u8], by: &str) {
+    let now = std::fs::read(path).unwrap_or_default();
+    assert!(
+        now == bytes,
+        "{by} changed {}: {} bytes now, {} before",
+        path.display(),
+        now.len(),
+        bytes.len()
+    );
+}
+
+/// Defect 1: an interrupted run must not make a later run treat the user's own file at the
+/// planned path as the download's.
+#[test]
+fn a_users_file_at_the_planned_path_survives_an_interrupted_run_and_a_rerun() {
+    const USERS_BYTES: &[u8] = b"my own notes, not a model";
+    let m = model(1001, "LORA", 4 * MIB);
+    let file = first_file(&m).clone();
+    let server = serve(
+        vec![m],
+        Knobs {
+            bandwidth: Some(SLOW_BYTES_PER_SEC),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let users_file = sandbox.out.join(&file.name);
+    std::fs::write(&users_file, USERS_BYTES).unwrap();
+    let stem = file.name.trim_end_matches(".safetensors");
+    let saved_name = format!("{stem}_{}.safetensors", file.id);
+    let saved_as = sandbox.out.join(&saved_name);
+    let part = sandbox.out.join(format!("{saved_name}.part"));
+
+    let mut child = start_download_until_part_grows(&server, &sandbox, 1001, &part);
+    interrupt(&child);
+    assert_eq!(wait_with_timeout(&mut child, PROMPT_EXIT), Some(130));
+    assert_untouched(&users_file, USERS_BYTES, "the interrupted run");
+
+    server.set_knobs(Knobs::default());
+    let mut rerun = download(&server, &sandbox);
+    rerun.arg("1001");
+    run(rerun).expect_code(0);
+    assert_untouched(&users_file, USERS_BYTES, "the rerun");
+    assert_verified(&saved_as, &file);
+    assert_eq!(sandbox.state_record(file.id)["status"], "done");
+}
+
+/// Defect 2: a short `.part` answered with 416 is not complete; it must be fetched again.
+#[test]
+fn a_short_part_answered_with_416_is_downloaded_again_not_published() {
+    const SHORT: u64 = 100 * KIB;
+    let m = model_with(
+        1002,
+        512 * KIB,
+        PublishedHash::Missing,
+        FileFaults {
+            unsatisfiable_range_attempts: 1,
+            ..FileFaults::default()
+        },
+    );
+    let file = first_file(&m).clone();
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let dest = sandbox.out.join(&file.name);
+    let part = sandbox.out.join(format!("{}.part", file.name));
+    std::fs::write(&part, served_prefix(file.seed, SHORT)).unwrap();
+    let meta = json!({
+        "source": format!("civitai:{}:{}", m.versions[0].id, file.id),
+        "expected_sha256": null,
+        "total": file.size,
+        "etag": null,
+    });
+    std::fs::write(part.with_extension("part.json"), meta.to_string()).unwrap();
+
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1002");
+    run(cmd).expect_code(0);
+    assert_verified(&dest, &file);
+    assert!(!part.exists());
+    let ranges = ranges_of(&server, file.id);
+    assert_eq!(
+        ranges
+            .first()
+            .cloned()
+            .flatten()
+            .as_deref()
+            .and_then(range_start),
+        Some(SHORT),
+        "the run resumed the .part first: {ranges:?}"
+    );
+    assert!(
+        ranges
+            .last()
+            .is_some_and(|r| r.as_deref().and_then(range_start).unwrap_or(0) == 0),
+        "the last GET starts over from byte 0: {ranges:?}"
+    );
+}
+
+/// Defect 3: a JSON error body disguised as a binary file must never become the model.
+#[test]
+fn a_json_error_body_served_as_a_binary_is_never_saved_as_the_model() {
+    let always = model_with(
+        1003,
+        256 * KIB,
+        PublishedHash::Missing,
+        FileFaults {
+            json_error_attempts: 100,
+            ..FileFaults::default()
+        },
+    );
+    let once = model_with(
+        1004,
+        256 * KIB,
+        PublishedHash::Missing,
+        FileFaults {
+            json_error_attempts: 1,
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(vec![always.clone(), once.clone()], Knobs::default());
+
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1003");
+    run(cmd).expect_code(1);
+    assert!(
+        ranges_of(&server, first_file(&always).id).len() > 1,
+        "the error body was retried"
+    );
+    let dest = sandbox.out.join(&first_file(&always).name);
+    assert!(!dest.exists(), "the JSON error became the model");
+
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1004");
+    run(cmd).expect_code(0);
+    assert_verified(
+        &sandbox.out.join(&first_file(&once).name),
+        first_file(&once),
+    );
+}
+
+/// Defect 4: a file kept as `.unverified` stays one file across reruns and is moved, not fetched
+/// again, when the mismatch is accepted.
+#[test]
+fn a_quarantined_file_survives_reruns_and_is_accepted_without_a_new_transfer() {
+    let m = model_with(1005, 256 * KIB, PublishedHash::Wrong, FileFaults::default());
+    let file = first_file(&m).clone();
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let dest = sandbox.out.join(&file.name);
+    let quarantined = sandbox.out.join(format!("{}.unverified", file.name));
+    let run_once = |extra: &[&str]| {
+        let mut cmd = download(&server, &sandbox);
+        cmd.arg("1005").args(extra);
+        run(cmd)
+    };
+    let unverified_files = || -> Vec<PathBuf> {
+        sandbox
+            .downloads()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".unverified"))
+            .collect()
+    };
+
+    run_once(&[]).expect_code(1);
+    assert_verified(&quarantined, &file);
+    assert!(!dest.exists());
+    let transfers = (server.stats().storage_requests(), server.stats().resolves());
+
+    run_once(&[]).expect_code(1);
+    assert_eq!(
+        (server.stats().storage_requests(), server.stats().resolves()),
+        transfers,
+        "the rerun downloaded the quarantined file again"
+    );
+    assert_eq!(
+        unverified_files(),
+        [PathBuf::from(format!("{}.unverified", file.name))],
+        "one quarantined file, never .unverified.unverified"
+    );
+
+    run_once(&["--accept-hash-mismatch"]).expect_code(0);
+    assert_eq!(
+        (server.stats().storage_requests(), server.stats().resolves()),
+        transfers,
+        "accepting the mismatch downloaded again"
+    );
+    assert_verified(&dest, &file);
+    assert_eq!(unverified_files(), Vec::<PathBuf>::new());
+    let stem = file.name.trim_end_matches(".safetensors");
+    assert!(
+        sandbox.out.join(format!("{stem}.civitai.info")).is_file(),
+        "{:?}",
+        sandbox.downloads()
+    );
+}
+
+/// Defect 5: the download route is retried by one policy, not by the API client inside every
+/// download attempt.
+#[test]
+fn a_failing_download_route_is_tried_at_most_once_per_policy_attempt() {
+    let m = model(1006, "LORA", 64 * KIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            download_route_503_first: 1000,
+            retry_after_secs: 0,
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download_with_retries(&server, &sandbox, "10,10,10,10");
+    cmd.arg("1006");
+    run(cmd).expect_code(1);
+    let tries = server.stats().download_route_requests();
+    assert!(
+        (1..=5).contains(&tries),
+        "5 attempts at most under one policy, got {tries} requests"
+    );
+    assert!(!sandbox.out.join(&first_file(&m).name).exists());
+}
+
+/// Defect 6: a 206 whose range does not start where asked drops the `.part` instead of asking
+/// for the same range forever.
+#[test]
+fn a_206_with_a_misplaced_range_restarts_the_file_from_zero() {
+    const CUT: u64 = 200 * KIB;
+    let m = model_with(
+        1007,
+        MIB,
+        PublishedHash::Correct,
+        FileFaults {
+            reset_after: Some((CUT, 1)),
+            misplaced_range_attempts: 2,
+            ..FileFaults::default()
+        },
+    );
+    let file = first_file(&m).clone();
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1007");
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join(&file.name), &file);
+    let starts: Vec<u64> = ranges_of(&server, file.id)
+        .iter()
+        .map(|r| r.as_deref().and_then(range_start).unwrap_or(0))
+        .collect();
+    assert_eq!(starts, [0, CUT, 0], "cut, misplaced answer, fresh start");
+}
+
+/// How a run interrupted while it waited out a `Retry-After` ended.
+struct Interrupted {
+    code: Option<i32>,
+    stderr: String,
+    /// From SIGINT to exit.
+    took: Duration,
+}
+
+/// Runs `subcommand 1008` against an API whose first answer is a 429 with a `Retry-After` too
+/// big for any clock, and sends SIGINT once the run is waiting.
+fn interrupt_a_huge_retry_after(
+    subcommand: fn(&FakeCivitai, &Sandbox) -> std::process::Command,
+) -> Interrupted {
+    let server = serve(
+        vec![model(1008, "LORA", 64 * KIB)],
+        Knobs {
+            api_429_first: 1,
+            retry_after_secs: u64::MAX,
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = subcommand(&server, &sandbox);
+    cmd.arg("1008").stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().expect("poll child").is_none(),
+        "civitai-dl should still be waiting out the (capped) Retry-After"
+    );
+    assert_eq!(
+        server.stats().api_requests(),
+        1,
+        "one throttled request so far"
+    );
+    let interrupted = Instant::now();
+    interrupt(&child);
+    let code = wait_with_timeout(&mut child, PROMPT_EXIT);
+    let took = interrupted.elapsed();
+    let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).unwrap();
+    Interrupted { code, stderr, took }
+}
+
+/// Defect 7: a `Retry-After` too big for the clock neither panics nor blocks Ctrl-C.
+#[test]
+fn a_huge_retry_after_does_not_panic_and_ctrl_c_ends_the_wait() {
+    let ended = interrupt_a_huge_retry_after(info);
+    assert_ne!(ended.code, Some(101), "panicked: {}", ended.stderr);
+    assert!(!ended.stderr.contains("panicked"), "{}", ended.stderr);
+    assert!(
+        ended.took < Duration::from_secs(5),
+        "took {:?} after Ctrl-C: {}",
+        ended.took,
+        ended.stderr
+    );
+}
+
+/// Defect 7, the exit code: Ctrl-C during `info` is an interruption, not a failed target.
+#[test]
+fn ctrl_c_while_info_waits_out_a_retry_after_exits_130() {
+    let ended = interrupt_a_huge_retry_after(info);
+    assert_eq!(ended.code, Some(130), "{}", ended.stderr);
+}
+
+/// Defect 7 for `download`: the same wait, interrupted while planning, exits 130 promptly.
+#[test]
+fn ctrl_c_while_download_waits_out_a_retry_after_exits_130() {
+    let ended = interrupt_a_huge_retry_after(download);
+    assert!(!ended.stderr.contains("panicked"), "{}", ended.stderr);
+    assert_eq!(ended.code, Some(130), "{}", ended.stderr);
+    assert!(ended.took < Duration::from_secs(5), "took {:?}", ended.took);
+}
+
+/// Defect 8: a key that cannot go into a header is a usage error that does not echo the key.
+#[test]
+fn an_api_key_with_a_control_character_is_a_one_line_usage_error() {
+    const SECRET: &str = "s3cr3t-part";
+    let key = format!("abc\u{1}{SECRET}");
+    let server = serve(vec![model(1009, "LORA", 64 * KIB)], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut from_flag = download(&server, &sandbox);
+    from_flag.args(["1009", "--api-key", &key]);
+    let mut from_env = download(&server, &sandbox);
+    from_env.arg("1009").env("CIVITAI_API_KEY", &key);
+    for (how, cmd) in [("--api-key", from_flag), ("CIVITAI_API_KEY", from_env)] {
+        let ran = run(cmd);
+        ran.expect_code(2);
+        let lines = ran.stderr_lines();
+        assert_eq!(lines.len(), 1, "{how}: one line: {}", ran.stderr);
+        assert!(lines[0].contains("api_key"), "{how}: {}", lines[0]);
+        assert!(!ran.stderr.contains(SECRET), "{how}: the key is echoed");
+        assert!(!ran.stdout.contains(SECRET), "{how}: the key is echoed");
+    }
+    assert_eq!(server.stats().api_requests(), 0);
+}
+
+/// Defect 9: a listing that pages only through `nextPage` URLs is followed to its end.
+#[test]
+fn a_user_listing_with_only_next_page_urls_is_followed_to_the_end() {
+    let models: Vec<FakeModel> = (0..230)
+        .map(|i| FakeModel {
+            creator: "tester".to_owned(),
+            ..model(2000 + i, "LORA", KIB)
+        })
+        .collect();
+    let server = serve(
+        models.clone(),
+        Knobs {
+            omit_next_cursor: true,
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = info(&server, &sandbox);
+    cmd.args(["--user", "tester", "--json"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    let listed: BTreeSet<u64> = ran
+        .json()
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|f| f["file_id"].as_u64())
+        .collect();
+    let want: BTreeSet<u64> = models.iter().map(|m| first_file(m).id).collect();
+    assert_eq!(listed, want, "{}", ran.stderr);
+}
