@@ -502,7 +502,13 @@ fn scenario(name: &str, scale: f64) -> Option<Scenario> {
         },
         "big-files" => Scenario {
             knobs: capped,
-            experimental: vec![EXPERIMENTAL, "--max-concurrent-downloads", "4"],
+            experimental: vec![
+                EXPERIMENTAL,
+                "--max-concurrent-downloads",
+                "4",
+                "--segments",
+                "1",
+            ],
             ..base("big-files", 4, 200 * MIB)
         },
         "big-file-segmented" => Scenario {
