@@ -246,7 +246,8 @@ pub struct PerformanceArgs {
     #[arg(long)]
     pub force_sync_mode: bool,
 
-    /// API calls in flight at once (experimental; default 2).
+    /// Requests to the API host in flight at once, metadata and download resolves alike
+    /// (experimental; default 2).
     #[arg(long, value_name = "N")]
     pub max_concurrent_api: Option<usize>,
 

@@ -530,11 +530,16 @@ impl Downloader {
         last_mismatch: &Mutex<Option<String>>,
     ) -> Result<Outcome, DownloadError> {
         let result = self.attempt(file, dest, bar, last_mismatch).await;
+        self.record_attempt(&result);
+        result
+    }
+
+    /// Report a transfer attempt to the metrics; an interruption says nothing about the server.
+    pub(crate) fn record_attempt<T>(&self, result: &Result<T, DownloadError>) {
         if !matches!(result, Err(DownloadError::Cancelled)) {
             self.metrics
-                .record_transfer(Attempt::judge(&result, DownloadError::is_timeout));
+                .record_transfer(Attempt::judge(result, DownloadError::is_timeout));
         }
-        result
     }
 
     /// One attempt: resume or start the `.part`, stream, verify, rename.

@@ -29,7 +29,6 @@ use crate::download::{
     DownloadError, Downloader, FileKind, PartFile, PartMeta, PlannedFile, Source, Transferred,
     acceptable_type, hash_file, network, parse_content_range, size_consistent,
 };
-use crate::failsafe::Attempt;
 use crate::lock;
 use crate::progress::FileBar;
 
@@ -304,10 +303,7 @@ impl Downloader {
                     if let Ok(n) | Err(DownloadError::Network { written: n, .. }) = &result {
                         written.fetch_add(*n, std::sync::atomic::Ordering::Relaxed);
                     }
-                    if !matches!(result, Err(DownloadError::Cancelled)) {
-                        self.metrics
-                            .record_transfer(Attempt::judge(&result, DownloadError::is_timeout));
-                    }
+                    self.record_attempt(&result);
                     result
                 },
                 |error, failures, delay| {
