@@ -306,7 +306,7 @@ async fn show_plan(
             Ok(jobs) => all.extend(jobs.into_iter().map(|job| job.facts)),
             Err(_) if cancel.is_cancelled() => return Ok(Exit::Interrupted),
             Err(error) => {
-                eprintln!("error: {target}: {error}");
+                eprintln!("error: {error}");
                 failed = true;
             }
         }

@@ -32,7 +32,7 @@ pub const API_TIMEOUT_SECS: u64 = 60;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file named with --config (or CIVITAI_DL_CONFIG) cannot be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,

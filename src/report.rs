@@ -154,10 +154,8 @@ impl RunReport {
             ));
         }
         for failure in &self.failed_targets {
-            out.push_str(&format!(
-                "\n  failed: {}: {}",
-                failure.target, failure.reason
-            ));
+            // The reason names the model, version or creator it is about.
+            out.push_str(&format!("\n  failed: {}", failure.reason));
         }
         for file in &self.files {
             let tag = match (file.status, file.preview) {

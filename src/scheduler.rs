@@ -147,7 +147,7 @@ impl Run {
             }
             Err(error) => {
                 if !self.cancel.is_cancelled() {
-                    tracing::error!("{target}: {error}");
+                    tracing::error!("{error}");
                     self.report().failed_targets.push(TargetFailure {
                         target: target.to_string(),
                         reason: error.to_string(),
