@@ -42,12 +42,13 @@ peak_rss_kb() { # run a command, print its peak RSS in KiB on fd 3
   fi
 }
 
-: >"$WORK/curl"; : >"$WORK/ours"; : >"$WORK/rssall"
+: >"$WORK/curl"; : >"$WORK/curlsync"; : >"$WORK/ours"; : >"$WORK/rssall"
 for round in $(seq 1 "$ROUNDS"); do
   URL=$(curl -s -o /dev/null -w '%{redirect_url}' -H "Authorization: Bearer $KEY" \
         "$API/api/download/models/2000?fileId=3000")
-  t0=$(now); curl -s -o "$WORK/curl.bin" "$URL"; t1=$(now)
+  t0=$(now); curl -s -o "$WORK/curl.bin" "$URL"; t1=$(now); sync "$WORK/curl.bin"; t2=$(now)
   echo "$SIZE $t0 $t1" | awk '{printf "%.1f\n", $1/($3-$2)/1048576}' >>"$WORK/curl"
+  echo "$SIZE $t0 $t2" | awk '{printf "%.1f\n", $1/($3-$2)/1048576}' >>"$WORK/curlsync"
   rm -f "$WORK/curl.bin"
 
   rm -rf "$WORK/out"
@@ -59,11 +60,13 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: curl $(tail -1 "$WORK/curl") MiB/s, civitai-dl $(tail -1 "$WORK/ours") MiB/s, peak RSS $(( $(tail -1 "$WORK/rssall") / 1024 )) MiB"
 done
 
-CURL=$(median <"$WORK/curl"); OURS=$(median <"$WORK/ours")
+CURL=$(median <"$WORK/curl"); CURLSYNC=$(median <"$WORK/curlsync"); OURS=$(median <"$WORK/ours")
 RSS=$(sort -n "$WORK/rssall" | tail -1)
 echo
 echo "file size:            $((SIZE / 1048576)) MiB, $ROUNDS rounds, loopback, no bandwidth cap"
-echo "curl -o (median):     $CURL MiB/s (no verification)"
+echo "curl -o (median):     $CURL MiB/s (no verification, no fsync)"
+echo "curl -o; sync FILE:   $CURLSYNC MiB/s (no verification, data on disk like civitai-dl's)"
 echo "civitai-dl (median):  $OURS MiB/s (SHA-256 verified, fsync, rename; includes process start and API calls)"
-awk -v o="$OURS" -v c="$CURL" 'BEGIN {printf "ratio civitai-dl/curl: %.2f (target >= 0.90)\n", o/c}'
+awk -v o="$OURS" -v c="$CURL" -v cs="$CURLSYNC" \
+  'BEGIN {printf "ratio civitai-dl/curl: %.2f (target >= 0.90); against curl + sync: %.2f\n", o/c, o/cs}'
 echo "civitai-dl peak RSS:  $((RSS / 1024)) MiB (target < 40 MiB)"

