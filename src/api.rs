@@ -504,10 +504,14 @@ impl ApiClient {
             let throttled = matches!(result, Err(ApiError::RateLimited { .. }));
             self.limiter.observe(latency, throttled);
         }
-        self.metrics.record_api(
-            answered.then_some(latency),
-            Attempt::judge(&result, ApiError::is_timeout),
-        );
+        // A 429 is the server pacing us, which the limiter handles; it says nothing about
+        // whether concurrency is failing, so the failsafe does not count it.
+        let attempt = match &result {
+            Err(ApiError::RateLimited { .. }) => None,
+            other => Attempt::judge(other, ApiError::is_timeout),
+        };
+        self.metrics
+            .record_api(answered.then_some(latency), attempt);
         result
     }
 

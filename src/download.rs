@@ -953,6 +953,9 @@ impl PartFile {
             return Ok(meta);
         };
         let prefix = crate::segmented::contiguous_prefix(&segments);
+        // Trim first, record second: a kill in between leaves a record whose segments claim
+        // more than the file holds, which the segmented path refuses to continue (it starts
+        // over). The other order could leave a full-length file with holes and no segment record.
         if let Ok(handle) = tokio::fs::OpenOptions::new()
             .write(true)
             .open(&self.path)
@@ -974,7 +977,13 @@ impl PartFile {
                 .map_err(|e| self.io("create folder for", e))?;
         }
         let json = serde_json::to_vec(meta).unwrap_or_default();
-        tokio::fs::write(&self.meta_path, json)
+        // Temp file and rename: a kill mid-write must not leave a record that fails to parse,
+        // which would throw the whole `.part` away.
+        let tmp = with_suffix(&self.meta_path, "tmp");
+        tokio::fs::write(&tmp, json)
+            .await
+            .map_err(|e| self.io("write", e))?;
+        tokio::fs::rename(&tmp, &self.meta_path)
             .await
             .map_err(|e| self.io("write", e))
     }
@@ -1237,7 +1246,7 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-async fn file_len(path: &Path) -> Option<u64> {
+pub(crate) async fn file_len(path: &Path) -> Option<u64> {
     tokio::fs::metadata(path)
         .await
         .ok()

@@ -30,8 +30,9 @@ use crate::lock;
 /// ordinary sequential run makes 2–6 requests a second and this ceiling does not slow it, while a
 /// concurrent run cannot flood the API.
 pub const DEFAULT_RATE_PER_SEC: f64 = 5.0;
-/// Default burst: a few requests may go back to back after an idle spell.
-pub const DEFAULT_BURST: u32 = 5;
+/// Default burst: none. governor's bucket starts full and refills during idle spells and
+/// `Retry-After` pauses; a burst larger than 1 would let more than the rate through in a second.
+pub const DEFAULT_BURST: u32 = 1;
 
 /// Fractions of the configured rate an adaptive limiter moves between, slowest first.
 const LEVELS: [f64; 4] = [0.125, 0.25, 0.5, 1.0];

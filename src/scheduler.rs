@@ -41,6 +41,8 @@ pub struct Run {
     output: PathBuf,
     progress: Progress,
     performance: Performance,
+    /// Previews in flight across the whole run (not per model file).
+    previews: Semaphore,
     report: Mutex<RunReport>,
     cancel: CancellationToken,
     started: Instant,
@@ -88,6 +90,7 @@ impl Run {
             state: Mutex::new(parts.state),
             output: parts.output,
             progress: parts.progress,
+            previews: Semaphore::new(parts.performance.images.max(1)),
             performance: parts.performance,
             report: Mutex::new(RunReport::new()),
             cancel: parts.cancel,
@@ -317,7 +320,9 @@ impl Run {
             }
             Err(error) => {
                 if let DownloadError::Api(ApiError::QuotaExhausted { .. }) = &error {
-                    self.report().stopped = Some(StopReason::QuotaExhausted);
+                    self.report()
+                        .stopped
+                        .get_or_insert(StopReason::QuotaExhausted);
                 }
                 let reason = error.to_string();
                 tracing::error!("{label}: {reason}");
@@ -355,6 +360,9 @@ impl Run {
         let previews = job.previews.iter().enumerate();
         futures_util::stream::iter(previews)
             .for_each_concurrent(self.performance.images, |(n, (url, ext))| async move {
+                let Ok(_permit) = self.previews.acquire().await else {
+                    return;
+                };
                 if self.may_continue() {
                     self.fetch_preview(job, model_path, n, url, ext).await;
                 }

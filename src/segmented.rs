@@ -27,7 +27,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use crate::api::{SignedUrl, header, host_of};
 use crate::download::{
     DownloadError, Downloader, FileKind, PartFile, PartMeta, PlannedFile, Source, Transferred,
-    acceptable_type, hash_file, network, parse_content_range, size_consistent,
+    acceptable_type, file_len, hash_file, network, parse_content_range, size_consistent,
 };
 use crate::lock;
 use crate::progress::FileBar;
@@ -128,10 +128,14 @@ impl Ledger<'_> {
     }
 
     /// A lost progress record only costs re-downloading a range: the hash check at the end
-    /// catches anything inconsistent, so a failed write here is logged, not fatal.
+    /// catches anything inconsistent, so a failed write here is logged, not fatal. Written to a
+    /// temporary file and renamed, so a kill never leaves half a record.
     fn write(&self, meta: &PartMeta) {
         let json = serde_json::to_vec(meta).unwrap_or_default();
-        if let Err(error) = std::fs::write(&self.part.meta_path, json) {
+        let tmp = crate::download::with_suffix(&self.part.meta_path, "tmp");
+        let written =
+            std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &self.part.meta_path));
+        if let Err(error) = written {
             tracing::debug!("cannot record segment progress: {error}");
         }
     }
@@ -161,30 +165,26 @@ impl Downloader {
         &self,
         file: &PlannedFile,
         part: &PartFile,
-        mut meta: PartMeta,
+        meta: PartMeta,
         count: usize,
         bar: &FileBar,
     ) -> Result<Transferred, DownloadError> {
         let url = self.signed_url(file).await?;
         let host = host_of(url.as_url());
-        if self.refuses_ranges(&host) {
-            let meta = part.reduce_to_prefix(meta).await?;
-            return self.transfer(file, part, meta, bar).await;
-        }
-        if meta.segments.is_none() || meta.total.is_none() {
-            let total = match self.probe_total(file, &url).await? {
-                Some(total) => total,
+        let mut parallel = !self.refuses_ranges(&host);
+        let meta = if recorded_segments_usable(&meta, file_len(&part.path).await) {
+            meta
+        } else if !parallel {
+            return self.transfer(file, part, without_segments(meta), bar).await;
+        } else {
+            match self.probe_total(file, &url).await? {
+                Some(total) => start_segments(part, meta, total, count).await?,
                 None => {
                     self.remember_single_stream(&host);
-                    return self.transfer(file, part, meta, bar).await;
+                    return self.transfer(file, part, without_segments(meta), bar).await;
                 }
-            };
-            part.discard().await?;
-            preallocate(part, total).await?;
-            meta.total = Some(total);
-            meta.segments = Some(split(total, count));
-            part.save_meta(&meta).await?;
-        }
+            }
+        };
         let total = meta.total.unwrap_or_default();
         let ledger = Ledger {
             part,
@@ -193,47 +193,70 @@ impl Downloader {
         };
         let segments = ledger.lock().segments.clone().unwrap_or_default();
         bar.set(segments.iter().map(|s| s.done).sum(), Some(total));
-        let results = futures_util::future::join_all(
-            (0..segments.len())
-                .filter(|i| !segments[*i].is_done())
-                .map(|i| self.fetch_segment(file, &url, &ledger, i, bar)),
-        )
-        .await;
-        ledger.save();
         let mut transferred = 0;
         let mut refused = Vec::new();
         let mut failure = None;
         let mut any_success = false;
-        for result in results {
-            match result {
-                Ok(written) => {
-                    transferred += written;
-                    any_success = true;
+        let pending = || (0..segments.len()).filter(|i| !ledger.segment(*i).is_done());
+        if parallel {
+            let results = futures_util::future::join_all(
+                pending().map(|i| self.fetch_segment(file, &url, &ledger, i, bar, true)),
+            )
+            .await;
+            for result in results {
+                match result {
+                    Ok(written) => {
+                        transferred += written;
+                        any_success = true;
+                    }
+                    Err(DownloadError::RangesRefused { status, .. }) => refused.push(status),
+                    Err(error) => failure = failure.or(Some(error)),
                 }
-                Err(DownloadError::RangesRefused { status, .. }) => refused.push(status),
-                Err(error) => failure = failure.or(Some(error)),
+            }
+            if failure.is_none() && !refused.is_empty() {
+                if !any_success && refused.iter().all(|s| *s == 403) {
+                    // Every range refused as forbidden: the URL, not the parallelism, is the
+                    // problem. The segments stay recorded; a fresh URL continues them.
+                    ledger.save();
+                    self.forget_signed_url(file);
+                    return Err(DownloadError::Expired { host, status: 403 });
+                }
+                // Some ranges came and the extra connections were refused: the rest of the
+                // segments, one at a time over one connection; nothing received is thrown away.
+                self.remember_single_stream(&host);
+                parallel = false;
             }
         }
+        if !parallel && failure.is_none() {
+            let indices: Vec<usize> = pending().collect();
+            for i in indices {
+                match self.fetch_segment(file, &url, &ledger, i, bar, false).await {
+                    Ok(written) => transferred += written,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+        }
+        ledger.save();
         if let Some(error) = failure {
+            if matches!(error, DownloadError::BadRange { .. }) {
+                // The file is not what the record says any more: start over.
+                part.discard().await?;
+            }
             return Err(error);
         }
-        if !refused.is_empty() {
-            if !any_success && refused.iter().all(|s| *s == 403) {
-                // Every range refused as forbidden: the URL, not the parallelism, is the problem.
-                self.forget_signed_url(file);
-                return Err(DownloadError::Expired { host, status: 403 });
-            }
-            // Some ranges came, the extra connections were refused: finish with one.
-            self.remember_single_stream(&host);
-            let meta = ledger.lock().clone();
-            let meta = part.reduce_to_prefix(meta).await?;
-            let rest = self.transfer(file, part, meta, bar).await?;
-            return Ok(Transferred {
-                transferred: transferred + rest.transferred,
-                ..rest
+        sync(part).await?;
+        let (size, sha256) = hash_file(&part.path, 0).await?;
+        if size != total {
+            part.discard().await?;
+            return Err(DownloadError::Truncated {
+                got: size,
+                expected: total,
+                written: 0,
             });
         }
-        let (size, sha256) = hash_file(&part.path, 0).await?;
         Ok(Transferred {
             total: size,
             transferred,
@@ -242,19 +265,21 @@ impl Downloader {
     }
 
     /// Learn the file's size with a one-byte range (as hf_transfer does); `None` when the host
-    /// ignores ranges (then only one stream makes sense).
+    /// ignores ranges or gives no total (then only one stream makes sense).
     async fn probe_total(
         &self,
         file: &PlannedFile,
         url: &SignedUrl,
     ) -> Result<Option<u64>, DownloadError> {
-        let response = self
+        let request = self
             .http
             .get(url.as_url().clone())
             .header(RANGE, "bytes=0-0")
-            .send()
-            .await
-            .map_err(|e| network(e, 0))?;
+            .send();
+        let response = tokio::select! {
+            () = self.cancel.cancelled() => return Err(DownloadError::Cancelled),
+            response = request => response.map_err(|e| network(e, 0))?,
+        };
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             StatusCode::OK => return Ok(None),
@@ -268,19 +293,29 @@ impl Downloader {
             });
         }
         let got = header(&response, CONTENT_RANGE).unwrap_or_default();
-        // Read the one byte to the end, so this connection is finished before the segments
-        // open theirs (a host counting connections per file must not see it as still open).
-        let _ = response.bytes().await;
         let Some((0, 0, Some(total))) = parse_content_range(&got) else {
-            return Err(DownloadError::BadRange { got, offset: 0 });
+            return Ok(None);
         };
+        if response.content_length() == Some(1) {
+            // Read the one byte to the end, so this connection is finished before the segments
+            // open theirs (a host counting connections per file must not see it as still open).
+            let _ = response.bytes().await;
+        }
         if let Some(expected) = file.expected_size
             && !size_consistent(expected, total)
         {
-            return Err(DownloadError::SizeMismatch {
-                expected,
-                got: total,
-            });
+            // As on one stream: with a published hash the bytes are judged by it.
+            if file.expected_sha256.is_none() {
+                return Err(DownloadError::SizeMismatch {
+                    expected,
+                    got: total,
+                });
+            }
+            tracing::warn!(
+                "{}: the server sends {total} bytes where Civitai lists about {expected}; the \
+                 SHA-256 check will decide",
+                file.label
+            );
         }
         Ok(Some(total))
     }
@@ -293,13 +328,16 @@ impl Downloader {
         ledger: &Ledger<'_>,
         index: usize,
         bar: &FileBar,
+        parallel: bool,
     ) -> Result<u64, DownloadError> {
         let written = std::sync::atomic::AtomicU64::new(0);
         self.retry
             .run(
                 &self.cancel,
                 |_| async {
-                    let result = self.segment_attempt(file, url, ledger, index, bar).await;
+                    let result = self
+                        .segment_attempt(file, url, ledger, index, bar, parallel)
+                        .await;
                     if let Ok(n) | Err(DownloadError::Network { written: n, .. }) = &result {
                         written.fetch_add(*n, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -328,6 +366,7 @@ impl Downloader {
         ledger: &Ledger<'_>,
         index: usize,
         bar: &FileBar,
+        parallel: bool,
     ) -> Result<u64, DownloadError> {
         let segment = ledger.segment(index);
         if segment.is_done() {
@@ -336,19 +375,21 @@ impl Downloader {
         let from = segment.start + segment.done;
         let last = segment.end - 1;
         let host = host_of(url.as_url());
-        let mut response = self
+        let request = self
             .http
             .get(url.as_url().clone())
             .header(RANGE, format!("bytes={from}-{last}"))
-            .send()
-            .await
-            .map_err(|e| network(e, 0))?;
+            .send();
+        let mut response = tokio::select! {
+            () = self.cancel.cancelled() => return Err(DownloadError::Cancelled),
+            response = request => response.map_err(|e| network(e, 0))?,
+        };
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             StatusCode::OK => {
                 return Err(DownloadError::RangesRefused { host, status: 200 });
             }
-            s if matches!(s.as_u16(), 403 | 429) => {
+            s if parallel && matches!(s.as_u16(), 403 | 429) => {
                 return Err(DownloadError::RangesRefused {
                     host,
                     status: s.as_u16(),
@@ -357,7 +398,10 @@ impl Downloader {
             _ => return Err(self.storage_error(file, &response)),
         }
         let got = header(&response, CONTENT_RANGE).unwrap_or_default();
-        if !matches!(parse_content_range(&got), Some((a, b, _)) if a == from && b == last) {
+        let total = ledger.lock().total;
+        let matches_request = matches!(parse_content_range(&got),
+            Some((a, b, t)) if a == from && b == last && (t.is_none() || t == total));
+        if !matches_request {
             return Err(DownloadError::BadRange { got, offset: from });
         }
         let mut handle = tokio::fs::OpenOptions::new()
@@ -432,6 +476,63 @@ impl Downloader {
     }
 }
 
+/// Whether a recorded segment layout can be continued: the `.part` has the file's full size and
+/// the segments tile `[0, total)` with nothing claimed beyond a segment's end. Anything else (a
+/// deleted or truncated `.part`, a record torn by a crash) starts over.
+fn recorded_segments_usable(meta: &PartMeta, part_len: Option<u64>) -> bool {
+    let (Some(total), Some(segments)) = (meta.total, &meta.segments) else {
+        return false;
+    };
+    let tiles = segments.first().is_some_and(|s| s.start == 0)
+        && segments.last().is_some_and(|s| s.end == total)
+        && segments.windows(2).all(|w| w[0].end == w[1].start);
+    part_len == Some(total) && tiles && segments.iter().all(|s| s.done <= s.len())
+}
+
+/// The record without a segment layout (for the one-stream path).
+fn without_segments(mut meta: PartMeta) -> PartMeta {
+    meta.segments = None;
+    meta
+}
+
+/// Lay out segments for a `total`-byte file. A `.part` left by the one-stream path (the record
+/// already vouches that it is this file) is kept: its bytes count as done in the first segments.
+async fn start_segments(
+    part: &PartFile,
+    mut meta: PartMeta,
+    total: u64,
+    count: usize,
+) -> Result<PartMeta, DownloadError> {
+    let existing = file_len(&part.path).await.unwrap_or(0);
+    let keep = if meta.segments.is_none() && existing <= total {
+        existing
+    } else {
+        0
+    };
+    if keep == 0 {
+        part.discard().await?;
+    }
+    preallocate(part, total).await?;
+    let mut segments = split(total, count);
+    for segment in &mut segments {
+        segment.done = keep.clamp(segment.start, segment.end) - segment.start;
+    }
+    meta.total = Some(total);
+    meta.segments = Some(segments);
+    part.save_meta(&meta).await?;
+    Ok(meta)
+}
+
+/// fsync the finished `.part` before it is hashed and renamed, as the one-stream path does.
+async fn sync(part: &PartFile) -> Result<(), DownloadError> {
+    let handle = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(&part.path)
+        .await
+        .map_err(|e| part.io("open", e))?;
+    handle.sync_all().await.map_err(|e| part.io("sync", e))
+}
+
 async fn flush(
     writer: &mut tokio::io::BufWriter<tokio::fs::File>,
     part: &PartFile,
@@ -439,14 +540,18 @@ async fn flush(
     writer.flush().await.map_err(|e| part.io("write", e))
 }
 
-/// Create the `.part` at its full size (sparse where the file system allows).
+/// Give the `.part` its full size (sparse where the file system allows), keeping what it holds.
 async fn preallocate(part: &PartFile, total: u64) -> Result<(), DownloadError> {
     if let Some(parent) = part.path.parent() {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| part.io("create folder for", e))?;
     }
-    let handle = tokio::fs::File::create(&part.path)
+    let handle = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&part.path)
         .await
         .map_err(|e| part.io("create", e))?;
     handle
@@ -472,6 +577,32 @@ mod tests {
             assert!(segments.iter().all(|s| s.len() > 0));
             assert!(segments.len() <= count);
         }
+    }
+
+    #[test]
+    fn only_a_consistent_record_is_continued() {
+        let meta = |total: u64, segments: Vec<Segment>| PartMeta {
+            total: Some(total),
+            segments: Some(segments),
+            ..PartMeta::default()
+        };
+        let good = meta(400, split(400, 4));
+        assert!(recorded_segments_usable(&good, Some(400)));
+        assert!(!recorded_segments_usable(&good, None), "the .part is gone");
+        assert!(
+            !recorded_segments_usable(&good, Some(100)),
+            "the .part is short"
+        );
+        let mut gap = split(400, 4);
+        gap.remove(1);
+        assert!(!recorded_segments_usable(&meta(400, gap), Some(400)));
+        let mut overdone = split(400, 4);
+        overdone[2].done = 101;
+        assert!(!recorded_segments_usable(&meta(400, overdone), Some(400)));
+        assert!(!recorded_segments_usable(
+            &without_segments(good),
+            Some(400)
+        ));
     }
 
     #[test]
