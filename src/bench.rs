@@ -354,6 +354,13 @@ fn finish(report: &BenchReport, json: bool, args: &BenchArgs) -> Result<bool, Be
             .as_ref()
             .is_none_or(|s| s.verdict == Verdict::Pass);
     if let Some(path) = &args.baseline {
+        if !(0.0..1.0).contains(&args.threshold) {
+            return Err(BenchError::Malformed {
+                path: path.to_path_buf(),
+                what: "--threshold",
+                reason: format!("{} is not a fraction from 0 to below 1", args.threshold),
+            });
+        }
         let baseline = load_baseline(path)?;
         let fallen = regressions(&report.scenarios, &baseline.scenarios, args.threshold);
         for r in &fallen {
@@ -1081,13 +1088,26 @@ pub fn max_in_window(times: &[Duration], window: Duration) -> u64 {
 // Baseline gate
 // ---------------------------------------------------------------------------------------------
 
+/// A saved result to compare with. An empty or foreign file is refused rather than read as "no
+/// scenarios", which would let every comparison pass.
 fn load_baseline(path: &Path) -> Result<BenchReport, BenchError> {
     let text = fs::read_to_string(path).map_err(io_error("read", path))?;
-    serde_json::from_str(&text).map_err(|e| BenchError::Malformed {
+    let malformed = |reason: String| BenchError::Malformed {
         path: path.to_path_buf(),
         what: "bench result (from bench --json-file)",
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let report: BenchReport = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    if report.version != BENCH_VERSION {
+        return Err(malformed(format!(
+            "layout version {} (this build writes {BENCH_VERSION})",
+            report.version
+        )));
+    }
+    if report.scenarios.is_empty() {
+        return Err(malformed("it holds no scenario".into()));
+    }
+    Ok(report)
 }
 
 /// Scenarios whose speed-up fell by more than `threshold` (relative) below the baseline's.

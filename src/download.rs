@@ -345,6 +345,9 @@ pub struct Downloader {
     pub(crate) metrics: Arc<Metrics>,
     /// Storage hosts that refused parallel ranges: their files are fetched as one stream.
     pub(crate) single_stream_hosts: Mutex<HashSet<String>>,
+    /// Set when the failsafe hands the run to the sequential driver: from then on one
+    /// connection per file, whatever `--segments` says.
+    one_connection: std::sync::atomic::AtomicBool,
 }
 
 /// Where a file goes: written to a path, or already there.
@@ -405,7 +408,21 @@ impl Downloader {
             signed: Mutex::new(HashMap::new()),
             metrics,
             single_stream_hosts: Mutex::new(HashSet::new()),
+            one_connection: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// One connection per file from now on (the failsafe's sequential path). A file already
+    /// split into segments continues them one at a time.
+    pub fn use_one_connection(&self) {
+        self.one_connection
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`Self::use_one_connection`] was called.
+    pub(crate) fn one_connection(&self) -> bool {
+        self.one_connection
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fetch `file` to its final path (or confirm it is already there), retrying per policy.

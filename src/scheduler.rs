@@ -43,6 +43,8 @@ pub struct Run {
     performance: Performance,
     /// Previews in flight across the whole run (not per model file).
     previews: Semaphore,
+    /// Set by the failsafe: previews one at a time from then on.
+    previews_one_at_a_time: std::sync::atomic::AtomicBool,
     report: Mutex<RunReport>,
     cancel: CancellationToken,
     started: Instant,
@@ -91,11 +93,18 @@ impl Run {
             output: parts.output,
             progress: parts.progress,
             previews: Semaphore::new(parts.performance.images.max(1)),
+            previews_one_at_a_time: std::sync::atomic::AtomicBool::new(false),
             performance: parts.performance,
             report: Mutex::new(RunReport::new()),
             cancel: parts.cancel,
             started: Instant::now(),
         }
+    }
+
+    /// From now on previews are fetched one at a time (the failsafe's sequential path).
+    fn one_preview_at_a_time(&self) {
+        self.previews_one_at_a_time
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stop starting work for `reason`; work in flight ends as soon as it can, keeping `.part`
@@ -358,8 +367,16 @@ impl Run {
     /// sequential).
     async fn fetch_previews(&self, job: &Job, model_path: &Path) {
         let previews = job.previews.iter().enumerate();
+        let limit = if self
+            .previews_one_at_a_time
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            1
+        } else {
+            self.performance.images
+        };
         futures_util::stream::iter(previews)
-            .for_each_concurrent(self.performance.images, |(n, (url, ext))| async move {
+            .for_each_concurrent(limit, |(n, (url, ext))| async move {
                 let Ok(_permit) = self.previews.acquire().await else {
                     return;
                 };
@@ -522,6 +539,8 @@ pub async fn run_with_failsafe(run: &Arc<Run>, queue: Vec<Work>) {
         );
         run.metrics.record_failsafe_switch();
         run.report().failsafe = Some(reason);
+        run.downloader.use_one_connection();
+        run.one_preview_at_a_time();
         run_sequential(run, rest).await;
     }
 }

@@ -153,6 +153,7 @@ impl Downloader {
         if self.options.segments < 2
             || file.kind != FileKind::Model
             || !matches!(file.source, Source::Civitai { .. })
+            || (self.one_connection() && meta.segments.is_none())
         {
             return None;
         }
@@ -171,7 +172,7 @@ impl Downloader {
     ) -> Result<Transferred, DownloadError> {
         let url = self.signed_url(file).await?;
         let host = host_of(url.as_url());
-        let mut parallel = !self.refuses_ranges(&host);
+        let mut parallel = !self.refuses_ranges(&host) && !self.one_connection();
         let meta = if recorded_segments_usable(&meta, file_len(&part.path).await) {
             meta
         } else if !parallel {
