@@ -272,7 +272,8 @@ pub struct SoakReport {
     pub completion: f64,
     /// Timed-out attempts over failed attempts.
     pub timeout_rate: f64,
-    /// Files that failed at first and recovered, over files that failed at first.
+    /// Operations (API calls, files) that failed at first and recovered, over those that failed
+    /// at first.
     pub recovery_rate: f64,
     /// Retries made.
     pub retries: u64,
@@ -665,7 +666,7 @@ struct RunFigures {
     failed_attempts: u64,
     timeouts: u64,
     recovered: u64,
-    files_failed: u64,
+    unrecovered: u64,
     peak_rss: Option<u64>,
 }
 
@@ -818,7 +819,7 @@ fn figures(report: &Value) -> RunFigures {
         failed_attempts: count(&metrics["failures"]),
         timeouts: count(&metrics["timeouts"]),
         recovered: count(&metrics["recovered"]),
-        files_failed: count(&metrics["files_failed"]),
+        unrecovered: count(&metrics["unrecovered"]),
         peak_rss: peak_rss_in(metrics),
     }
 }
@@ -1553,7 +1554,7 @@ impl SoakTotals {
         self.failed_attempts += figures.failed_attempts;
         self.timeouts += figures.timeouts;
         self.recovered += figures.recovered;
-        self.failed_first += figures.recovered + figures.files_failed;
+        self.failed_first += figures.recovered + figures.unrecovered;
         self.peak_rss.push(figures.peak_rss);
     }
 
@@ -1931,7 +1932,7 @@ mod tests {
         let batch = |verified, recovered, failed, rss| RunFigures {
             verified,
             recovered,
-            files_failed: failed,
+            unrecovered: failed,
             failed_attempts: recovered,
             peak_rss: Some(rss),
             ..RunFigures::default()
