@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::plan::{Job, Planner, info_path, preview_path};
 use crate::progress::Progress;
 use crate::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
+use crate::retry::{RetryClass, Retryable};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
 use crate::target::Target;
 
@@ -45,6 +46,10 @@ pub struct Run {
     previews: Semaphore,
     /// Set by the failsafe: previews one at a time from then on.
     previews_one_at_a_time: std::sync::atomic::AtomicBool,
+    /// While the concurrent driver runs: files that failed transiently after the failsafe
+    /// tripped go back to the queue for the sequential driver instead of being reported failed.
+    concurrent_phase: std::sync::atomic::AtomicBool,
+    handed_back: Mutex<Vec<Job>>,
     report: Mutex<RunReport>,
     cancel: CancellationToken,
     started: Instant,
@@ -94,11 +99,28 @@ impl Run {
             progress: parts.progress,
             previews: Semaphore::new(parts.performance.images.max(1)),
             previews_one_at_a_time: std::sync::atomic::AtomicBool::new(false),
+            concurrent_phase: std::sync::atomic::AtomicBool::new(false),
+            handed_back: Mutex::new(Vec::new()),
             performance: parts.performance,
             report: Mutex::new(RunReport::new()),
             cancel: parts.cancel,
             started: Instant::now(),
         }
+    }
+
+    /// Whether a failed file goes back to the queue: the failsafe tripped while the concurrent
+    /// driver ran, and the failure was of the passing kind the sequential path may get past.
+    fn hand_back(&self, job: &Job, error: &DownloadError) -> bool {
+        let hand_back = self
+            .concurrent_phase
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && self.metrics.failsafe_tripped().is_some()
+            && self.may_continue()
+            && error.retry_class() != RetryClass::Fatal;
+        if hand_back {
+            lock(&self.handed_back).push(job.clone());
+        }
+        hand_back
     }
 
     /// From now on previews are fetched one at a time (the failsafe's sequential path).
@@ -327,6 +349,14 @@ impl Run {
                 });
                 return;
             }
+            Err(error) if self.hand_back(job, &error) => {
+                tracing::warn!("{label}: {error}; the sequential path will try it again");
+                self.record(job, dest, |r| {
+                    r.status = state::FileStatus::Pending;
+                    r.last_error = Some(error.to_string());
+                });
+                return;
+            }
             Err(error) => {
                 if let DownloadError::Api(ApiError::QuotaExhausted { .. }) = &error {
                     self.report()
@@ -341,7 +371,7 @@ impl Run {
                 });
                 file_result(
                     label,
-                    job.file.dest.clone(),
+                    dest.to_path_buf(),
                     FileStatus::Failed,
                     0,
                     0,
@@ -529,7 +559,17 @@ pub async fn run_with_failsafe(run: &Arc<Run>, queue: Vec<Work>) {
         run_sequential(run, queue).await;
         return;
     }
+    run.concurrent_phase
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let rest = run_concurrent(run, queue).await;
+    run.concurrent_phase
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let handed_back = std::mem::take(&mut *lock(&run.handed_back));
+    let rest: Vec<Work> = handed_back
+        .into_iter()
+        .map(|job| Work::Fetch(Box::new(job)))
+        .chain(rest)
+        .collect();
     if let Some(reason) = run.metrics.failsafe_tripped()
         && run.may_continue()
     {

@@ -605,3 +605,45 @@ fn previews_are_fetched_in_a_bounded_pool() {
         "previews overlap, two at a time (the model file ends before them)"
     );
 }
+
+/// Files that run out of retries while the error burst trips the failsafe are not reported failed:
+/// they go back to the queue, and the sequential path gets them.
+#[test]
+fn files_failing_during_the_burst_are_handed_to_the_sequential_path() {
+    // The first two files (the two the concurrent driver starts) are cut more often than the
+    // three attempts `--retry-delays-ms 20,50` allow; the others are clean.
+    let models: Vec<FakeModel> = (431..437)
+        .map(|id| {
+            let cuts = if id < 433 { 3 } else { 0 };
+            with_faults(
+                id,
+                256 * KIB,
+                FileFaults {
+                    reset_after: (cuts > 0).then_some((64 * KIB, cuts)),
+                    ..FileFaults::default()
+                },
+            )
+        })
+        .collect();
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = crate::support::download_with_retries(&server, &sandbox, "20,50");
+    cmd.args(targets(&models)).args([EXPERIMENTAL, "--json"]);
+    let ran = run(cmd);
+    let report = ran.expect_code(0).json();
+    assert_all_verified(&sandbox, &models);
+    assert!(
+        report["failsafe"].as_str().is_some_and(|r| !r.is_empty()),
+        "{report:#}"
+    );
+    assert!(
+        ran.stderr.contains("the sequential path will try it again"),
+        "{}",
+        ran.stderr
+    );
+    let files = report["files"].as_array().unwrap();
+    assert!(
+        files.iter().all(|f| f["status"] == "downloaded"),
+        "{report:#}"
+    );
+}
