@@ -26,7 +26,7 @@ use crate::limiter::RateLimiter;
 use crate::lock;
 use crate::metrics::Metrics;
 use crate::models::{Me, Model, ModelVersion, Page, parse_error_body};
-use crate::retry::{RetryClass, RetryPolicy, Retryable, retry_after};
+use crate::retry::{RetryClass, RetryPolicy, Retryable, announce, retry_after};
 
 /// The honest User-Agent every request carries.
 pub const USER_AGENT: &str = concat!("civitai-dl/", env!("CARGO_PKG_VERSION"));
@@ -447,15 +447,7 @@ impl ApiClient {
                         attempts.store(n as u32, Ordering::Relaxed);
                         self.attempt(url.clone(), expect)
                     },
-                    |error, failures, delay| {
-                        self.metrics.record_retry();
-                        tracing::warn!(
-                            "{} {}: {error}; retry {failures} in {:.1}s",
-                            host_of(&url),
-                            url.path(),
-                            delay.as_secs_f64()
-                        );
-                    },
+                    announce(&self.metrics, format!("{} {}", host_of(&url), url.path())),
                 )
                 .await;
             self.metrics

@@ -66,14 +66,6 @@ const SOAK_MIN_RECOVERY: f64 = 0.95;
 /// Memory counts as flat when late runs peak at most this much above early ones.
 const SOAK_RSS_GROWTH: f64 = 1.2;
 const SOAK_RSS_SLACK_BYTES: u64 = 8 * 1024 * 1024;
-/// Environment variables that could carry a developer's key, host or config into a scenario run.
-const LEAKY_VARS: [&str; 5] = [
-    "CIVITAI_API_KEY",
-    "CIVITAI_TOKEN",
-    "CIVITAI_API_TOKEN",
-    "CIVITAI_BASE_URL",
-    "CIVITAI_DL_CONFIG",
-];
 const MIB: u64 = 1024 * 1024;
 
 /// Why the bench could not run (a slow or failing download is a result, not an error).
@@ -688,7 +680,7 @@ impl ChildRun<'_> {
             .stderr(stderr);
         match &self.api_key_env {
             None => {
-                for var in LEAKY_VARS {
+                for var in crate::config::ENV_VARS {
                     command.env_remove(var);
                 }
             }

@@ -20,6 +20,15 @@ use crate::retry::{DEFAULT_DELAYS_MS, DEFAULT_JITTER, RetryPolicy};
 pub const DEFAULT_BASE_URL: &str = "https://civitai.com";
 /// Environment variables other Civitai tools use for the key, read after `CIVITAI_API_KEY`.
 const EXTRA_KEY_VARS: [&str; 2] = ["CIVITAI_TOKEN", "CIVITAI_API_TOKEN"];
+/// Every environment variable civitai-dl reads: what a child run (bench) or a test must clear
+/// so a developer's own key, host or config cannot leak into it.
+pub const ENV_VARS: [&str; 5] = [
+    "CIVITAI_API_KEY",
+    EXTRA_KEY_VARS[0],
+    EXTRA_KEY_VARS[1],
+    "CIVITAI_BASE_URL",
+    "CIVITAI_DL_CONFIG",
+];
 /// Connect timeout: a healthy host answers a SYN within seconds.
 pub const CONNECT_TIMEOUT_SECS: u64 = 10;
 /// Read timeout: five minutes of silence mid-transfer is a stall, not a slow link. There is

@@ -31,7 +31,7 @@ use crate::lock;
 use crate::metrics::Metrics;
 use crate::naming::disambiguate;
 use crate::progress::FileBar;
-use crate::retry::{RetryClass, RetryPolicy, Retryable, retry_after};
+use crate::retry::{RetryClass, RetryPolicy, Retryable, announce, retry_after};
 
 /// Write buffer: large enough that each hop to the blocking pool moves plenty of bytes (4 MiB
 /// measured ~15 % faster than 256 KiB on a 1 GiB loopback download, `benches/throughput.sh`).
@@ -446,14 +446,7 @@ impl Downloader {
                     attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.measured_attempt(file, &dest, bar, &mismatch)
                 },
-                |error, failures, delay| {
-                    self.metrics.record_retry();
-                    tracing::warn!(
-                        "{}: {error}; retry {failures} in {:.1}s",
-                        file.label,
-                        delay.as_secs_f64()
-                    );
-                },
+                announce(&self.metrics, &file.label),
             )
             .await;
         if self.cancel.is_cancelled() && result.is_err() {

@@ -31,6 +31,7 @@ use crate::download::{
 };
 use crate::lock;
 use crate::progress::FileBar;
+use crate::retry::announce;
 
 /// A segment flushes and records its progress after this many bytes.
 const FLUSH_BYTES: u64 = 4 * 1024 * 1024;
@@ -345,15 +346,10 @@ impl Downloader {
                     self.record_attempt(&result);
                     result
                 },
-                |error, failures, delay| {
-                    self.metrics.record_retry();
-                    tracing::warn!(
-                        "{} segment {}: {error}; retry {failures} in {:.1}s",
-                        file.label,
-                        index + 1,
-                        delay.as_secs_f64()
-                    );
-                },
+                announce(
+                    &self.metrics,
+                    format!("{} segment {}", file.label, index + 1),
+                ),
             )
             .await?;
         Ok(written.into_inner())

@@ -14,14 +14,6 @@ use tempfile::TempDir;
 pub const KEY: &str = "test-key";
 /// Longest a single run of the binary may take before the test fails instead of hanging.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Environment variables that could carry a developer's real key, host or config into a test.
-const LEAKY_VARS: [&str; 5] = [
-    "CIVITAI_API_KEY",
-    "CIVITAI_TOKEN",
-    "CIVITAI_API_TOKEN",
-    "CIVITAI_BASE_URL",
-    "CIVITAI_DL_CONFIG",
-];
 
 /// A one-version, one-file model: version id `id * 10`, file id `id * 100`, file name
 /// `model_<id>.safetensors`, content seeded by the file id.
@@ -137,7 +129,7 @@ pub const FAST_RETRIES: &str = "20,50,100";
 /// and an environment scrubbed of anything that could leak a real key or config into the test.
 pub fn civitai_dl(base_url: &str, sandbox: &Sandbox, retry_delays_ms: &str) -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("civitai-dl"));
-    for var in LEAKY_VARS {
+    for var in civitai_dl::config::ENV_VARS {
         cmd.env_remove(var);
     }
     cmd.env("HOME", &sandbox.home)
