@@ -10,9 +10,9 @@
 use std::hint::black_box;
 use std::io::Write;
 
+use civitai_dl::civitai::wire::{Model, Page};
 use civitai_dl::download::hash_file;
-use civitai_dl::models::{Model, Page};
-use civitai_dl::naming::sanitize_file_name;
+use civitai_dl::plan::naming::sanitize_file_name;
 use civitai_dl::state::{CatalogItem, FileRecord, StateStore};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ApiError, ApiOptions};
+use crate::civitai::target::{Target, parse_target_list};
+use crate::civitai::{ApiClient, ApiError, ApiOptions};
 use crate::cli::{
     BenchArgs, Cli, Command, DemoArgs, DownloadArgs, FakeServerArgs, GlobalArgs, InfoArgs,
     PerformanceArgs, SelectionArgs, TargetArgs,
@@ -16,16 +17,15 @@ use crate::cli::{
 use crate::config::{Performance, Settings};
 use crate::download::{DownloadOptions, Downloader};
 use crate::fake_server::{Catalog, FakeCivitai, Knobs};
-use crate::limiter::RateLimiter;
+use crate::http::limiter::RateLimiter;
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorOptions};
-use crate::naming::Layout;
+use crate::plan::naming::Layout;
 use crate::plan::{FileFacts, Planner, Selection};
 use crate::progress::Progress;
 use crate::report::{RunReport, StopReason};
 use crate::scheduler::{Run, RunParts, Work, run_with_failsafe};
 use crate::state::StateStore;
-use crate::target::{Target, parse_target_list};
 
 /// Exit codes, documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,7 +391,7 @@ async fn demo(
     settings.base_url = server.api_url();
     settings.fallback_base_urls.clear();
     settings.api_key = server.catalog().valid_keys.first().cloned();
-    settings.retry = crate::retry::RetryPolicy::new(
+    settings.retry = crate::http::retry::RetryPolicy::new(
         DEMO_RETRY_DELAYS_MS
             .iter()
             .map(|ms| Duration::from_millis(*ms))

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::civitai::target::{Target, parse_target_list};
 use crate::cli::{BenchArgs, GlobalArgs};
 use crate::fake_server::{Catalog, FakeCivitai, FileFaults, Knobs};
-use crate::limiter::DEFAULT_BURST;
-use crate::target::{Target, parse_target_list};
+use crate::http::limiter::DEFAULT_BURST;
 
 /// Layout version of the `--json-file` result.
 pub const BENCH_VERSION: u32 = 1;

@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use crate::cli::{GlobalArgs, PerformanceArgs};
 use crate::failsafe::Thresholds;
-use crate::limiter::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
-use crate::naming::Layout;
-use crate::retry::{DEFAULT_DELAYS_MS, DEFAULT_JITTER, RetryPolicy};
+use crate::http::limiter::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
+use crate::http::retry::{DEFAULT_DELAYS_MS, DEFAULT_JITTER, RetryPolicy};
+use crate::plan::naming::Layout;
 
 /// The official API host.
 pub const DEFAULT_BASE_URL: &str = "https://civitai.com";

@@ -25,13 +25,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ApiError, SignedUrl, client_builder, header, host_of, snippet};
+use crate::civitai::{ApiClient, ApiError};
 use crate::failsafe::Attempt;
+use crate::http::retry::{RetryClass, RetryPolicy, Retryable, announce, retry_after};
+use crate::http::{POOL_IDLE_TIMEOUT, SignedUrl, client_builder, header, host_of, snippet};
 use crate::lock;
 use crate::metrics::Metrics;
-use crate::naming::disambiguate;
+use crate::plan::naming::disambiguate;
 use crate::progress::FileBar;
-use crate::retry::{RetryClass, RetryPolicy, Retryable, announce, retry_after};
 
 /// Write buffer: large enough that each hop to the blocking pool moves plenty of bytes (4 MiB
 /// measured ~15 % faster than 256 KiB on a 1 GiB loopback download, `benches/throughput.sh`).
@@ -47,8 +48,6 @@ const PROGRESS_BYTES: u64 = 1024 * 1024;
 const SIZE_SLACK_FRACTION: f64 = 0.01;
 /// See [`SIZE_SLACK_FRACTION`].
 const SIZE_SLACK_BYTES: u64 = 64 * 1024;
-/// Idle keep-alive connections are closed after this long.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Suffix of a file kept because its hash disagrees with Civitai's twice in the same way.
 pub const UNVERIFIED_SUFFIX: &str = "unverified";
 
@@ -1362,11 +1361,11 @@ mod tests {
 
     mod against_the_fake_server {
         use super::*;
-        use crate::api::ApiOptions;
+        use crate::civitai::ApiOptions;
         use crate::fake_server::{
             Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, Knobs, fill_bytes,
         };
-        use crate::limiter::RateLimiter;
+        use crate::http::limiter::RateLimiter;
 
         const SIZE: u64 = 300_000;
 

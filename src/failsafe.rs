@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 
-use crate::retry::{RetryClass, Retryable};
+use crate::http::retry::{RetryClass, Retryable};
 
 /// How one request attempt went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

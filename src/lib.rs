@@ -15,25 +15,13 @@ pub mod cli;
 /// Settings: defaults < config file < environment < command line.
 pub mod config;
 
-/// What the user asked for: ids, URLs, AIR URNs, creators, list files.
-pub mod target;
+/// Transport shared by every request: client builder, signed URLs, rate limiter, retry policy.
+pub mod http;
 
-/// Lenient serde models of Civitai's JSON.
-pub mod models;
+/// Talking to Civitai: targets, wire types, the API client and its failure states.
+pub mod civitai;
 
-/// The Civitai API client: auth, error states, cursors, download resolves.
-pub mod api;
-
-/// The shared requests-per-second limit.
-pub mod limiter;
-
-/// The one retry policy for every request.
-pub mod retry;
-
-/// Safe file names and folder layouts.
-pub mod naming;
-
-/// From targets to files and paths.
+/// From targets to files and paths: selection, safe names, folder layouts.
 pub mod plan;
 
 /// The drivers: sequential and concurrent, running one unit of work.

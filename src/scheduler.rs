@@ -17,20 +17,20 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{ApiClient, ApiError};
+use crate::civitai::target::Target;
+use crate::civitai::{ApiClient, ApiError};
 use crate::config::Performance;
 use crate::download::{
     DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, UNVERIFIED_SUFFIX,
     with_suffix, write_atomic,
 };
+use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::metrics::Metrics;
 use crate::plan::{Job, Planner, info_path, preview_path};
 use crate::progress::Progress;
 use crate::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
-use crate::retry::{RetryClass, Retryable};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
-use crate::target::Target;
 
 /// Everything a run shares: planner, downloader, state, progress, metrics and the report.
 pub struct Run {

@@ -24,14 +24,14 @@ use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use crate::api::{SignedUrl, header, host_of};
 use crate::download::{
     DownloadError, Downloader, FileKind, PartFile, PartMeta, PlannedFile, Source, Transferred,
     acceptable_type, file_len, hash_file, network, parse_content_range, size_consistent,
 };
+use crate::http::retry::announce;
+use crate::http::{SignedUrl, header, host_of};
 use crate::lock;
 use crate::progress::FileBar;
-use crate::retry::announce;
 
 /// A segment flushes and records its progress after this many bytes.
 const FLUSH_BYTES: u64 = 4 * 1024 * 1024;

@@ -4,6 +4,8 @@
 //! directory with a check that it cannot escape it; two files that would land on the same path
 //! are told apart by their file id, never overwritten.
 
+pub mod naming;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,15 +13,15 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::{ApiClient, ApiError, WithRaw};
+use crate::civitai::target::Target;
+use crate::civitai::wire::{Model, ModelFile, ModelMode, ModelVersion};
+use crate::civitai::{ApiClient, ApiError, WithRaw};
 use crate::download::{FileKind, PlannedFile, Source};
 use crate::lock;
-use crate::models::{Model, ModelFile, ModelMode, ModelVersion};
-use crate::naming::{
+use crate::plan::naming::{
     Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir, sanitize_file_name,
     sidecar_path,
 };
-use crate::target::Target;
 
 /// Which versions and files of each model to take.
 #[derive(Clone, Debug, Default)]

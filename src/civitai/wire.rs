@@ -890,15 +890,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const MODEL: &str = include_str!("../tests/fixtures/civitai-samples/model.json");
+    const MODEL: &str = include_str!("../../tests/fixtures/civitai-samples/model.json");
     const MODEL_VERSION: &str =
-        include_str!("../tests/fixtures/civitai-samples/model_version.json");
+        include_str!("../../tests/fixtures/civitai-samples/model_version.json");
     const MODELS_PAGE_CURSOR: &str =
-        include_str!("../tests/fixtures/civitai-samples/models_page_cursor.json");
+        include_str!("../../tests/fixtures/civitai-samples/models_page_cursor.json");
     const MODELS_PAGE_PAGED_2023: &str =
-        include_str!("../tests/fixtures/civitai-samples/models_page_paged_2023.json");
-    const IMAGES_PAGE: &str = include_str!("../tests/fixtures/civitai-samples/images_page.json");
-    const ERROR_BODIES: &str = include_str!("../tests/fixtures/civitai-samples/error_bodies.json");
+        include_str!("../../tests/fixtures/civitai-samples/models_page_paged_2023.json");
+    const IMAGES_PAGE: &str = include_str!("../../tests/fixtures/civitai-samples/images_page.json");
+    const ERROR_BODIES: &str =
+        include_str!("../../tests/fixtures/civitai-samples/error_bodies.json");
 
     fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
         serde_json::from_value(value).expect("sample must decode")

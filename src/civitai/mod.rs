@@ -1,0 +1,12 @@
+//! Talking to Civitai: what the user asked for ([`target`]), the JSON Civitai answers with
+//! ([`wire`], parsed leniently), the client that sends requests and the failure states it
+//! recognises ([`ApiError`]). What this relies on about the real API is written down in
+//! `docs/civitai-api.md`.
+
+mod client;
+mod error;
+pub mod target;
+pub mod wire;
+
+pub use client::{ApiClient, ApiOptions, WithRaw};
+pub use error::{ApiError, classify_failure};
