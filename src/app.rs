@@ -16,14 +16,16 @@ use crate::cli::{
 };
 use crate::config::{Performance, Settings};
 use crate::download::{DownloadOptions, Downloader};
+use crate::failsafe::Failsafe;
 use crate::fake_server::{Catalog, FakeCivitai, Knobs};
 use crate::http::limiter::RateLimiter;
-use crate::metrics::Metrics;
-use crate::monitor::{Monitor, MonitorOptions};
+use crate::observe::metrics::Metrics;
+use crate::observe::monitor::{Monitor, MonitorOptions};
+use crate::observe::report::{RunReport, StopReason};
+use crate::observe::{Fanout, Reporter};
 use crate::plan::naming::Layout;
 use crate::plan::{FileFacts, Planner, Selection};
 use crate::progress::Progress;
-use crate::report::{RunReport, StopReason};
 use crate::scheduler::{Run, RunParts, Work, run_with_failsafe};
 use crate::state::StateStore;
 
@@ -196,11 +198,17 @@ async fn execute(
 ) -> anyhow::Result<Exit> {
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
-    let metrics = Arc::new(Metrics::new(request.performance.thresholds.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let failsafe = Arc::new(Failsafe::new(request.performance.thresholds.clone()));
+    let reporter: Arc<dyn Reporter> = Arc::new(Fanout::new(vec![
+        metrics.clone(),
+        failsafe.clone(),
+        Arc::new(progress.clone()),
+    ]));
     let api = build_api(
         settings,
         cancel.clone(),
-        metrics.clone(),
+        reporter.clone(),
         Some(&request.performance),
     )?;
     check_key(&api).await?;
@@ -230,16 +238,16 @@ async fn execute(
         settings.retry.clone(),
         request.download.clone(),
         cancel.clone(),
-        metrics.clone(),
+        reporter.clone(),
     )?);
     let run = Arc::new(Run::new(RunParts {
         planner,
         downloader,
         api,
-        metrics: metrics.clone(),
+        reporter,
+        failsafe,
         state,
         output: request.output.clone(),
-        progress,
         performance: request.performance.clone(),
         cancel,
     }));
@@ -248,10 +256,12 @@ async fn execute(
             .watch_emergency_stop(request.performance.emergency_stop_file.clone()),
     );
     let queue = request.targets.into_iter().map(Work::Plan).collect();
-    let mut monitor = Monitor::start(metrics, request.monitor);
+    let mut monitor = Monitor::start(metrics.clone(), request.monitor);
     run_with_failsafe(&run, queue).await;
     monitor.stop().await;
-    let report = run.finish_report();
+    progress.finish();
+    let mut report = run.finish_report();
+    report.metrics = metrics.report();
     monitor.save(&report.metrics).await;
     print_report(&report, json)?;
     Ok(exit_for(&report))
@@ -279,8 +289,7 @@ async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<
     let targets = collect_targets(&args.targets)?;
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
-    let metrics = Arc::new(Metrics::new(Default::default()));
-    let api = build_api(&settings, cancel.clone(), metrics, None)?;
+    let api = build_api(&settings, cancel.clone(), Arc::new(Metrics::new()), None)?;
     check_key(&api).await?;
     let planner = Planner::new(
         api,
@@ -548,7 +557,7 @@ fn read_target_list(path: &Path) -> anyhow::Result<Vec<Target>> {
 fn build_api(
     settings: &Settings,
     cancel: CancellationToken,
-    metrics: Arc<Metrics>,
+    reporter: Arc<dyn Reporter>,
     performance: Option<&Performance>,
 ) -> anyhow::Result<Arc<ApiClient>> {
     let adaptive_rate = performance.is_some_and(|p| p.adaptive_rate);
@@ -571,7 +580,7 @@ fn build_api(
         limiter,
         settings.retry.clone(),
         cancel,
-        metrics,
+        reporter,
     )
     .context("cannot set up the HTTP client")?;
     Ok(Arc::new(api))

@@ -14,6 +14,7 @@ use crate::cli::{GlobalArgs, PerformanceArgs};
 use crate::failsafe::Thresholds;
 use crate::http::limiter::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
 use crate::http::retry::{DEFAULT_DELAYS_MS, DEFAULT_JITTER, RetryPolicy};
+use crate::observe::rates::RateLimits;
 use crate::plan::naming::Layout;
 
 /// The official API host.
@@ -106,7 +107,7 @@ pub struct FileConfig {
     pub monitor: MonitorConfig,
 }
 
-/// `[monitor]` in the config file (resolved with its flags by [`crate::monitor::MonitorOptions`]).
+/// `[monitor]` in the config file (resolved with its flags by [`crate::observe::monitor::MonitorOptions`]).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MonitorConfig {
@@ -293,9 +294,13 @@ impl Performance {
                 .consecutive_failures
                 .unwrap_or(defaults.consecutive_failures)
                 .max(1),
-            error_rate: failsafe.error_rate.unwrap_or(defaults.error_rate),
-            timeout_rate: failsafe.timeout_rate.unwrap_or(defaults.timeout_rate),
-            min_sample: failsafe.min_sample.unwrap_or(defaults.min_sample),
+            rates: RateLimits {
+                error_rate: failsafe.error_rate.unwrap_or(defaults.rates.error_rate),
+                timeout_rate: failsafe.timeout_rate.unwrap_or(defaults.rates.timeout_rate),
+                min_sample: failsafe
+                    .min_sample
+                    .map_or(defaults.rates.min_sample, |n| n as u64),
+            },
             window: failsafe.window.unwrap_or(defaults.window).max(1),
         };
         let performance = Performance {
@@ -814,8 +819,8 @@ mod tests {
             assert_eq!(shipped, default);
         }
         let flags = crate::cli::MonitorArgs::default();
-        let shipped = crate::monitor::MonitorOptions::resolve(&s.monitor, &flags).unwrap();
-        let default = crate::monitor::MonitorOptions::resolve(&d.monitor, &flags).unwrap();
+        let shipped = crate::observe::monitor::MonitorOptions::resolve(&s.monitor, &flags).unwrap();
+        let default = crate::observe::monitor::MonitorOptions::resolve(&d.monitor, &flags).unwrap();
         assert_eq!(shipped, default);
     }
 }

@@ -26,13 +26,11 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::civitai::{ApiClient, ApiError};
-use crate::failsafe::Attempt;
-use crate::http::retry::{RetryClass, RetryPolicy, Retryable, announce, retry_after};
+use crate::http::retry::{RetryClass, RetryPolicy, Retryable, retry_after};
 use crate::http::{POOL_IDLE_TIMEOUT, SignedUrl, client_builder, header, host_of, snippet};
 use crate::lock;
-use crate::metrics::Metrics;
+use crate::observe::{Attempt, Operation, Reporter, TransferProgress, announce};
 use crate::plan::naming::disambiguate;
-use crate::progress::FileBar;
 
 /// Write buffer: large enough that each hop to the blocking pool moves plenty of bytes (4 MiB
 /// measured ~15 % faster than 256 KiB on a 1 GiB loopback download, `benches/throughput.sh`).
@@ -341,7 +339,7 @@ pub struct Downloader {
     pub(crate) options: DownloadOptions,
     pub(crate) cancel: CancellationToken,
     signed: Mutex<HashMap<u64, SignedUrl>>,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) reporter: Arc<dyn Reporter>,
     /// Storage hosts that refused parallel ranges: their files are fetched as one stream.
     pub(crate) single_stream_hosts: Mutex<HashSet<String>>,
     /// Set when the failsafe hands the run to the sequential driver: from then on one
@@ -378,13 +376,13 @@ pub(crate) struct Transferred {
 
 impl Downloader {
     /// A downloader using `api` for resolves, with its own storage client that never carries
-    /// the API key, reporting every attempt to `metrics`.
+    /// the API key, reporting every attempt to `reporter`.
     pub fn new(
         api: Arc<ApiClient>,
         retry: RetryPolicy,
         options: DownloadOptions,
         cancel: CancellationToken,
-        metrics: Arc<Metrics>,
+        reporter: Arc<dyn Reporter>,
     ) -> Result<Downloader, reqwest::Error> {
         let http = client_builder()
             // No total timeout: a healthy 10 GB download takes as long as it takes. Stalls are
@@ -405,7 +403,7 @@ impl Downloader {
             options,
             cancel,
             signed: Mutex::new(HashMap::new()),
-            metrics,
+            reporter,
             single_stream_hosts: Mutex::new(HashSet::new()),
             one_connection: std::sync::atomic::AtomicBool::new(false),
         })
@@ -428,7 +426,7 @@ impl Downloader {
     pub async fn download_file(
         &self,
         file: &PlannedFile,
-        bar: &FileBar,
+        bar: &dyn TransferProgress,
     ) -> Result<Outcome, DownloadError> {
         let dest = match self.choose_destination(file).await? {
             Destination::Write(dest) => dest,
@@ -445,7 +443,7 @@ impl Downloader {
                     attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.measured_attempt(file, &dest, bar, &mismatch)
                 },
-                announce(&self.metrics, &file.label),
+                announce(self.reporter.as_ref(), &file.label),
             )
             .await;
         if self.cancel.is_cancelled() && result.is_err() {
@@ -455,7 +453,7 @@ impl Downloader {
             Ok(Outcome::Downloaded { transferred, .. }) => *transferred,
             _ => 0,
         };
-        self.metrics.record_file(
+        self.reporter.on_file_done(
             result.is_ok(),
             transferred,
             started.elapsed(),
@@ -533,12 +531,12 @@ impl Downloader {
         }))
     }
 
-    /// One attempt, reported to the metrics (and through them to the failsafe).
+    /// One attempt, reported to the run's subscribers (metrics and the failsafe among them).
     async fn measured_attempt(
         &self,
         file: &PlannedFile,
         dest: &Path,
-        bar: &FileBar,
+        bar: &dyn TransferProgress,
         last_mismatch: &Mutex<Option<String>>,
     ) -> Result<Outcome, DownloadError> {
         let result = self.attempt(file, dest, bar, last_mismatch).await;
@@ -546,11 +544,14 @@ impl Downloader {
         result
     }
 
-    /// Report a transfer attempt to the metrics; an interruption says nothing about the server.
+    /// Report a transfer attempt; an interruption says nothing about the server.
     pub(crate) fn record_attempt<T>(&self, result: &Result<T, DownloadError>) {
         if !matches!(result, Err(DownloadError::Cancelled)) {
-            self.metrics
-                .record_transfer(Attempt::judge(result, DownloadError::is_timeout));
+            self.reporter.on_attempt(
+                Operation::Transfer,
+                None,
+                Attempt::judge(result, DownloadError::is_timeout),
+            );
         }
     }
 
@@ -559,7 +560,7 @@ impl Downloader {
         &self,
         file: &PlannedFile,
         dest: &Path,
-        bar: &FileBar,
+        bar: &dyn TransferProgress,
         last_mismatch: &Mutex<Option<String>>,
     ) -> Result<Outcome, DownloadError> {
         let part = PartFile::new(dest);
@@ -640,7 +641,7 @@ impl Downloader {
         file: &PlannedFile,
         part: &PartFile,
         mut meta: PartMeta,
-        bar: &FileBar,
+        bar: &dyn TransferProgress,
     ) -> Result<Transferred, DownloadError> {
         let mut offset = file_len(&part.path).await.unwrap_or(0);
         if offset > 0 && meta.total == Some(offset) {
@@ -738,8 +739,8 @@ impl Downloader {
                 .await
                 .map_err(|e| part.io("write", e))?;
             written += chunk.len() as u64;
-            bar.inc(chunk.len() as u64);
-            self.metrics.record_bytes(chunk.len() as u64);
+            bar.advance(chunk.len() as u64);
+            self.reporter.on_bytes(chunk.len() as u64);
             if flushed_at.elapsed() >= FLUSH_EVERY {
                 // A slow transfer must not keep megabytes in memory that a kill would lose.
                 writer.flush().await.map_err(|e| part.io("write", e))?;
@@ -1383,7 +1384,7 @@ mod tests {
             let server = FakeCivitai::start(catalog, Knobs::default()).await.unwrap();
             let cancel = CancellationToken::new();
             let retry = RetryPolicy::new(vec![Duration::from_millis(10)], 0.0);
-            let metrics = Arc::new(Metrics::new(Default::default()));
+            let metrics = Arc::new(crate::observe::metrics::Metrics::new());
             let api = ApiClient::new(
                 ApiOptions {
                     hosts: vec![server.api_url()],
@@ -1444,7 +1445,7 @@ mod tests {
             std::fs::write(&part.meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
 
             let outcome = downloader
-                .download_file(&planned, &FileBar::hidden())
+                .download_file(&planned, &crate::observe::NoProgress)
                 .await
                 .unwrap();
             let Outcome::Downloaded {
@@ -1478,7 +1479,7 @@ mod tests {
             };
             std::fs::write(&part.meta_path, serde_json::to_vec(&other).unwrap()).unwrap();
             downloader
-                .download_file(&planned, &FileBar::hidden())
+                .download_file(&planned, &crate::observe::NoProgress)
                 .await
                 .unwrap();
             assert_eq!(server.stats().ranges(), vec![(31, None)]);
@@ -1491,7 +1492,7 @@ mod tests {
             fill_bytes(31, 0, &mut bytes);
             std::fs::write(&planned.dest, &bytes).unwrap();
             let outcome = downloader
-                .download_file(&planned, &FileBar::hidden())
+                .download_file(&planned, &crate::observe::NoProgress)
                 .await
                 .unwrap();
             assert!(

@@ -39,17 +39,11 @@ pub mod segmented;
 /// The state file that lets an interrupted run continue.
 pub mod state;
 
-/// What a run measures.
-pub mod metrics;
-
-/// Samples memory and CPU, prints per-interval lines, raises alerts, writes the metrics file.
-pub mod monitor;
+/// What a run reports and who listens: the reporter trait, metrics, rates, monitor, summary data.
+pub mod observe;
 
 /// Progress bars and the log writer that keeps them intact.
 pub mod progress;
-
-/// The final summary.
-pub mod report;
 
 /// An offline fake Civitai for tests, demos and benchmarks.
 pub mod fake_server;

@@ -1,5 +1,5 @@
-//! Progress bars, and the log writer that keeps them from tearing. The only module that knows
-//! indicatif: the rest of the crate sees [`Progress`] and [`FileBar`].
+//! Progress bars, and the log writer that keeps them from tearing. The bars subscribe to the run
+//! as a [`Reporter`]: the engine reports planned files and transfers, this module draws them.
 //!
 //! Bars are drawn on stderr only when it is a terminal and neither `--no-progress` nor `-q` was
 //! given; otherwise every bar is hidden (indicatif then costs nothing) and logs are plain lines.
@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::observe::{Reporter, TransferProgress};
 
 const FILE_TEMPLATE: &str =
     "{spinner:.green} {msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} eta {eta:>4}";
@@ -66,18 +68,8 @@ impl Progress {
         !self.multi.is_hidden()
     }
 
-    /// Count more planned files into the overall bar.
-    pub fn add_planned(&self, files: u64) {
-        self.overall.inc_length(files);
-    }
-
-    /// One more file finished (whatever its outcome).
-    pub fn file_finished(&self) {
-        self.overall.inc(1);
-    }
-
     /// A bar for one file transfer; it disappears when dropped.
-    pub fn file(&self, name: &str) -> FileBar {
+    fn file(&self, name: &str) -> FileBar {
         let bar = self
             .multi
             .insert_before(&self.overall, ProgressBar::no_length());
@@ -88,7 +80,7 @@ impl Progress {
         bar.enable_steady_tick(Duration::from_millis(200));
         FileBar {
             bar,
-            overall_bytes: Some(self.bytes.clone()),
+            overall_bytes: self.bytes.clone(),
         }
     }
 
@@ -117,22 +109,13 @@ impl Progress {
 }
 
 /// The progress of one file.
-pub struct FileBar {
+struct FileBar {
     bar: ProgressBar,
-    overall_bytes: Option<Arc<AtomicU64>>,
+    overall_bytes: Arc<AtomicU64>,
 }
 
-impl FileBar {
-    /// A bar that is never drawn (for callers without a [`Progress`]).
-    pub fn hidden() -> FileBar {
-        FileBar {
-            bar: ProgressBar::hidden(),
-            overall_bytes: None,
-        }
-    }
-
-    /// Set the position (bytes already on disk) and the total, when known.
-    pub fn set(&self, position: u64, total: Option<u64>) {
+impl TransferProgress for FileBar {
+    fn set(&self, position: u64, total: Option<u64>) {
         match total {
             Some(total) => self.bar.set_length(total),
             None => self.bar.unset_length(),
@@ -140,12 +123,23 @@ impl FileBar {
         self.bar.set_position(position);
     }
 
-    /// Count transferred bytes.
-    pub fn inc(&self, bytes: u64) {
+    fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
-        if let Some(total) = &self.overall_bytes {
-            total.fetch_add(bytes, Ordering::Relaxed);
-        }
+        self.overall_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Reporter for Progress {
+    fn on_planned(&self, files: u64) {
+        self.overall.inc_length(files);
+    }
+
+    fn on_model_file_settled(&self) {
+        self.overall.inc(1);
+    }
+
+    fn on_transfer_start(&self, name: &str) -> Box<dyn TransferProgress> {
+        Box::new(self.file(name))
     }
 }
 

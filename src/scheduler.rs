@@ -24,23 +24,23 @@ use crate::download::{
     DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, UNVERIFIED_SUFFIX,
     with_suffix, write_atomic,
 };
+use crate::failsafe::Failsafe;
 use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
-use crate::metrics::Metrics;
+use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
+use crate::observe::{ActiveFile, Reporter};
 use crate::plan::{Job, Planner, info_path, preview_path};
-use crate::progress::Progress;
-use crate::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
 
-/// Everything a run shares: planner, downloader, state, progress, metrics and the report.
+/// Everything a run shares: planner, downloader, state, the subscribers and the report.
 pub struct Run {
     planner: Planner,
     downloader: Arc<Downloader>,
     api: Arc<ApiClient>,
-    metrics: Arc<Metrics>,
+    reporter: Arc<dyn Reporter>,
+    failsafe: Arc<Failsafe>,
     state: Mutex<StateStore>,
     output: PathBuf,
-    progress: Progress,
     performance: Performance,
     /// Previews in flight across the whole run (not per model file).
     previews: Semaphore,
@@ -63,14 +63,14 @@ pub struct RunParts {
     pub downloader: Arc<Downloader>,
     /// The API client (for the summary's per-host counts).
     pub api: Arc<ApiClient>,
-    /// Where measurements go.
-    pub metrics: Arc<Metrics>,
+    /// Where events go (metrics, progress bars, the failsafe).
+    pub reporter: Arc<dyn Reporter>,
+    /// Judges the concurrent driver; fed through `reporter`.
+    pub failsafe: Arc<Failsafe>,
     /// The state file.
     pub state: StateStore,
     /// The output directory.
     pub output: PathBuf,
-    /// Progress bars.
-    pub progress: Progress,
     /// Concurrency limits.
     pub performance: Performance,
     /// Stops the run (Ctrl-C, emergency stop).
@@ -93,10 +93,10 @@ impl Run {
             planner: parts.planner,
             downloader: parts.downloader,
             api: parts.api,
-            metrics: parts.metrics,
+            reporter: parts.reporter,
+            failsafe: parts.failsafe,
             state: Mutex::new(parts.state),
             output: parts.output,
-            progress: parts.progress,
             previews: Semaphore::new(parts.performance.images.max(1)),
             previews_one_at_a_time: std::sync::atomic::AtomicBool::new(false),
             concurrent_phase: std::sync::atomic::AtomicBool::new(false),
@@ -114,7 +114,7 @@ impl Run {
         let hand_back = self
             .concurrent_phase
             .load(std::sync::atomic::Ordering::Relaxed)
-            && self.metrics.failsafe_tripped().is_some()
+            && self.failsafe.tripped().is_some()
             && self.may_continue()
             && error.retry_class() != RetryClass::Fatal;
         if hand_back {
@@ -168,15 +168,14 @@ impl Run {
     /// Whether the concurrent driver may start more work: the run goes on and the failsafe has
     /// not tripped.
     fn may_continue_concurrently(&self) -> bool {
-        self.may_continue() && self.metrics.failsafe_tripped().is_none()
+        self.may_continue() && self.failsafe.tripped().is_none()
     }
 
     /// Plan one target; a failure is recorded and yields no jobs.
     pub async fn plan(&self, target: &Target) -> Vec<Job> {
         match self.planner.plan(target).await {
             Ok(jobs) => {
-                self.progress.add_planned(jobs.len() as u64);
-                self.metrics.record_planned(jobs.len() as u64);
+                self.reporter.on_planned(jobs.len() as u64);
                 jobs
             }
             Err(error) => {
@@ -195,7 +194,7 @@ impl Run {
     /// The whole job for one model file: skip it when the state and the disk say it is done,
     /// otherwise download and verify it; then its sidecar and previews; record everything.
     pub async fn process(&self, job: Job) {
-        let _active = self.metrics.file_started();
+        let _active = ActiveFile::start(self.reporter.as_ref());
         let finished = self.finished_record(&job);
         let dest = finished
             .as_ref()
@@ -224,7 +223,6 @@ impl Run {
         if let Err(error) = self.state().flush() {
             tracing::error!("{error}");
         }
-        self.progress.finish();
         let mut report = self.report().clone();
         report.mode = if self.performance.concurrent {
             "concurrent".into()
@@ -236,7 +234,6 @@ impl Run {
         }
         report.wall_secs = self.started.elapsed().as_secs_f64();
         report.hosts = self.api.served_by_host();
-        report.metrics = self.metrics.report();
         report
     }
 
@@ -250,13 +247,13 @@ impl Run {
             r.status = state::FileStatus::Downloading;
             r.attempts += 1;
         });
-        let bar = self.progress.file(&job.file_name);
+        let bar = self.reporter.on_transfer_start(&job.file_name);
         let file = PlannedFile {
             dest,
             replace_existing: owned,
             ..job.file.clone()
         };
-        self.downloader.download_file(&file, &bar).await
+        self.downloader.download_file(&file, bar.as_ref()).await
     }
 
     /// Record the outcome in the state file and the report, and print failures as they happen.
@@ -379,7 +376,7 @@ impl Run {
                 )
             }
         };
-        self.progress.file_finished();
+        self.reporter.on_model_file_settled();
         self.report().files.push(entry);
     }
 
@@ -434,8 +431,10 @@ impl Run {
             kind: FileKind::Preview,
             replace_existing: false,
         };
-        let bar = self.progress.file(&format!("preview {}", n + 1));
-        let entry = match self.downloader.download_file(&preview, &bar).await {
+        let bar = self
+            .reporter
+            .on_transfer_start(&format!("preview {}", n + 1));
+        let entry = match self.downloader.download_file(&preview, bar.as_ref()).await {
             Ok(outcome) => {
                 let (status, bytes, transferred) = match &outcome {
                     Outcome::Downloaded {
@@ -570,14 +569,14 @@ pub async fn run_with_failsafe(run: &Arc<Run>, queue: Vec<Work>) {
         .map(|job| Work::Fetch(Box::new(job)))
         .chain(rest)
         .collect();
-    if let Some(reason) = run.metrics.failsafe_tripped()
+    if let Some(reason) = run.failsafe.tripped()
         && run.may_continue()
     {
         tracing::warn!(
             "failsafe: {reason}; finishing the remaining {} item(s) one at a time",
             rest.len()
         );
-        run.metrics.record_failsafe_switch();
+        run.reporter.on_failsafe_switch();
         run.report().failsafe = Some(reason);
         run.downloader.use_one_connection();
         run.one_preview_at_a_time();

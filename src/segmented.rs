@@ -28,10 +28,9 @@ use crate::download::{
     DownloadError, Downloader, FileKind, PartFile, PartMeta, PlannedFile, Source, Transferred,
     acceptable_type, file_len, hash_file, network, parse_content_range, size_consistent,
 };
-use crate::http::retry::announce;
 use crate::http::{SignedUrl, header, host_of};
 use crate::lock;
-use crate::progress::FileBar;
+use crate::observe::{TransferProgress, announce};
 
 /// A segment flushes and records its progress after this many bytes.
 const FLUSH_BYTES: u64 = 4 * 1024 * 1024;
@@ -169,7 +168,7 @@ impl Downloader {
         part: &PartFile,
         meta: PartMeta,
         count: usize,
-        bar: &FileBar,
+        bar: &dyn TransferProgress,
     ) -> Result<Transferred, DownloadError> {
         let url = self.signed_url(file).await?;
         let host = host_of(url.as_url());
@@ -329,7 +328,7 @@ impl Downloader {
         url: &SignedUrl,
         ledger: &Ledger<'_>,
         index: usize,
-        bar: &FileBar,
+        bar: &dyn TransferProgress,
         parallel: bool,
     ) -> Result<u64, DownloadError> {
         let written = std::sync::atomic::AtomicU64::new(0);
@@ -347,7 +346,7 @@ impl Downloader {
                     result
                 },
                 announce(
-                    &self.metrics,
+                    self.reporter.as_ref(),
                     format!("{} segment {}", file.label, index + 1),
                 ),
             )
@@ -362,7 +361,7 @@ impl Downloader {
         url: &SignedUrl,
         ledger: &Ledger<'_>,
         index: usize,
-        bar: &FileBar,
+        bar: &dyn TransferProgress,
         parallel: bool,
     ) -> Result<u64, DownloadError> {
         let segment = ledger.segment(index);
@@ -441,8 +440,8 @@ impl Downloader {
             let n = room as u64;
             unflushed += n;
             written += n;
-            bar.inc(n);
-            self.metrics.record_bytes(n);
+            bar.advance(n);
+            self.reporter.on_bytes(n);
             if unflushed >= FLUSH_BYTES {
                 flush(&mut writer, ledger.part).await?;
                 done += unflushed;

@@ -22,12 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::civitai::wire::{Me, Model, ModelVersion, Page};
 use crate::civitai::{ApiError, classify_failure};
-use crate::failsafe::Attempt;
 use crate::http::limiter::RateLimiter;
-use crate::http::retry::{RetryPolicy, announce, retry_after};
+use crate::http::retry::{RetryPolicy, retry_after};
 use crate::http::{POOL_IDLE_TIMEOUT, SignedUrl, client_builder, header, host_of, snippet};
 use crate::lock;
-use crate::metrics::Metrics;
+use crate::observe::{Attempt, Operation, Reporter, announce};
 
 /// Page size for listings: the API's maximum.
 const PAGE_LIMIT: u32 = 100;
@@ -56,7 +55,7 @@ pub struct ApiClient {
     retry: RetryPolicy,
     cancel: CancellationToken,
     served: Mutex<BTreeMap<String, u64>>,
-    metrics: Arc<Metrics>,
+    reporter: Arc<dyn Reporter>,
     /// Bounds API calls in flight (metadata and download resolves alike) to the configured
     /// concurrency; 1 on sequential runs.
     in_flight: tokio::sync::Semaphore,
@@ -78,13 +77,13 @@ pub struct ApiOptions {
 
 impl ApiClient {
     /// Build a client sharing `limiter`, using `retry`, stopping retries when `cancel` fires and
-    /// reporting every attempt to `metrics`.
+    /// reporting every attempt to `reporter`.
     pub fn new(
         options: ApiOptions,
         limiter: Arc<RateLimiter>,
         retry: RetryPolicy,
         cancel: CancellationToken,
-        metrics: Arc<Metrics>,
+        reporter: Arc<dyn Reporter>,
     ) -> Result<ApiClient, reqwest::Error> {
         let http = client_builder()
             // The download route's redirect is read, not followed: see `resolve_download`.
@@ -103,7 +102,7 @@ impl ApiClient {
             retry,
             cancel,
             served: Mutex::new(BTreeMap::new()),
-            metrics,
+            reporter,
             in_flight: tokio::sync::Semaphore::new(options.connections.max(1)),
         })
     }
@@ -212,7 +211,7 @@ impl ApiClient {
         }
         match self.send(&path, Expect::Redirect).await? {
             Reply::Redirect(location) => {
-                self.metrics.record_resolve();
+                self.reporter.on_resolve();
                 Ok(SignedUrl::direct(location))
             }
             Reply::Json(_) => unreachable!("send honours Expect::Redirect"),
@@ -252,11 +251,14 @@ impl ApiClient {
                         attempts.store(n as u32, Ordering::Relaxed);
                         self.attempt(url.clone(), expect)
                     },
-                    announce(&self.metrics, format!("{} {}", host_of(&url), url.path())),
+                    announce(
+                        self.reporter.as_ref(),
+                        format!("{} {}", host_of(&url), url.path()),
+                    ),
                 )
                 .await;
-            self.metrics
-                .record_recovery(result.is_ok(), attempts.into_inner());
+            self.reporter
+                .on_operation_done(result.is_ok(), attempts.into_inner());
             match result {
                 Ok(reply) => {
                     *lock(&self.served).entry(host_of(&url)).or_default() += 1;
@@ -307,8 +309,8 @@ impl ApiClient {
             Err(ApiError::RateLimited { .. }) => None,
             other => Attempt::judge(other, ApiError::is_timeout),
         };
-        self.metrics
-            .record_api(answered.then_some(latency), attempt);
+        self.reporter
+            .on_attempt(Operation::Api, answered.then_some(latency), attempt);
         result
     }
 

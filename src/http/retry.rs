@@ -155,21 +155,6 @@ impl RetryPolicy {
     }
 }
 
-/// The `on_retry` every caller hands to [`RetryPolicy::run`]: count the retry and log what is
-/// retried, why, and when, in one format for API calls, files and segments alike.
-pub fn announce<'a, E: std::fmt::Display>(
-    metrics: &'a crate::metrics::Metrics,
-    what: impl std::fmt::Display + 'a,
-) -> impl FnMut(&E, usize, Duration) + 'a {
-    move |error, failures, delay| {
-        metrics.record_retry();
-        tracing::warn!(
-            "{what}: {error}; retry {failures} in {:.1}s",
-            delay.as_secs_f64()
-        );
-    }
-}
-
 /// The `Retry-After` of an answer, if it has a usable one.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers

@@ -1,10 +1,10 @@
 //! What a run measures: API latency percentiles, transfer speeds, success, timeout and retry
 //! rates, automatic recoveries, failsafe switches, memory and CPU use, and the alerts raised.
 //!
-//! Nothing about speed or stability is claimed unless civitai-dl measures it itself (the plan's
-//! Phase 1). Every request attempt and every finished file reports here; the failsafe reads the
-//! same stream of attempts, so what the summary says and what the failsafe acted on agree.
-//! [`crate::monitor`] feeds in the process's resource readings and reads the counters back for its
+//! Nothing about speed or stability is claimed unless civitai-dl measures it itself. Metrics is
+//! one subscriber of the run's events ([`Reporter`]); the failsafe is another, fed by the same
+//! fan-out, so what the summary says and what the failsafe acted on agree.
+//! [`crate::observe::monitor`] feeds in the process's resource readings and reads the counters back for its
 //! per-interval lines and alerts; this module only keeps the figures and does the arithmetic.
 
 use std::sync::Mutex;
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::failsafe::{Attempt, Failsafe, Thresholds};
 use crate::lock;
+use crate::observe::{Attempt, Operation, Reporter};
 
 /// Version of the metrics JSON layout.
 pub const METRICS_VERSION: u32 = 1;
@@ -42,7 +42,6 @@ pub struct Metrics {
     files_started: AtomicU64,
     files_ended: AtomicU64,
     samples: Mutex<Samples>,
-    failsafe: Mutex<Failsafe>,
     resources: Mutex<ResourceTracker>,
     alerts: Mutex<AlertLog>,
 }
@@ -54,8 +53,8 @@ struct Samples {
 }
 
 impl Metrics {
-    /// Fresh measurements, with a failsafe window using `thresholds`.
-    pub fn new(thresholds: Thresholds) -> Metrics {
+    /// Fresh measurements.
+    pub fn new() -> Metrics {
         Metrics {
             started: Instant::now(),
             api_requests: AtomicU64::new(0),
@@ -76,86 +75,9 @@ impl Metrics {
             files_started: AtomicU64::new(0),
             files_ended: AtomicU64::new(0),
             samples: Mutex::new(Samples::default()),
-            failsafe: Mutex::new(Failsafe::new(thresholds)),
             resources: Mutex::new(ResourceTracker::default()),
             alerts: Mutex::new(AlertLog::default()),
         }
-    }
-
-    /// An API request attempt ended. `latency` is known when an answer arrived; `attempt` is
-    /// `None` for failures that say nothing about the server's health (404, 401, …).
-    pub fn record_api(&self, latency: Option<Duration>, attempt: Option<Attempt>) {
-        self.api_requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(latency) = latency {
-            lock(&self.samples).api_latencies.push(latency);
-        }
-        self.count_attempt(attempt, &self.api_failures, &self.api_timeouts);
-    }
-
-    /// A file transfer attempt ended (see [`Self::record_api`] for `attempt`).
-    pub fn record_transfer(&self, attempt: Option<Attempt>) {
-        self.transfer_attempts.fetch_add(1, Ordering::Relaxed);
-        self.count_attempt(attempt, &self.transfer_failures, &self.transfer_timeouts);
-    }
-
-    /// A request is about to be retried.
-    pub fn record_retry(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The download route gave a signed URL (each counts against Civitai's quota).
-    pub fn record_resolve(&self) {
-        self.resolves.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Bytes written to disk.
-    pub fn record_bytes(&self, bytes: u64) {
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// An operation (an API call with its retries, or a whole file) ended after `attempts`
-    /// attempts. One that needed more than one attempt either recovered automatically or did
-    /// not: the plan's automatic recovery rate.
-    pub fn record_recovery(&self, ok: bool, attempts: u32) {
-        if attempts > 1 {
-            let counter = if ok {
-                &self.recovered
-            } else {
-                &self.unrecovered
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A file finished: `transferred` bytes in `elapsed`, after `attempts` attempts.
-    pub fn record_file(&self, ok: bool, transferred: u64, elapsed: Duration, attempts: u32) {
-        self.record_recovery(ok, attempts);
-        if !ok {
-            self.files_failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.files_ok.fetch_add(1, Ordering::Relaxed);
-        if transferred > 0 && !elapsed.is_zero() {
-            let mb_per_sec = transferred as f64 / 1e6 / elapsed.as_secs_f64();
-            lock(&self.samples).file_speeds.push(mb_per_sec);
-        }
-    }
-
-    /// The concurrent driver handed its queue to the sequential one.
-    pub fn record_failsafe_switch(&self) {
-        self.failsafe_switches.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Planning found `files` more model files to process.
-    pub fn record_planned(&self, files: u64) {
-        self.files_planned.fetch_add(files, Ordering::Relaxed);
-    }
-
-    /// A model file starts being processed; it counts as active until the guard is dropped
-    /// (also when its future is dropped mid-way, so the gauge cannot drift).
-    pub fn file_started(&self) -> ActiveFile<'_> {
-        self.files_started.fetch_add(1, Ordering::Relaxed);
-        ActiveFile { metrics: self }
     }
 
     /// A reading of the process's memory and CPU time, taken at `at`.
@@ -185,11 +107,6 @@ impl Metrics {
     /// The latest resource figures.
     pub fn resources(&self) -> ResourceReport {
         lock(&self.resources).report.clone()
-    }
-
-    /// Why the failsafe tripped, if it did.
-    pub fn failsafe_tripped(&self) -> Option<String> {
-        lock(&self.failsafe).tripped().map(str::to_string)
     }
 
     /// Requests sent so far (all attempts).
@@ -268,15 +185,93 @@ impl Metrics {
             }
             _ => {}
         }
-        if let Some(attempt) = attempt
-            && let Some(reason) = lock(&self.failsafe).record(attempt)
-        {
-            tracing::debug!("failsafe verdict: {reason}");
-        }
     }
 
     fn load(&self, counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Reporter for Metrics {
+    fn on_attempt(
+        &self,
+        operation: Operation,
+        latency: Option<Duration>,
+        attempt: Option<Attempt>,
+    ) {
+        let (requests, failures, timeouts) = match operation {
+            Operation::Api => (&self.api_requests, &self.api_failures, &self.api_timeouts),
+            Operation::Transfer => (
+                &self.transfer_attempts,
+                &self.transfer_failures,
+                &self.transfer_timeouts,
+            ),
+        };
+        requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(latency) = latency {
+            lock(&self.samples).api_latencies.push(latency);
+        }
+        self.count_attempt(attempt, failures, timeouts);
+    }
+
+    fn on_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_resolve(&self) {
+        self.resolves.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_bytes(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// One that needed more than one attempt either recovered automatically or did not: the
+    /// automatic recovery rate.
+    fn on_operation_done(&self, ok: bool, attempts: u32) {
+        if attempts > 1 {
+            let counter = if ok {
+                &self.recovered
+            } else {
+                &self.unrecovered
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_file_done(&self, ok: bool, transferred: u64, elapsed: Duration, attempts: u32) {
+        self.on_operation_done(ok, attempts);
+        if !ok {
+            self.files_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.files_ok.fetch_add(1, Ordering::Relaxed);
+        if transferred > 0 && !elapsed.is_zero() {
+            let mb_per_sec = transferred as f64 / 1e6 / elapsed.as_secs_f64();
+            lock(&self.samples).file_speeds.push(mb_per_sec);
+        }
+    }
+
+    fn on_planned(&self, files: u64) {
+        self.files_planned.fetch_add(files, Ordering::Relaxed);
+    }
+
+    fn on_model_file_started(&self) {
+        self.files_started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_model_file_ended(&self) {
+        self.files_ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_failsafe_switch(&self) {
+        self.failsafe_switches.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -425,18 +420,6 @@ pub struct Counters {
     pub queued_files: u64,
 }
 
-/// Marks one model file as active while it lives (see [`Metrics::file_started`]).
-#[must_use = "the file counts as active only while the guard lives"]
-pub struct ActiveFile<'a> {
-    metrics: &'a Metrics,
-}
-
-impl Drop for ActiveFile<'_> {
-    fn drop(&mut self) {
-        self.metrics.files_ended.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -541,6 +524,7 @@ pub fn ratio(part: u64, whole: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::ActiveFile;
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -554,17 +538,25 @@ mod tests {
 
     #[test]
     fn rates_and_recoveries() {
-        let m = Metrics::new(Thresholds::default());
+        let m = Metrics::new();
         for _ in 0..8 {
-            m.record_api(Some(Duration::from_millis(10)), Some(Attempt::Success));
+            m.on_attempt(
+                Operation::Api,
+                Some(Duration::from_millis(10)),
+                Some(Attempt::Success),
+            );
         }
-        m.record_api(None, Some(Attempt::Timeout));
-        m.record_api(Some(Duration::from_millis(30)), Some(Attempt::Error));
-        m.record_file(true, 1_000_000, Duration::from_secs(1), 2);
-        m.record_file(true, 2_000_000, Duration::from_secs(1), 1);
-        m.record_file(false, 0, Duration::ZERO, 5);
-        m.record_recovery(true, 3);
-        m.record_recovery(true, 1);
+        m.on_attempt(Operation::Api, None, Some(Attempt::Timeout));
+        m.on_attempt(
+            Operation::Api,
+            Some(Duration::from_millis(30)),
+            Some(Attempt::Error),
+        );
+        m.on_file_done(true, 1_000_000, Duration::from_secs(1), 2);
+        m.on_file_done(true, 2_000_000, Duration::from_secs(1), 1);
+        m.on_file_done(false, 0, Duration::ZERO, 5);
+        m.on_operation_done(true, 3);
+        m.on_operation_done(true, 1);
         let r = m.report();
         assert_eq!(r.api.requests, 10);
         assert_eq!(r.failures, 2);
@@ -644,18 +636,18 @@ mod tests {
 
     #[test]
     fn active_and_queued_files_follow_planning_and_processing() {
-        let m = Metrics::new(Thresholds::default());
-        m.record_planned(3);
-        let first = m.file_started();
-        let second = m.file_started();
+        let m = Metrics::new();
+        m.on_planned(3);
+        let first = ActiveFile::start(&m);
+        let second = ActiveFile::start(&m);
         let c = m.counters();
         assert_eq!((c.active_files, c.queued_files), (2, 3));
         drop(first);
         let c = m.counters();
         assert_eq!((c.active_files, c.queued_files), (1, 2));
         drop(second);
-        m.record_api(None, Some(Attempt::Timeout));
-        m.record_bytes(42);
+        m.on_attempt(Operation::Api, None, Some(Attempt::Timeout));
+        m.on_bytes(42);
         let c = m.counters();
         assert_eq!((c.active_files, c.queued_files), (0, 1));
         assert_eq!((c.attempts, c.failures, c.timeouts, c.bytes), (1, 1, 1, 42));
@@ -673,7 +665,7 @@ mod tests {
 
     #[test]
     fn an_alert_is_raised_once_per_spell() {
-        let m = Metrics::new(Thresholds::default());
+        let m = Metrics::new();
         let started = m.update_alerts(vec![alert(AlertKind::ErrorRate, 0.1)]);
         assert_eq!(started.len(), 1);
         let started = m.update_alerts(vec![
@@ -693,18 +685,5 @@ mod tests {
                 AlertKind::ErrorRate
             ]
         );
-    }
-
-    #[test]
-    fn client_errors_do_not_feed_the_failsafe() {
-        let m = Metrics::new(Thresholds::default());
-        for _ in 0..5 {
-            m.record_api(Some(Duration::from_millis(5)), None);
-        }
-        assert_eq!(m.failsafe_tripped(), None);
-        for _ in 0..3 {
-            m.record_transfer(Some(Attempt::Error));
-        }
-        assert!(m.failsafe_tripped().is_some());
     }
 }

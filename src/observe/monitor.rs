@@ -1,10 +1,10 @@
 //! The performance monitor: watches a run while it is active.
 //!
-//! [`crate::metrics`] counts what happens; this module adds what only shows over time. A sampler
+//! [`crate::observe::metrics`] counts what happens; this module adds what only shows over time. A sampler
 //! reads the process's memory and CPU time once a second (so the summary has peak memory and CPU
 //! use even without monitoring); every report interval the counters are compared with the previous
 //! interval's, giving the current throughput and the error and timeout rates of that window,
-//! which are judged against the plan's alert thresholds. With `--monitor-performance` each
+//! which are judged by the same rate limits as the failsafe ([`crate::observe::rates`]). With `--monitor-performance` each
 //! interval also logs one compact line (through tracing, so the progress bars stay intact) and
 //! rewrites `--metrics-json`, so a long run can be watched from outside.
 //!
@@ -23,7 +23,10 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::MonitorArgs;
 use crate::config::{ConfigError, MonitorConfig};
 use crate::download::{DownloadError, write_atomic};
-use crate::metrics::{Alert, AlertKind, Counters, Metrics, MetricsReport, ProcessSample, ratio};
+use crate::observe::metrics::{
+    Alert, AlertKind, Counters, Metrics, MetricsReport, ProcessSample, ratio,
+};
+use crate::observe::rates::{RateKind, RateLimits};
 
 /// Seconds between monitor lines when neither the flag nor the config file says otherwise.
 pub const DEFAULT_REPORT_INTERVAL_SECS: u64 = 60;
@@ -34,33 +37,26 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 const USER_HZ: u64 = 100;
 const MIB: u64 = 1024 * 1024;
 
-/// When to raise an alert. Defaults are the plan's.
+/// When to raise an alert.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlertThresholds {
-    /// Failed attempts over attempts above which to alert.
-    pub error_rate: f64,
-    /// Timed-out attempts over attempts above which to alert.
-    pub timeout_rate: f64,
+    /// Error and timeout rates above which to alert, and the attempts they need.
+    pub rates: RateLimits,
     /// Peak resident memory, bytes, above which to alert.
     pub memory_bytes: u64,
     /// The expected throughput, MB/s; no throughput alert without one.
     pub baseline_throughput: Option<f64>,
     /// Alert when throughput is more than this fraction below the baseline.
     pub throughput_drop: f64,
-    /// Attempts a window must hold before its rates are judged, so one early failure out of
-    /// three attempts does not read as a 33 % error rate.
-    pub min_attempts: u64,
 }
 
 impl Default for AlertThresholds {
     fn default() -> Self {
         AlertThresholds {
-            error_rate: 0.05,
-            timeout_rate: 0.01,
+            rates: RateLimits::default(),
             memory_bytes: 1024 * MIB,
             baseline_throughput: None,
             throughput_drop: 0.10,
-            min_attempts: 20,
         }
     }
 }
@@ -102,16 +98,19 @@ impl MonitorOptions {
             ));
         }
         let alerts = AlertThresholds {
-            error_rate: fraction(
-                "alert_error_rate",
-                file.alert_error_rate,
-                defaults.error_rate,
-            )?,
-            timeout_rate: fraction(
-                "alert_timeout_rate",
-                file.alert_timeout_rate,
-                defaults.timeout_rate,
-            )?,
+            rates: RateLimits {
+                error_rate: fraction(
+                    "alert_error_rate",
+                    file.alert_error_rate,
+                    defaults.rates.error_rate,
+                )?,
+                timeout_rate: fraction(
+                    "alert_timeout_rate",
+                    file.alert_timeout_rate,
+                    defaults.rates.timeout_rate,
+                )?,
+                min_sample: file.alert_min_attempts.unwrap_or(defaults.rates.min_sample),
+            },
             memory_bytes: file
                 .alert_memory_mib
                 .map_or(defaults.memory_bytes, |mib| mib.saturating_mul(MIB)),
@@ -121,7 +120,6 @@ impl MonitorOptions {
                 file.alert_throughput_drop,
                 defaults.throughput_drop,
             )?,
-            min_attempts: file.alert_min_attempts.unwrap_or(defaults.min_attempts),
         };
         Ok(MonitorOptions {
             print: args.monitor_performance,
@@ -282,26 +280,20 @@ impl Observation {
 
 /// The alerts whose condition holds for `seen`.
 pub fn evaluate(thresholds: &AlertThresholds, seen: &Observation) -> Vec<Alert> {
-    let mut alerts = Vec::new();
-    let judged = seen.attempts > 0 && seen.attempts >= thresholds.min_attempts;
-    if judged && seen.error_rate > thresholds.error_rate {
-        alerts.push(rate_alert(
-            AlertKind::ErrorRate,
-            "error",
-            seen,
-            seen.error_rate,
-            thresholds.error_rate,
-        ));
-    }
-    if judged && seen.timeout_rate > thresholds.timeout_rate {
-        alerts.push(rate_alert(
-            AlertKind::TimeoutRate,
-            "timeout",
-            seen,
-            seen.timeout_rate,
-            thresholds.timeout_rate,
-        ));
-    }
+    let mut alerts: Vec<Alert> = thresholds
+        .rates
+        .breaches(seen.attempts, seen.error_rate, seen.timeout_rate)
+        .into_iter()
+        .map(|breach| Alert {
+            kind: match breach.kind {
+                RateKind::Error => AlertKind::ErrorRate,
+                RateKind::Timeout => AlertKind::TimeoutRate,
+            },
+            message: breach.to_string(),
+            value: breach.value,
+            threshold: breach.limit,
+        })
+        .collect();
     if let Some(peak) = seen.peak_rss_bytes
         && peak > thresholds.memory_bytes
     {
@@ -334,26 +326,6 @@ pub fn evaluate(thresholds: &AlertThresholds, seen: &Observation) -> Vec<Alert> 
         }
     }
     alerts
-}
-
-fn rate_alert(
-    kind: AlertKind,
-    name: &str,
-    seen: &Observation,
-    value: f64,
-    threshold: f64,
-) -> Alert {
-    Alert {
-        kind,
-        message: format!(
-            "{name} rate {:.1}% over {} attempts is above {:.1}%",
-            value * 100.0,
-            seen.attempts,
-            threshold * 100.0
-        ),
-        value,
-        threshold,
-    }
 }
 
 /// Judge `seen` and warn about each alert that just started.
@@ -488,7 +460,7 @@ async fn report(metrics: Arc<Metrics>, options: MonitorOptions, stop: Cancellati
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failsafe::Thresholds;
+    use crate::observe::Reporter;
 
     const STATUS: &str = "Name:\tcivitai-dl\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\n\
                           VmRSS:\t   40960 kB\nThreads:\t4\n";
@@ -591,7 +563,7 @@ mod tests {
     }
 
     #[test]
-    fn alerts_at_the_plans_thresholds() {
+    fn alerts_at_the_default_thresholds() {
         let thresholds = AlertThresholds {
             baseline_throughput: Some(10.0),
             ..AlertThresholds::default()
@@ -696,7 +668,7 @@ mod tests {
         assert_eq!(o.interval, Duration::from_secs(5));
         assert_eq!(o.alerts.baseline_throughput, Some(3.0));
         assert_eq!(o.alerts.memory_bytes, 512 * MIB);
-        assert_eq!(o.alerts.error_rate, 0.2);
+        assert_eq!(o.alerts.rates.error_rate, 0.2);
         let flags = [
             "--monitor-performance",
             "--report-interval",
@@ -732,12 +704,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.json");
         std::fs::write(&path, "stale").unwrap();
-        let metrics = Metrics::new(Thresholds::default());
-        metrics.record_planned(2);
+        let metrics = Metrics::new();
+        metrics.on_planned(2);
         write_metrics_json(&path, &metrics.report()).await.unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(json["version"], crate::metrics::METRICS_VERSION);
+        assert_eq!(json["version"], crate::observe::metrics::METRICS_VERSION);
         assert_eq!(json["files_planned"], 2);
         assert!(json["resources"]["peak_rss_bytes"].is_null());
         assert!(json["alerts"].as_array().is_some_and(Vec::is_empty));
@@ -757,7 +729,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn stopping_samples_once_more_and_judges_the_whole_run() {
-        let metrics = Arc::new(Metrics::new(Thresholds::default()));
+        let metrics = Arc::new(Metrics::new());
         let options = MonitorOptions {
             print: false,
             interval: Duration::from_secs(3600),

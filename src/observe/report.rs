@@ -7,7 +7,7 @@ use std::time::Duration;
 use indicatif::{HumanBytes, HumanDuration};
 use serde::Serialize;
 
-use crate::metrics::MetricsReport;
+use crate::observe::metrics::MetricsReport;
 
 /// Version of the `--json` summary layout.
 pub const SUMMARY_VERSION: u32 = 1;
