@@ -184,7 +184,7 @@ pub const PIECES: [&str; 5] = [
     "adaptive_rate",
 ];
 
-/// Defaults once experimental performance is on (the plan's values for API and images).
+/// Defaults once experimental performance is on (`docs/design.md#experimental-pieces-and-their-defaults`).
 const DEFAULT_MAX_API: usize = 2;
 const DEFAULT_MAX_DOWNLOADS: usize = 2;
 const DEFAULT_MAX_IMAGES: usize = 2;

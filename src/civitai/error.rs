@@ -154,7 +154,7 @@ impl Retryable for ApiError {
     }
 }
 
-/// Map a failed status and its body to the failure state it means (`civitai-api.md` §6.3, §8).
+/// Map a failed status and its body to the failure state it means (`docs/civitai-api.md#download-route-refusals`, `#retry-policy`).
 pub fn classify_failure(status: StatusCode, retry_after: Option<Duration>, body: &str) -> ApiError {
     let parsed = parse_error_body(body);
     let error_text = parsed

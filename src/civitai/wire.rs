@@ -7,7 +7,7 @@
 //! here is deliberately lenient: only the ids that identify a model, version or file are
 //! required; every other field falls back to "absent" when it is missing, `null` or of an
 //! unexpected type. Open enumerations keep unknown spellings instead of failing. The quirks are
-//! listed in the project's Civitai API notes (`civitai-api.md`, §3, §4 and §9).
+//! listed in `docs/civitai-api.md` (#endpoints, #enumerations, #lenient-parsing).
 
 use std::fmt;
 
@@ -403,7 +403,7 @@ impl Image {
     }
 }
 
-/// Content level as Civitai's bitmask: PG=1, PG13=2, R=4, X=8, XXX=16, Blocked=32 (§4.6).
+/// Content level as Civitai's bitmask: PG=1, PG13=2, R=4, X=8, XXX=16, Blocked=32 (`docs/civitai-api.md#content-levels`).
 ///
 /// Items carry the OR of their content. Older responses sent a name (`None`, `Soft`, `Mature`,
 /// `X`, `Blocked`) or a bare `nsfw` bool; those are mapped onto the bits so callers see one type.
@@ -526,7 +526,7 @@ macro_rules! open_enum {
 }
 
 open_enum! {
-    /// The kind of a model (`type` of a Model). The server's list keeps growing (§4.1).
+    /// The kind of a model (`type` of a Model). The server's list keeps growing (`docs/civitai-api.md#enumerations`).
     ModelType {
         /// Full Stable Diffusion-style checkpoint.
         Checkpoint => "Checkpoint",
@@ -560,7 +560,7 @@ open_enum! {
 }
 
 open_enum! {
-    /// The kind of a file (`files[].type`); note the spaces in some spellings (§4.2).
+    /// The kind of a file (`files[].type`); note the spaces in some spellings (`docs/civitai-api.md#enumerations`).
     FileType {
         /// The model weights.
         Model => "Model",

@@ -9,11 +9,11 @@
 //! told. The bucket's burst is kept small on purpose: governor starts full, and a burst equal to the
 //! rate lets a whole second's worth of requests through at once.
 //!
-//! Adaptive rate (experimental, the plan's Phase 4.2): buckets for 1/8, 1/4, 1/2 and all of the
+//! Adaptive rate (experimental, `docs/design.md#experimental-pieces-and-their-defaults`): buckets for 1/8, 1/4, 1/2 and all of the
 //! configured rate are built up front and one is selected at a time. A 429 steps down at once; the
 //! average latency of every [`EVALUATE_EVERY`] answers steps down when slow (over 2 s) and up when
-//! fast (under 0.5 s). The configured rate is the ceiling: the plan lets an adaptive rate rise to
-//! twice its base, but a user's `--rate-limit` must hold whatever the concurrency, so the base here
+//! fast (under 0.5 s). The configured rate is the ceiling: an adaptive limiter could rise to twice
+//! its base, but a user's `--rate-limit` must hold whatever the concurrency, so the base here
 //! is the configured rate and adaptation only ever spends less of it.
 
 use std::num::NonZeroU32;
@@ -38,9 +38,9 @@ pub const DEFAULT_BURST: u32 = 1;
 const LEVELS: [f64; 4] = [0.125, 0.25, 0.5, 1.0];
 /// Answers averaged for each adaptive decision.
 pub const EVALUATE_EVERY: usize = 10;
-/// An average answer slower than this lowers the rate (the plan's 2 s).
+/// An average answer slower than this lowers the rate (2 s).
 const SLOW: Duration = Duration::from_secs(2);
-/// An average answer faster than this raises it again (the plan's 0.5 s).
+/// An average answer faster than this raises it again (0.5 s).
 const FAST: Duration = Duration::from_millis(500);
 
 /// A shared requests-per-second limit plus a shared pause for `Retry-After`.

@@ -1,7 +1,6 @@
 //! One retry policy for every request civitai-dl makes.
 //!
-//! The plan (`shared/seed`) learnt the hard way that ad-hoc retries make a downloader both slow and
-//! flaky, so every API call, every download resolve and every file attempt goes through this one
+//! Ad-hoc retries make a downloader both slow and flaky (`docs/design.md#retries`), so every API call, every download resolve and every file attempt goes through this one
 //! policy. The decision ([`RetryPolicy::next_delay`]) is a pure function that tests drive without
 //! sleeping; [`RetryPolicy::run`] is the thin async loop around it.
 //!

@@ -296,7 +296,7 @@ pub struct MetricsReport {
     pub success_rate: f64,
     /// Failed attempts over attempts.
     pub error_rate: f64,
-    /// Timeouts over failed attempts (the plan's definition).
+    /// Timeouts over failed attempts (`docs/design.md#the-stability-targets`).
     pub timeout_rate: f64,
     /// Retries made.
     pub retries: u64,
@@ -312,7 +312,7 @@ pub struct MetricsReport {
     pub recovered: u64,
     /// Operations that failed at first and never succeeded.
     pub unrecovered: u64,
-    /// `recovered / (recovered + unrecovered)`: the plan's automatic recovery rate.
+    /// `recovered / (recovered + unrecovered)`: the automatic recovery rate (`docs/design.md#the-stability-targets`).
     pub recovery_rate: f64,
     /// Finished files per hour.
     pub files_per_hour: f64,
