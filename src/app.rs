@@ -16,7 +16,6 @@ use crate::cli::{
 };
 use crate::config::{Performance, Settings};
 use crate::download::{DownloadOptions, Downloader};
-use crate::failsafe::Failsafe;
 use crate::fake_server::{Catalog, FakeCivitai, Knobs};
 use crate::http::limiter::RateLimiter;
 use crate::observe::metrics::Metrics;
@@ -26,7 +25,7 @@ use crate::observe::{Fanout, Reporter};
 use crate::plan::naming::Layout;
 use crate::plan::{FileFacts, Planner, Selection};
 use crate::progress::Progress;
-use crate::scheduler::{Run, RunParts, Work, run_with_failsafe};
+use crate::run::{Failsafe, Run, RunParts, Work, run_with_failsafe};
 use crate::state::StateStore;
 
 /// Exit codes, documented in the README.
@@ -245,7 +244,6 @@ async fn execute(
         downloader,
         api,
         reporter,
-        failsafe,
         state,
         output: request.output.clone(),
         performance: request.performance.clone(),
@@ -257,7 +255,7 @@ async fn execute(
     );
     let queue = request.targets.into_iter().map(Work::Plan).collect();
     let mut monitor = Monitor::start(metrics.clone(), request.monitor);
-    run_with_failsafe(&run, queue).await;
+    run_with_failsafe(&run, &failsafe, &request.performance, queue).await;
     monitor.stop().await;
     progress.finish();
     let mut report = run.finish_report();

@@ -11,11 +11,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{GlobalArgs, PerformanceArgs};
-use crate::failsafe::Thresholds;
 use crate::http::limiter::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
 use crate::http::retry::{DEFAULT_DELAYS_MS, DEFAULT_JITTER, RetryPolicy};
 use crate::observe::rates::RateLimits;
 use crate::plan::naming::Layout;
+use crate::run::Thresholds;
 
 /// The official API host.
 pub const DEFAULT_BASE_URL: &str = "https://civitai.com";

@@ -24,11 +24,8 @@ pub mod civitai;
 /// From targets to files and paths: selection, safe names, folder layouts.
 pub mod plan;
 
-/// The drivers: sequential and concurrent, running one unit of work.
-pub mod scheduler;
-
-/// Falls back from concurrent to sequential when requests go badly.
-pub mod failsafe;
+/// The unit of work for one file and its two drivers, with the failsafe hand-over between them.
+pub mod run;
 
 /// The unit of work: one file, complete and verified, or a resumable `.part`.
 pub mod download;

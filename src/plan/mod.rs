@@ -22,6 +22,7 @@ use crate::plan::naming::{
     Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir, sanitize_file_name,
     sidecar_path,
 };
+use crate::state::CatalogItem;
 
 /// Which versions and files of each model to take.
 #[derive(Clone, Debug, Default)]
@@ -137,10 +138,10 @@ pub enum PlanError {
 pub struct Job {
     /// Stable key in the state file: `"{version_id}:{file_id}"`.
     pub key: String,
-    /// Model id and name.
-    pub model: (u64, String),
-    /// Version id and name.
-    pub version: (u64, String),
+    /// The model, as the state file records it.
+    pub model: CatalogItem,
+    /// The version, as the state file records it.
+    pub version: CatalogItem,
     /// File id and the name Civitai gives it.
     pub file_id: u64,
     /// The API's name for the file.
@@ -401,8 +402,8 @@ impl Planner {
         let sha256 = file.sha256().map(str::to_string);
         Job {
             key,
-            model: (model.id, model.name.clone()),
-            version: (version.id, version.name.clone()),
+            model: CatalogItem::new(model.id, model.name.clone()),
+            version: CatalogItem::new(version.id, version.name.clone()),
             file_id: file.id,
             file_name: file.name.clone(),
             file: PlannedFile {

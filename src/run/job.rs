@@ -1,21 +1,15 @@
-//! Drivers: how planned work is run. [`Run::plan`] and [`Run::process`] are the units (metadata
-//! for one target; the whole job for one model file: state, download, sidecar, previews, report).
-//! [`run_sequential`] is a plain loop over them in one task; [`run_concurrent`] runs the same calls
-//! under semaphores, one per kind of work, as a pipeline: a file starts downloading as soon as its
-//! metadata is known. [`run_with_failsafe`] picks the driver and, when the failsafe trips, hands
-//! the rest of the queue from the concurrent driver to the sequential one.
-//!
-//! The drivers hold no logic of their own: whatever a file needs happens in [`Run`], so both
-//! behave the same and no work is lost or done twice in the handover.
+//! The unit of work: [`Run::plan`] turns one target into jobs, [`Run::process`] does the whole job
+//! for one model file (state, download, sidecar, previews, report) and returns a [`JobOutcome`].
+//! It knows nothing about the driver that calls it: limits arrive as a [`Mode`], and a passing
+//! failure is returned for the driver to judge instead of being settled here.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::civitai::target::Target;
 use crate::civitai::{ApiClient, ApiError};
@@ -24,12 +18,12 @@ use crate::download::{
     DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, UNVERIFIED_SUFFIX,
     with_suffix, write_atomic,
 };
-use crate::failsafe::Failsafe;
 use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
 use crate::observe::{ActiveFile, Reporter};
 use crate::plan::{Job, Planner, info_path, preview_path};
+use crate::run::{JobOutcome, Mode, Unit, emergency};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
 
 /// Everything a run shares: planner, downloader, state, the subscribers and the report.
@@ -38,18 +32,11 @@ pub struct Run {
     downloader: Arc<Downloader>,
     api: Arc<ApiClient>,
     reporter: Arc<dyn Reporter>,
-    failsafe: Arc<Failsafe>,
     state: Mutex<StateStore>,
     output: PathBuf,
     performance: Performance,
     /// Previews in flight across the whole run (not per model file).
     previews: Semaphore,
-    /// Set by the failsafe: previews one at a time from then on.
-    previews_one_at_a_time: std::sync::atomic::AtomicBool,
-    /// While the concurrent driver runs: files that failed transiently after the failsafe
-    /// tripped go back to the queue for the sequential driver instead of being reported failed.
-    concurrent_phase: std::sync::atomic::AtomicBool,
-    handed_back: Mutex<Vec<Job>>,
     report: Mutex<RunReport>,
     cancel: CancellationToken,
     started: Instant,
@@ -65,8 +52,6 @@ pub struct RunParts {
     pub api: Arc<ApiClient>,
     /// Where events go (metrics, progress bars, the failsafe).
     pub reporter: Arc<dyn Reporter>,
-    /// Judges the concurrent driver; fed through `reporter`.
-    pub failsafe: Arc<Failsafe>,
     /// The state file.
     pub state: StateStore,
     /// The output directory.
@@ -77,15 +62,6 @@ pub struct RunParts {
     pub cancel: CancellationToken,
 }
 
-/// One item of queued work.
-#[derive(Clone, Debug)]
-pub enum Work {
-    /// Metadata still to fetch.
-    Plan(Target),
-    /// A planned file still to fetch.
-    Fetch(Box<Job>),
-}
-
 impl Run {
     /// A run from its parts.
     pub fn new(parts: RunParts) -> Run {
@@ -94,39 +70,14 @@ impl Run {
             downloader: parts.downloader,
             api: parts.api,
             reporter: parts.reporter,
-            failsafe: parts.failsafe,
             state: Mutex::new(parts.state),
             output: parts.output,
             previews: Semaphore::new(parts.performance.images.max(1)),
-            previews_one_at_a_time: std::sync::atomic::AtomicBool::new(false),
-            concurrent_phase: std::sync::atomic::AtomicBool::new(false),
-            handed_back: Mutex::new(Vec::new()),
             performance: parts.performance,
             report: Mutex::new(RunReport::new()),
             cancel: parts.cancel,
             started: Instant::now(),
         }
-    }
-
-    /// Whether a failed file goes back to the queue: the failsafe tripped while the concurrent
-    /// driver ran, and the failure was of the passing kind the sequential path may get past.
-    fn hand_back(&self, job: &Job, error: &DownloadError) -> bool {
-        let hand_back = self
-            .concurrent_phase
-            .load(std::sync::atomic::Ordering::Relaxed)
-            && self.failsafe.tripped().is_some()
-            && self.may_continue()
-            && error.retry_class() != RetryClass::Fatal;
-        if hand_back {
-            lock(&self.handed_back).push(job.clone());
-        }
-        hand_back
-    }
-
-    /// From now on previews are fetched one at a time (the failsafe's sequential path).
-    fn one_preview_at_a_time(&self) {
-        self.previews_one_at_a_time
-            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stop starting work for `reason`; work in flight ends as soon as it can, keeping `.part`
@@ -136,39 +87,18 @@ impl Run {
         self.cancel.cancel();
     }
 
-    /// Watch for the emergency stop file (`path`, or its name in the working and output
-    /// directories); noticed within [`EMERGENCY_POLL`].
+    /// Stop the run when the emergency stop file appears (`path`, or its name in the working
+    /// and output directories).
     pub async fn watch_emergency_stop(self: Arc<Self>, path: PathBuf) {
-        let candidates: Vec<PathBuf> = if path.components().count() > 1 || path.is_absolute() {
-            vec![path]
-        } else {
-            vec![path.clone(), self.output.join(&path)]
-        };
-        loop {
-            tokio::select! {
-                () = self.cancel.cancelled() => return,
-                () = tokio::time::sleep(EMERGENCY_POLL) => {}
-            }
-            if let Some(found) = candidates.iter().find(|p| p.exists()) {
-                tracing::error!(
-                    "emergency stop: {} exists; stopping new work and saving state",
-                    found.display()
-                );
-                self.stop(StopReason::EmergencyStop);
-                return;
-            }
+        let candidates = emergency::candidates(path, &self.output);
+        if emergency::watch(&candidates, &self.cancel).await.is_some() {
+            self.stop(StopReason::EmergencyStop);
         }
     }
 
     /// Whether new work may start (not interrupted, quota not exhausted).
     pub fn may_continue(&self) -> bool {
         !self.cancel.is_cancelled() && self.report().stopped.is_none()
-    }
-
-    /// Whether the concurrent driver may start more work: the run goes on and the failsafe has
-    /// not tripped.
-    fn may_continue_concurrently(&self) -> bool {
-        self.may_continue() && self.failsafe.tripped().is_none()
     }
 
     /// Plan one target; a failure is recorded and yields no jobs.
@@ -193,7 +123,7 @@ impl Run {
 
     /// The whole job for one model file: skip it when the state and the disk say it is done,
     /// otherwise download and verify it; then its sidecar and previews; record everything.
-    pub async fn process(&self, job: Job) {
+    pub async fn process(&self, job: Job, mode: Mode) -> JobOutcome<Job, DownloadError> {
         let _active = ActiveFile::start(self.reporter.as_ref());
         let finished = self.finished_record(&job);
         let dest = finished
@@ -206,16 +136,18 @@ impl Run {
         {
             Some(outcome) => Ok(outcome),
             None => {
-                self.download_model(&job, dest.clone(), finished.is_some())
+                self.download_model(&job, dest.clone(), finished.is_some(), mode)
                     .await
             }
         };
-        let model_path = result.as_ref().ok().map(model_path);
-        self.finish(&job, &dest, result);
-        if let Some(path) = model_path {
-            self.write_sidecar(&job, &path).await;
-            self.fetch_previews(&job, &path).await;
-        }
+        let path = match self.finish(&job, &dest, result) {
+            Ok(Some(path)) => path,
+            Ok(None) => return JobOutcome::Settled,
+            Err(error) => return JobOutcome::Transient { job, error },
+        };
+        self.write_sidecar(&job, &path).await;
+        self.fetch_previews(&job, &path, mode).await;
+        JobOutcome::Settled
     }
 
     /// Close the run: flush the state and fill in the totals.
@@ -242,11 +174,15 @@ impl Run {
         job: &Job,
         dest: PathBuf,
         owned: bool,
+        mode: Mode,
     ) -> Result<Outcome, DownloadError> {
         self.record(job, &dest, |r| {
             r.status = state::FileStatus::Downloading;
             r.attempts += 1;
         });
+        if mode.one_connection {
+            self.downloader.use_one_connection();
+        }
         let bar = self.reporter.on_transfer_start(&job.file_name);
         let file = PlannedFile {
             dest,
@@ -257,9 +193,16 @@ impl Run {
     }
 
     /// Record the outcome in the state file and the report, and print failures as they happen.
-    fn finish(&self, job: &Job, dest: &Path, result: Result<Outcome, DownloadError>) {
+    /// Returns the model file's real path when it is there to describe (sidecar, previews), or
+    /// a passing failure, unrecorded, for the driver to judge.
+    fn finish(
+        &self,
+        job: &Job,
+        dest: &Path,
+        result: Result<Outcome, DownloadError>,
+    ) -> Result<Option<PathBuf>, DownloadError> {
         let label = job.file.label.clone();
-        let entry = match result {
+        let (entry, real_path) = match result {
             Ok(Outcome::Downloaded {
                 path,
                 bytes,
@@ -276,14 +219,15 @@ impl Run {
                     r.bytes_on_disk = bytes;
                     r.last_error = None;
                 });
-                file_result(
+                let entry = file_result(
                     label,
-                    path,
+                    path.clone(),
                     FileStatus::Downloaded,
                     bytes,
                     transferred,
                     None,
-                )
+                );
+                (entry, path)
             }
             Ok(Outcome::AlreadyPresent {
                 path,
@@ -296,7 +240,8 @@ impl Run {
                     r.local_sha256 = sha256.or(r.local_sha256.take());
                     r.last_error = None;
                 });
-                file_result(label, path, FileStatus::Present, bytes, 0, None)
+                let entry = file_result(label, path.clone(), FileStatus::Present, bytes, 0, None);
+                (entry, path)
             }
             Ok(Outcome::HashMismatch {
                 path,
@@ -316,13 +261,7 @@ impl Run {
                     }
                 );
                 tracing::warn!("{label}: {reason}");
-                let real = model_path(&Outcome::HashMismatch {
-                    path: path.clone(),
-                    bytes,
-                    expected: String::new(),
-                    actual: String::new(),
-                    accepted,
-                });
+                let real = real_name(&path, accepted);
                 self.record(job, &real, |r| {
                     r.status = if accepted {
                         state::FileStatus::Done
@@ -338,46 +277,62 @@ impl Run {
                 } else {
                     FileStatus::Unverified
                 };
-                file_result(label, path, status, bytes, 0, Some(reason))
+                (
+                    file_result(label, path, status, bytes, 0, Some(reason)),
+                    real,
+                )
             }
             Err(DownloadError::Cancelled) => {
                 self.record(job, dest, |r| {
                     r.status = state::FileStatus::Pending;
                 });
-                return;
+                return Ok(None);
             }
-            Err(error) if self.hand_back(job, &error) => {
-                tracing::warn!("{label}: {error}; the sequential path will try it again");
-                self.record(job, dest, |r| {
-                    r.status = state::FileStatus::Pending;
-                    r.last_error = Some(error.to_string());
-                });
-                return;
-            }
+            Err(error) if error.retry_class() != RetryClass::Fatal => return Err(error),
             Err(error) => {
-                if let DownloadError::Api(ApiError::QuotaExhausted { .. }) = &error {
-                    self.report()
-                        .stopped
-                        .get_or_insert(StopReason::QuotaExhausted);
-                }
-                let reason = error.to_string();
-                tracing::error!("{label}: {reason}");
-                self.record(job, dest, |r| {
-                    r.status = state::FileStatus::Failed;
-                    r.last_error = Some(reason.clone());
-                });
-                file_result(
-                    label,
-                    dest.to_path_buf(),
-                    FileStatus::Failed,
-                    0,
-                    0,
-                    Some(reason),
-                )
+                self.fail(job, dest, error);
+                return Ok(None);
             }
         };
+        self.settled(entry);
+        Ok(Some(real_path))
+    }
+
+    /// Record a failure as final.
+    fn fail(&self, job: &Job, dest: &Path, error: DownloadError) {
+        if let DownloadError::Api(ApiError::QuotaExhausted { .. }) = &error {
+            self.report()
+                .stopped
+                .get_or_insert(StopReason::QuotaExhausted);
+        }
+        let reason = error.to_string();
+        tracing::error!("{}: {reason}", job.file.label);
+        self.record(job, dest, |r| {
+            r.status = state::FileStatus::Failed;
+            r.last_error = Some(reason.clone());
+        });
+        self.settled(file_result(
+            job.file.label.clone(),
+            dest.to_path_buf(),
+            FileStatus::Failed,
+            0,
+            0,
+            Some(reason),
+        ));
+    }
+
+    /// A model file's outcome is final for this run.
+    fn settled(&self, entry: FileResult) {
         self.reporter.on_model_file_settled();
         self.report().files.push(entry);
+    }
+
+    /// Where the last attempt at `job` wrote: the path its state record names.
+    fn recorded_path(&self, job: &Job) -> PathBuf {
+        self.state()
+            .get(&job.key)
+            .map(|r| self.output.join(&r.relative_path))
+            .unwrap_or_else(|| job.file.dest.clone())
     }
 
     async fn write_sidecar(&self, job: &Job, model_path: &Path) {
@@ -390,20 +345,11 @@ impl Run {
         }
     }
 
-    /// Fetch a job's previews, up to `performance.images` at once (one at a time when
-    /// sequential).
-    async fn fetch_previews(&self, job: &Job, model_path: &Path) {
+    /// Fetch a job's previews, as many at once as `mode` allows.
+    async fn fetch_previews(&self, job: &Job, model_path: &Path, mode: Mode) {
         let previews = job.previews.iter().enumerate();
-        let limit = if self
-            .previews_one_at_a_time
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            1
-        } else {
-            self.performance.images
-        };
         futures_util::stream::iter(previews)
-            .for_each_concurrent(limit, |(n, (url, ext))| async move {
+            .for_each_concurrent(mode.previews, |(n, (url, ext))| async move {
                 let Ok(_permit) = self.previews.acquire().await else {
                     return;
                 };
@@ -524,8 +470,8 @@ impl Run {
         let mut record = state.get(&job.key).cloned().unwrap_or_else(|| {
             FileRecord::new(
                 job.key.clone(),
-                CatalogItem::new(job.model.0, job.model.1.clone()),
-                CatalogItem::new(job.version.0, job.version.1.clone()),
+                job.model.clone(),
+                job.version.clone(),
                 CatalogItem::new(job.file_id, job.file_name.clone()),
                 relative.clone(),
             )
@@ -548,141 +494,54 @@ impl Run {
     }
 }
 
-/// How often the emergency stop file is looked for.
-pub const EMERGENCY_POLL: Duration = Duration::from_millis(500);
+impl Unit for Run {
+    type Target = Target;
+    type Job = Job;
+    type Error = DownloadError;
 
-/// Run `queue` with the driver the settings ask for. The concurrent driver is watched by the
-/// failsafe: when it trips, what is left of the queue runs on the sequential driver.
-pub async fn run_with_failsafe(run: &Arc<Run>, queue: Vec<Work>) {
-    if !run.performance.concurrent {
-        run_sequential(run, queue).await;
-        return;
+    async fn plan(&self, target: &Target) -> Vec<Job> {
+        Run::plan(self, target).await
     }
-    run.concurrent_phase
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let rest = run_concurrent(run, queue).await;
-    run.concurrent_phase
-        .store(false, std::sync::atomic::Ordering::Relaxed);
-    let handed_back = std::mem::take(&mut *lock(&run.handed_back));
-    let rest: Vec<Work> = handed_back
-        .into_iter()
-        .map(|job| Work::Fetch(Box::new(job)))
-        .chain(rest)
-        .collect();
-    if let Some(reason) = run.failsafe.tripped()
-        && run.may_continue()
-    {
+
+    async fn process(&self, job: Job, mode: Mode) -> JobOutcome<Job, DownloadError> {
+        Run::process(self, job, mode).await
+    }
+
+    fn give_up(&self, job: &Job, error: DownloadError) {
+        self.fail(job, &self.recorded_path(job), error);
+    }
+
+    fn defer(&self, job: &Job, error: &DownloadError) {
         tracing::warn!(
-            "failsafe: {reason}; finishing the remaining {} item(s) one at a time",
-            rest.len()
+            "{}: {error}; the sequential path will try it again",
+            job.file.label
         );
-        run.reporter.on_failsafe_switch();
-        run.report().failsafe = Some(reason);
-        run.downloader.use_one_connection();
-        run.one_preview_at_a_time();
-        run_sequential(run, rest).await;
+        self.record(job, &self.recorded_path(job), |r| {
+            r.status = state::FileStatus::Pending;
+            r.last_error = Some(error.to_string());
+        });
     }
-}
 
-/// The sequential driver: one item after another, in one task.
-pub async fn run_sequential(run: &Run, queue: Vec<Work>) {
-    for work in queue {
-        if !run.may_continue() {
-            break;
-        }
-        match work {
-            Work::Plan(target) => {
-                for job in run.plan(&target).await {
-                    if !run.may_continue() {
-                        break;
-                    }
-                    run.process(job).await;
-                }
-            }
-            Work::Fetch(job) => run.process(*job).await,
-        }
+    fn may_continue(&self) -> bool {
+        Run::may_continue(self)
     }
-}
 
-/// The concurrent driver: the same calls, metadata under one semaphore and downloads under
-/// another. It stops starting work when the run stops or the failsafe trips, lets what is in
-/// flight finish, and returns the work it did not start.
-pub async fn run_concurrent(run: &Arc<Run>, queue: Vec<Work>) -> Vec<Work> {
-    let api = Arc::new(Semaphore::new(run.performance.api));
-    let downloads = Arc::new(Semaphore::new(run.performance.downloads));
-    let rest = Arc::new(Mutex::new(Vec::new()));
-    let tracker = TaskTracker::new();
-    for work in queue {
-        match work {
-            Work::Plan(target) => {
-                let Some(permit) = acquire(run, &api).await else {
-                    lock(&rest).push(Work::Plan(target));
-                    continue;
-                };
-                let (run, downloads, rest, inner) = (
-                    run.clone(),
-                    downloads.clone(),
-                    rest.clone(),
-                    tracker.clone(),
-                );
-                tracker.spawn(async move {
-                    let jobs = run.plan(&target).await;
-                    drop(permit);
-                    for job in jobs {
-                        spawn_fetch(&run, &downloads, &rest, &inner, job).await;
-                    }
-                });
-            }
-            Work::Fetch(job) => spawn_fetch(run, &downloads, &rest, &tracker, *job).await,
-        }
+    fn switched_to_sequential(&self, reason: &str, remaining: usize) {
+        tracing::warn!(
+            "failsafe: {reason}; finishing the remaining {remaining} item(s) one at a time"
+        );
+        self.reporter.on_failsafe_switch();
+        self.report().failsafe = Some(reason.to_string());
     }
-    tracker.close();
-    tracker.wait().await;
-    std::mem::take(&mut *lock(&rest))
-}
-
-/// Start one file under a download permit, or queue it for later when no more work may start.
-async fn spawn_fetch(
-    run: &Arc<Run>,
-    downloads: &Arc<Semaphore>,
-    rest: &Arc<Mutex<Vec<Work>>>,
-    tracker: &TaskTracker,
-    job: Job,
-) {
-    let Some(permit) = acquire(run, downloads).await else {
-        lock(rest).push(Work::Fetch(Box::new(job)));
-        return;
-    };
-    let run = run.clone();
-    tracker.spawn(async move {
-        run.process(job).await;
-        drop(permit);
-    });
-}
-
-/// A permit, unless the run must not start more work (checked again once the permit is held,
-/// since the wait may have been long).
-async fn acquire(
-    run: &Run,
-    semaphore: &Arc<Semaphore>,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if !run.may_continue_concurrently() {
-        return None;
-    }
-    let permit = semaphore.clone().acquire_owned().await.ok()?;
-    run.may_continue_concurrently().then_some(permit)
 }
 
 /// The model file's real path, which names its sidecars: a file kept as `<name>.unverified`
 /// still has `<name>` as its real name.
-fn model_path(outcome: &Outcome) -> PathBuf {
-    match outcome {
-        Outcome::HashMismatch {
-            path,
-            accepted: false,
-            ..
-        } => path.with_file_name(path.file_stem().unwrap_or_default()),
-        other => outcome_path(other).to_path_buf(),
+fn real_name(path: &Path, accepted: bool) -> PathBuf {
+    if accepted {
+        path.to_path_buf()
+    } else {
+        path.with_file_name(path.file_stem().unwrap_or_default())
     }
 }
 

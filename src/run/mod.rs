@@ -1,0 +1,136 @@
+//! Running planned work. One unit of work, two drivers, and the hand-over between them.
+//!
+//! - [`Unit`] is what the drivers run: metadata for one target ([`Unit::plan`]) and the whole job
+//!   for one model file ([`Unit::process`]), which returns a [`JobOutcome`] instead of deciding
+//!   what a failure means. [`job::Run`] is the real unit; the tests use a stub.
+//! - [`sequential::run_sequential`] is a plain loop; [`concurrent::run_concurrent`] makes the same
+//!   calls under semaphores, as a pipeline in which a file starts as soon as its metadata is known.
+//! - [`run_with_failsafe`] picks the driver and, when the failsafe trips, hands what is left to the
+//!   sequential driver. It is the only place that knows about both.
+//!
+//! Limits reach the unit as a [`Mode`] value passed with each job, so nothing flips flags on
+//! shared objects from outside: after a switch the sequential driver simply passes
+//! [`Mode::one_at_a_time`].
+
+use std::future::Future;
+
+use crate::config::Performance;
+
+pub mod concurrent;
+pub mod emergency;
+pub mod failsafe;
+pub mod job;
+pub mod sequential;
+#[cfg(test)]
+mod tests;
+
+pub use failsafe::{Failsafe, Thresholds};
+pub use job::{Run, RunParts};
+
+/// One item of queued work.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Work<T, J> {
+    /// Metadata still to fetch.
+    Plan(T),
+    /// A planned file still to fetch.
+    Fetch(Box<J>),
+}
+
+/// How much one job may do at once; chosen by the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    /// Previews of one model file fetched at once.
+    pub previews: usize,
+    /// One connection per file, whatever `--segments` says (a file already split into segments
+    /// continues them one at a time).
+    pub one_connection: bool,
+}
+
+impl Mode {
+    /// The limits the settings ask for.
+    pub fn configured(performance: &Performance) -> Mode {
+        Mode {
+            previews: performance.images.max(1),
+            one_connection: false,
+        }
+    }
+
+    /// Everything one at a time: the failsafe's sequential path.
+    pub fn one_at_a_time() -> Mode {
+        Mode {
+            previews: 1,
+            one_connection: true,
+        }
+    }
+}
+
+/// What became of one job.
+#[derive(Debug, PartialEq)]
+pub enum JobOutcome<J, E> {
+    /// Recorded for good: done, present, kept unverified, failed for a reason retrying cannot
+    /// change, or interrupted (left resumable).
+    Settled,
+    /// Failed for a passing reason after the retry policy gave up; the driver decides whether
+    /// to give up on it ([`Unit::give_up`]) or to try it once more later ([`Unit::defer`]).
+    Transient {
+        /// The job, to queue again.
+        job: J,
+        /// Why it failed.
+        error: E,
+    },
+}
+
+/// What the drivers run. Futures are `Send` so the concurrent driver can spawn them.
+pub trait Unit: Send + Sync + 'static {
+    /// What the user asked for.
+    type Target: Send + Sync + 'static;
+    /// One model file to fetch.
+    type Job: Send + 'static;
+    /// Why a job failed.
+    type Error: Send + 'static;
+
+    /// The jobs of one target; a failure is recorded and yields none.
+    fn plan(&self, target: &Self::Target) -> impl Future<Output = Vec<Self::Job>> + Send;
+    /// The whole job for one model file, within `mode`'s limits.
+    fn process(
+        &self,
+        job: Self::Job,
+        mode: Mode,
+    ) -> impl Future<Output = JobOutcome<Self::Job, Self::Error>> + Send;
+    /// Record a transient failure as final.
+    fn give_up(&self, job: &Self::Job, error: Self::Error);
+    /// Record that a transiently failed job goes back to the queue.
+    fn defer(&self, job: &Self::Job, error: &Self::Error);
+    /// Whether new work may start (not interrupted, not stopped).
+    fn may_continue(&self) -> bool;
+    /// The failsafe tripped for `reason`; `remaining` items go on one at a time.
+    fn switched_to_sequential(&self, reason: &str, remaining: usize);
+}
+
+/// Run `queue` with the driver `performance` asks for. The concurrent driver is watched by
+/// `failsafe`: when it trips, the jobs that failed transiently after that and the work not yet
+/// started run on the sequential driver, one at a time. A job is never lost or run twice in the
+/// hand-over: the concurrent driver only returns work it did not start, and jobs it deferred.
+pub async fn run_with_failsafe<U: Unit>(
+    unit: &std::sync::Arc<U>,
+    failsafe: &std::sync::Arc<Failsafe>,
+    performance: &Performance,
+    queue: Vec<Work<U::Target, U::Job>>,
+) {
+    let mode = Mode::configured(performance);
+    if !performance.concurrent {
+        sequential::run_sequential(unit.as_ref(), queue, mode).await;
+        return;
+    }
+    let limits = concurrent::Limits {
+        api: performance.api,
+        downloads: performance.downloads,
+    };
+    let rest = concurrent::run_concurrent(unit, failsafe, limits, queue, mode).await;
+    if let Some(reason) = failsafe.tripped()
+        && unit.may_continue()
+    {
+        unit.switched_to_sequential(&reason, rest.len());
+        sequential::run_sequential(unit.as_ref(), rest, Mode::one_at_a_time()).await;
+    }
+}
