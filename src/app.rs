@@ -14,7 +14,7 @@ use crate::cli::{
     BenchArgs, Cli, Command, DemoArgs, DownloadArgs, FakeServerArgs, GlobalArgs, InfoArgs,
     PerformanceArgs, SelectionArgs, TargetArgs,
 };
-use crate::config::{Performance, Settings};
+use crate::config::Settings;
 use crate::download::{DownloadOptions, Downloader};
 use crate::fake_server::{Catalog, FakeCivitai, Knobs};
 use crate::http::limiter::RateLimiter;
@@ -25,6 +25,7 @@ use crate::observe::{Fanout, Reporter};
 use crate::plan::naming::Layout;
 use crate::plan::{FileFacts, Planner, Selection};
 use crate::progress::Progress;
+use crate::run::Performance;
 use crate::run::{Failsafe, Run, RunParts, Work, run_with_failsafe};
 use crate::state::StateStore;
 
@@ -183,7 +184,7 @@ async fn download(
             connections: performance.storage_connections(),
         },
         performance,
-        monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
+        monitor: crate::config::monitor_options(&settings.monitor, &args.monitor)?,
         targets,
     };
     execute(&settings, request, json, progress).await
@@ -438,7 +439,7 @@ async fn demo(
             connections: performance.storage_connections(),
         },
         performance,
-        monitor: MonitorOptions::resolve(&settings.monitor, &args.monitor)?,
+        monitor: crate::config::monitor_options(&settings.monitor, &args.monitor)?,
     };
     execute(&settings, request, json, progress).await
 }
@@ -501,7 +502,7 @@ async fn fake_server(args: FakeServerArgs) -> anyhow::Result<Exit> {
 /// Concurrency for this command; flags that have no effect are reported, not silently dropped.
 fn performance(settings: &Settings, args: &PerformanceArgs) -> anyhow::Result<Performance> {
     let (performance, warnings) =
-        Performance::resolve(&settings.experimental, &settings.failsafe, args)?;
+        crate::config::performance(&settings.experimental, &settings.failsafe, args)?;
     for warning in warnings {
         tracing::warn!("{warning}");
     }

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{GlobalArgs, PerformanceArgs};
+use crate::cli::{GlobalArgs, MonitorArgs, PerformanceArgs};
 use crate::http::limiter::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
 use crate::http::retry::{DEFAULT_DELAYS_MS, DEFAULT_JITTER, RetryPolicy};
+use crate::observe::monitor::{AlertThresholds, DEFAULT_REPORT_INTERVAL_SECS, MIB, MonitorOptions};
 use crate::observe::rates::RateLimits;
 use crate::plan::naming::Layout;
-use crate::run::Thresholds;
+use crate::run::{Performance, Thresholds};
 
 /// The official API host.
 pub const DEFAULT_BASE_URL: &str = "https://civitai.com";
@@ -193,166 +194,136 @@ const DEFAULT_SEGMENT_THRESHOLD_MIB: u64 = 64;
 /// The emergency stop file's default name.
 pub const EMERGENCY_STOP_FILE: &str = "EMERGENCY_STOP";
 
-/// Resolved concurrency: every limit is 1 unless experimental performance is on.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Performance {
-    /// Use the concurrent driver (with the failsafe behind it).
-    pub concurrent: bool,
-    /// API calls in flight.
-    pub api: usize,
-    /// Downloads in flight.
-    pub downloads: usize,
-    /// Previews in flight.
-    pub images: usize,
-    /// Connections per large file (1 = no segmenting).
-    pub segments: usize,
-    /// Files at least this large are segmented.
-    pub segment_threshold: u64,
-    /// Adaptive rate on.
-    pub adaptive_rate: bool,
-    /// When to fall back.
-    pub thresholds: Thresholds,
-    /// The emergency stop file (relative names are looked for in the working and output dirs).
-    pub emergency_stop_file: PathBuf,
-}
-
-impl Performance {
-    /// Storage connections that can be open at once.
-    pub fn storage_connections(&self) -> usize {
-        self.downloads * self.segments + self.images
-    }
-
-    /// Resolve from the config file and the command line. Returns warnings for settings that
-    /// have no effect (a concurrency flag without the experimental switch).
-    pub fn resolve(
-        file: &ExperimentalConfig,
-        failsafe: &FailsafeConfig,
-        args: &PerformanceArgs,
-    ) -> Result<(Performance, Vec<String>), ConfigError> {
-        for piece in &args.experimental {
-            if !PIECES.contains(&piece.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key: "experimental",
-                    message: format!("unknown piece '{piece}'; known: {}", PIECES.join(", ")),
-                });
-            }
+/// Resolve the concurrency from the config file and the command line. Returns warnings for
+/// settings that have no effect (a concurrency flag without the experimental switch).
+pub fn performance(
+    file: &ExperimentalConfig,
+    failsafe: &FailsafeConfig,
+    args: &PerformanceArgs,
+) -> Result<(Performance, Vec<String>), ConfigError> {
+    for piece in &args.experimental {
+        if !PIECES.contains(&piece.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "experimental",
+                message: format!("unknown piece '{piece}'; known: {}", PIECES.join(", ")),
+            });
         }
-        let force_sync = args.force_sync_mode || file.force_sync_mode.unwrap_or(false);
-        let enabled = args.enable_experimental_performance
-            || !args.experimental.is_empty()
-            || file.enabled.unwrap_or(false);
-        let on = |piece: &str, configured: Option<bool>| {
-            enabled
-                && !force_sync
-                && if args.experimental.is_empty() {
-                    configured.unwrap_or(true)
-                } else {
-                    args.experimental.iter().any(|p| p == piece)
-                }
-        };
-        let limit = |flag: Option<usize>, configured: Option<usize>, default: usize| {
-            flag.or(configured).unwrap_or(default).max(1)
-        };
-        let parallel_api = on("parallel_api", file.parallel_api);
-        let parallel_download = on("parallel_download", file.parallel_download);
-        let parallel_images = on("parallel_images", file.parallel_images);
-        let segmented = on("segmented", file.segmented);
-        let mut warnings = Vec::new();
-        let given = [
-            (
-                "--max-concurrent-api",
+    }
+    let force_sync = args.force_sync_mode || file.force_sync_mode.unwrap_or(false);
+    let enabled = args.enable_experimental_performance
+        || !args.experimental.is_empty()
+        || file.enabled.unwrap_or(false);
+    let on = |piece: &str, configured: Option<bool>| {
+        enabled
+            && !force_sync
+            && if args.experimental.is_empty() {
+                configured.unwrap_or(true)
+            } else {
+                args.experimental.iter().any(|p| p == piece)
+            }
+    };
+    let limit = |flag: Option<usize>, configured: Option<usize>, default: usize| {
+        flag.or(configured).unwrap_or(default).max(1)
+    };
+    let parallel_api = on("parallel_api", file.parallel_api);
+    let parallel_download = on("parallel_download", file.parallel_download);
+    let parallel_images = on("parallel_images", file.parallel_images);
+    let segmented = on("segmented", file.segmented);
+    let mut warnings = Vec::new();
+    let given = [
+        (
+            "--max-concurrent-api",
+            args.max_concurrent_api,
+            parallel_api,
+        ),
+        (
+            "--max-concurrent-downloads",
+            args.max_concurrent_downloads,
+            parallel_download,
+        ),
+        (
+            "--max-concurrent-images",
+            args.max_concurrent_images,
+            parallel_images,
+        ),
+        ("--segments", args.segments, segmented),
+    ];
+    for (flag, value, active) in given {
+        if value.is_some() && !active {
+            warnings.push(if force_sync {
+                format!("{flag} is ignored: --force-sync-mode runs one request at a time")
+            } else {
+                format!(
+                    "{flag} is ignored without --enable-experimental-performance (or its \
+                     piece in --experimental); the run stays sequential"
+                )
+            });
+        }
+    }
+    let defaults = Thresholds::default();
+    let thresholds = Thresholds {
+        consecutive_failures: failsafe
+            .consecutive_failures
+            .unwrap_or(defaults.consecutive_failures)
+            .max(1),
+        rates: RateLimits {
+            error_rate: failsafe.error_rate.unwrap_or(defaults.rates.error_rate),
+            timeout_rate: failsafe.timeout_rate.unwrap_or(defaults.rates.timeout_rate),
+            min_sample: failsafe
+                .min_sample
+                .map_or(defaults.rates.min_sample, |n| n as u64),
+        },
+        window: failsafe.window.unwrap_or(defaults.window).max(1),
+    };
+    let performance = Performance {
+        concurrent: parallel_api || parallel_download || parallel_images || segmented,
+        api: if parallel_api {
+            limit(
                 args.max_concurrent_api,
-                parallel_api,
-            ),
-            (
-                "--max-concurrent-downloads",
+                file.max_concurrent_api,
+                DEFAULT_MAX_API,
+            )
+        } else {
+            1
+        },
+        downloads: if parallel_download {
+            limit(
                 args.max_concurrent_downloads,
-                parallel_download,
-            ),
-            (
-                "--max-concurrent-images",
+                file.max_concurrent_downloads,
+                DEFAULT_MAX_DOWNLOADS,
+            )
+        } else {
+            1
+        },
+        images: if parallel_images {
+            limit(
                 args.max_concurrent_images,
-                parallel_images,
-            ),
-            ("--segments", args.segments, segmented),
-        ];
-        for (flag, value, active) in given {
-            if value.is_some() && !active {
-                warnings.push(if force_sync {
-                    format!("{flag} is ignored: --force-sync-mode runs one request at a time")
-                } else {
-                    format!(
-                        "{flag} is ignored without --enable-experimental-performance (or its \
-                         piece in --experimental); the run stays sequential"
-                    )
-                });
-            }
-        }
-        let defaults = Thresholds::default();
-        let thresholds = Thresholds {
-            consecutive_failures: failsafe
-                .consecutive_failures
-                .unwrap_or(defaults.consecutive_failures)
-                .max(1),
-            rates: RateLimits {
-                error_rate: failsafe.error_rate.unwrap_or(defaults.rates.error_rate),
-                timeout_rate: failsafe.timeout_rate.unwrap_or(defaults.rates.timeout_rate),
-                min_sample: failsafe
-                    .min_sample
-                    .map_or(defaults.rates.min_sample, |n| n as u64),
-            },
-            window: failsafe.window.unwrap_or(defaults.window).max(1),
-        };
-        let performance = Performance {
-            concurrent: parallel_api || parallel_download || parallel_images || segmented,
-            api: if parallel_api {
-                limit(
-                    args.max_concurrent_api,
-                    file.max_concurrent_api,
-                    DEFAULT_MAX_API,
-                )
-            } else {
-                1
-            },
-            downloads: if parallel_download {
-                limit(
-                    args.max_concurrent_downloads,
-                    file.max_concurrent_downloads,
-                    DEFAULT_MAX_DOWNLOADS,
-                )
-            } else {
-                1
-            },
-            images: if parallel_images {
-                limit(
-                    args.max_concurrent_images,
-                    file.max_concurrent_images,
-                    DEFAULT_MAX_IMAGES,
-                )
-            } else {
-                1
-            },
-            segments: if segmented {
-                limit(args.segments, file.segments, DEFAULT_SEGMENTS)
-            } else {
-                1
-            },
-            segment_threshold: file
-                .segment_threshold_mib
-                .unwrap_or(DEFAULT_SEGMENT_THRESHOLD_MIB)
-                .max(1)
-                * 1024
-                * 1024,
-            adaptive_rate: on("adaptive_rate", file.adaptive_rate),
-            thresholds,
-            emergency_stop_file: args
-                .emergency_stop_file
-                .clone()
-                .or_else(|| failsafe.emergency_stop_file.clone())
-                .unwrap_or_else(|| PathBuf::from(EMERGENCY_STOP_FILE)),
-        };
-        Ok((performance, warnings))
-    }
+                file.max_concurrent_images,
+                DEFAULT_MAX_IMAGES,
+            )
+        } else {
+            1
+        },
+        segments: if segmented {
+            limit(args.segments, file.segments, DEFAULT_SEGMENTS)
+        } else {
+            1
+        },
+        segment_threshold: file
+            .segment_threshold_mib
+            .unwrap_or(DEFAULT_SEGMENT_THRESHOLD_MIB)
+            .max(1)
+            * 1024
+            * 1024,
+        adaptive_rate: on("adaptive_rate", file.adaptive_rate),
+        thresholds,
+        emergency_stop_file: args
+            .emergency_stop_file
+            .clone()
+            .or_else(|| failsafe.emergency_stop_file.clone())
+            .unwrap_or_else(|| PathBuf::from(EMERGENCY_STOP_FILE)),
+    };
+    Ok((performance, warnings))
 }
 
 /// `[network]` in the config file.
@@ -561,6 +532,70 @@ impl Settings {
     }
 }
 
+/// The monitor's options: flags over the config file over the defaults; out-of-range values are
+/// refused.
+pub fn monitor_options(
+    file: &MonitorConfig,
+    args: &MonitorArgs,
+) -> Result<MonitorOptions, ConfigError> {
+    let defaults = AlertThresholds::default();
+    let interval = args
+        .report_interval
+        .or(file.report_interval_secs)
+        .unwrap_or(DEFAULT_REPORT_INTERVAL_SECS);
+    if interval == 0 {
+        return Err(invalid("report_interval", "must be at least 1 second"));
+    }
+    let baseline = args
+        .baseline_throughput
+        .or(file.baseline_throughput_mb_per_sec);
+    if baseline.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
+        return Err(invalid(
+            "baseline_throughput",
+            "must be a positive number of MB/s",
+        ));
+    }
+    let alerts = AlertThresholds {
+        rates: RateLimits {
+            error_rate: fraction(
+                "alert_error_rate",
+                file.alert_error_rate,
+                defaults.rates.error_rate,
+            )?,
+            timeout_rate: fraction(
+                "alert_timeout_rate",
+                file.alert_timeout_rate,
+                defaults.rates.timeout_rate,
+            )?,
+            min_sample: file.alert_min_attempts.unwrap_or(defaults.rates.min_sample),
+        },
+        memory_bytes: file
+            .alert_memory_mib
+            .map_or(defaults.memory_bytes, |mib| mib.saturating_mul(MIB)),
+        baseline_throughput: baseline,
+        throughput_drop: fraction(
+            "alert_throughput_drop",
+            file.alert_throughput_drop,
+            defaults.throughput_drop,
+        )?,
+    };
+    Ok(MonitorOptions {
+        print: args.monitor_performance,
+        interval: Duration::from_secs(interval),
+        metrics_json: args.metrics_json.clone(),
+        alerts,
+    })
+}
+
+fn fraction(key: &'static str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+    let value = value.unwrap_or(default);
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(key, "must be a fraction between 0.0 and 1.0"))
+    }
+}
+
 fn secs(value: u64) -> Duration {
     Duration::from_secs(value.max(1))
 }
@@ -724,7 +759,7 @@ mod tests {
             unreachable!()
         };
         let file = parse_config(toml_text, Path::new("t")).unwrap();
-        Performance::resolve(&file.experimental, &file.failsafe, &download.performance).unwrap()
+        super::performance(&file.experimental, &file.failsafe, &download.performance).unwrap()
     }
 
     #[test]
@@ -783,7 +818,7 @@ mod tests {
         let crate::cli::Command::Download(download) = cli.command else {
             unreachable!()
         };
-        let err = Performance::resolve(
+        let err = super::performance(
             &Default::default(),
             &Default::default(),
             &download.performance,
@@ -814,13 +849,71 @@ mod tests {
             ..PerformanceArgs::default()
         };
         for args in [none, on] {
-            let shipped = Performance::resolve(&s.experimental, &s.failsafe, &args).unwrap();
-            let default = Performance::resolve(&d.experimental, &d.failsafe, &args).unwrap();
+            let shipped = super::performance(&s.experimental, &s.failsafe, &args).unwrap();
+            let default = super::performance(&d.experimental, &d.failsafe, &args).unwrap();
             assert_eq!(shipped, default);
         }
         let flags = crate::cli::MonitorArgs::default();
-        let shipped = crate::observe::monitor::MonitorOptions::resolve(&s.monitor, &flags).unwrap();
-        let default = crate::observe::monitor::MonitorOptions::resolve(&d.monitor, &flags).unwrap();
+        let shipped = monitor_options(&s.monitor, &flags).unwrap();
+        let default = monitor_options(&d.monitor, &flags).unwrap();
         assert_eq!(shipped, default);
+    }
+
+    fn monitor(args: &[&str], toml_text: &str) -> Result<MonitorOptions, ConfigError> {
+        use clap::Parser;
+        let mut argv = vec!["civitai-dl", "download", "1"];
+        argv.extend_from_slice(args);
+        let crate::cli::Command::Download(download) = crate::cli::Cli::parse_from(argv).command
+        else {
+            unreachable!("a download command line")
+        };
+        let file = parse_config(toml_text, Path::new("t.toml"))?;
+        monitor_options(&file.monitor, &download.monitor)
+    }
+
+    #[test]
+    fn flags_beat_the_config_file_beats_the_defaults() {
+        let o = monitor(&[], "").unwrap();
+        assert_eq!(
+            o.interval,
+            Duration::from_secs(DEFAULT_REPORT_INTERVAL_SECS)
+        );
+        assert_eq!(o.alerts, AlertThresholds::default());
+        assert!(!o.print && o.metrics_json.is_none());
+        let file = "[monitor]\nreport_interval_secs = 5\nbaseline_throughput_mb_per_sec = 3.0\n\
+                    alert_memory_mib = 512\nalert_error_rate = 0.2\n";
+        let o = monitor(&[], file).unwrap();
+        assert_eq!(o.interval, Duration::from_secs(5));
+        assert_eq!(o.alerts.baseline_throughput, Some(3.0));
+        assert_eq!(o.alerts.memory_bytes, 512 * MIB);
+        assert_eq!(o.alerts.rates.error_rate, 0.2);
+        let flags = [
+            "--monitor-performance",
+            "--report-interval",
+            "2",
+            "--baseline-throughput",
+            "7.5",
+            "--metrics-json",
+            "m.json",
+        ];
+        let o = monitor(&flags, file).unwrap();
+        assert!(o.print);
+        assert_eq!(o.interval, Duration::from_secs(2));
+        assert_eq!(o.alerts.baseline_throughput, Some(7.5));
+        assert_eq!(o.metrics_json, Some(PathBuf::from("m.json")));
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused() {
+        let cases = [
+            (&["--report-interval", "0"][..], ""),
+            (&["--baseline-throughput", "0"][..], ""),
+            (&["--baseline-throughput", "NaN"][..], ""),
+            (&[][..], "[monitor]\nalert_timeout_rate = 1.5\n"),
+            (&[][..], "[monitor]\nalert_throughput_drop = -0.1\n"),
+        ];
+        for (args, file) in cases {
+            assert!(monitor(args, file).is_err(), "{args:?} {file}");
+        }
     }
 }

@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::MonitorArgs;
-use crate::config::{ConfigError, MonitorConfig};
 use crate::download::{DownloadError, write_atomic};
 use crate::observe::metrics::{
     Alert, AlertKind, Counters, Metrics, MetricsReport, ProcessSample, ratio,
@@ -35,7 +33,7 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// Linux reports CPU time in ticks of USER_HZ, which the kernel fixes at 100 for user space on
 /// every mainstream architecture (whatever its internal HZ).
 const USER_HZ: u64 = 100;
-const MIB: u64 = 1024 * 1024;
+pub const MIB: u64 = 1024 * 1024;
 
 /// When to raise an alert.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,7 +59,7 @@ impl Default for AlertThresholds {
     }
 }
 
-/// What the monitor does, resolved from the config file's `[monitor]` and the flags.
+/// What the monitor does (the command line resolves it from the config file and the flags).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MonitorOptions {
     /// Log a line per interval (`--monitor-performance`).
@@ -72,78 +70,6 @@ pub struct MonitorOptions {
     pub metrics_json: Option<PathBuf>,
     /// Alert thresholds.
     pub alerts: AlertThresholds,
-}
-
-impl MonitorOptions {
-    /// Flags over the config file over the defaults; out-of-range values are refused.
-    pub fn resolve(
-        file: &MonitorConfig,
-        args: &MonitorArgs,
-    ) -> Result<MonitorOptions, ConfigError> {
-        let defaults = AlertThresholds::default();
-        let interval = args
-            .report_interval
-            .or(file.report_interval_secs)
-            .unwrap_or(DEFAULT_REPORT_INTERVAL_SECS);
-        if interval == 0 {
-            return Err(invalid("report_interval", "must be at least 1 second"));
-        }
-        let baseline = args
-            .baseline_throughput
-            .or(file.baseline_throughput_mb_per_sec);
-        if baseline.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
-            return Err(invalid(
-                "baseline_throughput",
-                "must be a positive number of MB/s",
-            ));
-        }
-        let alerts = AlertThresholds {
-            rates: RateLimits {
-                error_rate: fraction(
-                    "alert_error_rate",
-                    file.alert_error_rate,
-                    defaults.rates.error_rate,
-                )?,
-                timeout_rate: fraction(
-                    "alert_timeout_rate",
-                    file.alert_timeout_rate,
-                    defaults.rates.timeout_rate,
-                )?,
-                min_sample: file.alert_min_attempts.unwrap_or(defaults.rates.min_sample),
-            },
-            memory_bytes: file
-                .alert_memory_mib
-                .map_or(defaults.memory_bytes, |mib| mib.saturating_mul(MIB)),
-            baseline_throughput: baseline,
-            throughput_drop: fraction(
-                "alert_throughput_drop",
-                file.alert_throughput_drop,
-                defaults.throughput_drop,
-            )?,
-        };
-        Ok(MonitorOptions {
-            print: args.monitor_performance,
-            interval: Duration::from_secs(interval),
-            metrics_json: args.metrics_json.clone(),
-            alerts,
-        })
-    }
-}
-
-fn fraction(key: &'static str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
-    let value = value.unwrap_or(default);
-    if (0.0..=1.0).contains(&value) {
-        Ok(value)
-    } else {
-        Err(invalid(key, "must be a fraction between 0.0 and 1.0"))
-    }
-}
-
-fn invalid(key: &'static str, message: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.to_string(),
-    }
 }
 
 /// Read the process's memory and CPU time (absent figures where the OS has no `/proc`).
@@ -639,64 +565,6 @@ mod tests {
         assert_eq!(judged(&busy, &busy), Some(0.0));
         assert_eq!(judged(&idle, &busy), None);
         assert_eq!(judged(&busy, &idle), None);
-    }
-
-    fn resolve(args: &[&str], toml_text: &str) -> Result<MonitorOptions, ConfigError> {
-        use clap::Parser;
-        let mut argv = vec!["civitai-dl", "download", "1"];
-        argv.extend_from_slice(args);
-        let crate::cli::Command::Download(download) = crate::cli::Cli::parse_from(argv).command
-        else {
-            unreachable!("a download command line")
-        };
-        let file = crate::config::parse_config(toml_text, Path::new("t.toml"))?;
-        MonitorOptions::resolve(&file.monitor, &download.monitor)
-    }
-
-    #[test]
-    fn flags_beat_the_config_file_beats_the_defaults() {
-        let o = resolve(&[], "").unwrap();
-        assert_eq!(
-            o.interval,
-            Duration::from_secs(DEFAULT_REPORT_INTERVAL_SECS)
-        );
-        assert_eq!(o.alerts, AlertThresholds::default());
-        assert!(!o.print && o.metrics_json.is_none());
-        let file = "[monitor]\nreport_interval_secs = 5\nbaseline_throughput_mb_per_sec = 3.0\n\
-                    alert_memory_mib = 512\nalert_error_rate = 0.2\n";
-        let o = resolve(&[], file).unwrap();
-        assert_eq!(o.interval, Duration::from_secs(5));
-        assert_eq!(o.alerts.baseline_throughput, Some(3.0));
-        assert_eq!(o.alerts.memory_bytes, 512 * MIB);
-        assert_eq!(o.alerts.rates.error_rate, 0.2);
-        let flags = [
-            "--monitor-performance",
-            "--report-interval",
-            "2",
-            "--baseline-throughput",
-            "7.5",
-            "--metrics-json",
-            "m.json",
-        ];
-        let o = resolve(&flags, file).unwrap();
-        assert!(o.print);
-        assert_eq!(o.interval, Duration::from_secs(2));
-        assert_eq!(o.alerts.baseline_throughput, Some(7.5));
-        assert_eq!(o.metrics_json, Some(PathBuf::from("m.json")));
-    }
-
-    #[test]
-    fn out_of_range_settings_are_refused() {
-        let cases = [
-            (&["--report-interval", "0"][..], ""),
-            (&["--baseline-throughput", "0"][..], ""),
-            (&["--baseline-throughput", "NaN"][..], ""),
-            (&[][..], "[monitor]\nalert_timeout_rate = 1.5\n"),
-            (&[][..], "[monitor]\nalert_throughput_drop = -0.1\n"),
-        ];
-        for (args, file) in cases {
-            assert!(resolve(args, file).is_err(), "{args:?} {file}");
-        }
     }
 
     #[tokio::test]

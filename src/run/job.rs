@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::civitai::target::Target;
 use crate::civitai::{ApiClient, ApiError};
-use crate::config::Performance;
 use crate::download::{
     DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, UNVERIFIED_SUFFIX,
     with_suffix, write_atomic,
@@ -23,7 +22,7 @@ use crate::lock;
 use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
 use crate::observe::{ActiveFile, Reporter};
 use crate::plan::{Job, Planner, info_path, preview_path};
-use crate::run::{JobOutcome, Mode, Unit, emergency};
+use crate::run::{JobOutcome, Mode, Performance, Unit, emergency};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
 
 /// Everything a run shares: planner, downloader, state, the subscribers and the report.

@@ -13,8 +13,7 @@
 //! [`Mode::one_at_a_time`].
 
 use std::future::Future;
-
-use crate::config::Performance;
+use std::path::PathBuf;
 
 pub mod concurrent;
 pub mod emergency;
@@ -26,6 +25,36 @@ mod tests;
 
 pub use failsafe::{Failsafe, Thresholds};
 pub use job::{Run, RunParts};
+
+/// Resolved concurrency: every limit is 1 unless experimental performance is on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Performance {
+    /// Use the concurrent driver (with the failsafe behind it).
+    pub concurrent: bool,
+    /// API calls in flight.
+    pub api: usize,
+    /// Downloads in flight.
+    pub downloads: usize,
+    /// Previews in flight.
+    pub images: usize,
+    /// Connections per large file (1 = no segmenting).
+    pub segments: usize,
+    /// Files at least this large are segmented.
+    pub segment_threshold: u64,
+    /// Adaptive rate on.
+    pub adaptive_rate: bool,
+    /// When to fall back.
+    pub thresholds: Thresholds,
+    /// The emergency stop file (relative names are looked for in the working and output dirs).
+    pub emergency_stop_file: PathBuf,
+}
+
+impl Performance {
+    /// Storage connections that can be open at once.
+    pub fn storage_connections(&self) -> usize {
+        self.downloads * self.segments + self.images
+    }
+}
 
 /// One item of queued work.
 #[derive(Clone, Debug, PartialEq)]
