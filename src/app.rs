@@ -24,10 +24,10 @@ use crate::observe::report::{RunReport, StopReason};
 use crate::observe::{Fanout, Reporter};
 use crate::plan::naming::Layout;
 use crate::plan::{FileFacts, Planner, Selection};
-use crate::progress::Progress;
 use crate::run::Performance;
 use crate::run::{Failsafe, Run, RunParts, Work, run_with_failsafe};
 use crate::state::StateStore;
+use crate::ui::progress::Progress;
 
 /// Exit codes, documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,7 +277,7 @@ fn exit_for(report: &RunReport) -> Exit {
 }
 
 fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
-    eprintln!("{}", report.render());
+    eprintln!("{}", crate::ui::summary::render(report));
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
     }

@@ -39,8 +39,8 @@ pub mod state;
 /// What a run reports and who listens: the reporter trait, metrics, rates, monitor, summary data.
 pub mod observe;
 
-/// Progress bars and the log writer that keeps them intact.
-pub mod progress;
+/// Progress bars, log lines and the final summary, for people.
+pub mod ui;
 
 /// An offline fake Civitai for tests, demos and benchmarks.
 pub mod fake_server;

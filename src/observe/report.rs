@@ -1,10 +1,9 @@
-//! What a run did, for the final summary (human, on stderr) and `--json` (on stdout).
+//! What a run did: the data of the final summary and of `--json`. Rendering it for people is
+//! the command line's job.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use indicatif::{HumanBytes, HumanDuration};
 use serde::Serialize;
 
 use crate::observe::metrics::MetricsReport;
@@ -106,7 +105,7 @@ impl RunReport {
         self.count_where(status, false)
     }
 
-    fn count_where(&self, status: FileStatus, preview: bool) -> usize {
+    pub fn count_where(&self, status: FileStatus, preview: bool) -> usize {
         self.files
             .iter()
             .filter(|f| f.status == status && f.preview == preview)
@@ -125,77 +124,6 @@ impl RunReport {
     pub fn transferred(&self) -> u64 {
         self.files.iter().map(|f| f.transferred).sum()
     }
-
-    /// The human summary: counts, bytes, time, speed, then each failure with its reason.
-    pub fn render(&self) -> String {
-        let wall = Duration::from_secs_f64(self.wall_secs);
-        let bytes = self.transferred();
-        let speed = if self.wall_secs > 0.0 {
-            bytes as f64 / self.wall_secs
-        } else {
-            0.0
-        };
-        let mut out = format!(
-            "{} downloaded, {} already present, {} failed, {} unverified; {} in {} ({}/s)",
-            self.count(FileStatus::Downloaded),
-            self.count(FileStatus::Present),
-            self.count(FileStatus::Failed) + self.failed_targets.len(),
-            self.count(FileStatus::Unverified),
-            HumanBytes(bytes),
-            HumanDuration(wall),
-            HumanBytes(speed as u64),
-        );
-        if self.files.iter().any(|f| f.preview) {
-            out.push_str(&format!(
-                "; previews: {} downloaded, {} already present, {} failed",
-                self.count_where(FileStatus::Downloaded, true),
-                self.count_where(FileStatus::Present, true),
-                self.count_where(FileStatus::Failed, true),
-            ));
-        }
-        for failure in &self.failed_targets {
-            // The reason names the model, version or creator it is about.
-            out.push_str(&format!("\n  failed: {}", failure.reason));
-        }
-        for file in &self.files {
-            let tag = match (file.status, file.preview) {
-                (FileStatus::Failed, true) => "preview failed",
-                (FileStatus::Failed, false) => "failed",
-                (FileStatus::Unverified, _) => "unverified",
-                _ => continue,
-            };
-            let reason = file.reason.as_deref().unwrap_or("");
-            out.push_str(&format!("\n  {tag}: {}: {reason}", file.label));
-        }
-        if self.hosts.len() > 1 {
-            let hosts: Vec<String> = self
-                .hosts
-                .iter()
-                .map(|(host, n)| format!("{host} {n}"))
-                .collect();
-            out.push_str(&format!("\n  requests served by: {}", hosts.join(", ")));
-        }
-        if let Some(reason) = &self.failsafe {
-            out.push_str(&format!(
-                "\n  failsafe: switched to sequential downloads ({reason})"
-            ));
-        }
-        match self.stopped {
-            Some(StopReason::EmergencyStop) => out.push_str(
-                "\n  emergency stop: progress saved; remove the EMERGENCY_STOP file and rerun to \
-                 continue",
-            ),
-            Some(StopReason::Interrupted) => {
-                out.push_str("\n  interrupted: progress saved; rerun the same command to continue")
-            }
-            Some(StopReason::QuotaExhausted) => out.push_str(
-                "\n  stopped: Civitai's 24-hour download quota is exhausted; progress saved; rerun \
-                 the same command in a few hours to continue",
-            ),
-            None => {}
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -212,38 +140,6 @@ mod tests {
             reason: reason.map(str::to_string),
             preview: false,
         }
-    }
-
-    #[test]
-    fn summary_lists_failures_with_reasons() {
-        let mut report = RunReport::new();
-        report.files.push(file(FileStatus::Downloaded, None));
-        report
-            .files
-            .push(file(FileStatus::Failed, Some("not found")));
-        report.wall_secs = 2.0;
-        let text = report.render();
-        assert!(
-            text.starts_with("1 downloaded, 0 already present, 1 failed"),
-            "{text}"
-        );
-        assert!(text.contains("failed: model 1 file a: not found"), "{text}");
-        assert!(report.has_failures());
-    }
-
-    #[test]
-    fn a_failed_preview_is_listed_but_does_not_fail_the_run() {
-        let mut report = RunReport::new();
-        report.files.push(FileResult {
-            preview: true,
-            ..file(FileStatus::Failed, Some("gone"))
-        });
-        assert!(!report.has_failures());
-        assert!(
-            report
-                .render()
-                .contains("preview failed: model 1 file a: gone")
-        );
     }
 
     #[test]

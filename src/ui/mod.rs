@@ -1,0 +1,5 @@
+//! What people see: progress bars that follow the run as one of its subscribers, log lines that
+//! keep the bars intact, and the final summary. The only place that knows indicatif.
+
+pub mod progress;
+pub mod summary;
