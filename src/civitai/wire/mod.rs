@@ -15,6 +15,11 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
 use serde_json::Value;
 
+mod error_body;
+mod lenient;
+
+pub use error_body::{ApiErrorBody, parse_error_body};
+
 /// A model as returned by `GET /api/v1/models/{id}` and in the items of `GET /api/v1/models`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -628,139 +633,6 @@ pub struct PageMetadata {
     pub total_pages: Option<u64>,
 }
 
-/// A JSON error body from the API or the download route, flattened to text.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(from = "ErrorBodyWire")]
-pub struct ApiErrorBody {
-    /// The `error` field (or tRPC `issues`) as one readable line, whatever its JSON shape.
-    pub error: Option<String>,
-    /// The `message` field, on one line.
-    pub message: Option<String>,
-    /// End of an early-access window (403 "Early Access").
-    pub deadline: Option<String>,
-}
-
-/// The wire shape of [`ApiErrorBody`].
-#[derive(Deserialize)]
-struct ErrorBodyWire {
-    #[serde(default)]
-    error: Value,
-    #[serde(default)]
-    issues: Value,
-    #[serde(default)]
-    message: Value,
-    #[serde(default, deserialize_with = "lenient::text")]
-    deadline: Option<String>,
-}
-
-impl From<ErrorBodyWire> for ApiErrorBody {
-    fn from(wire: ErrorBodyWire) -> Self {
-        Self {
-            error: describe_error(&wire.error).or_else(|| describe_error(&wire.issues)),
-            message: describe_error(&wire.message),
-            deadline: wire.deadline,
-        }
-    }
-}
-
-/// Said when a body carries neither `message` nor `error`.
-const NO_ERROR_DETAIL: &str = "no error details given";
-
-impl ApiErrorBody {
-    /// The best human sentence: `message` when present (it explains), else `error`.
-    pub fn summary(&self) -> String {
-        self.message
-            .as_deref()
-            .or(self.error.as_deref())
-            .unwrap_or(NO_ERROR_DETAIL)
-            .to_owned()
-    }
-}
-
-/// Parses an error response body; `None` when it is not a JSON object with an `error`,
-/// `message` or `issues` to report (HTML pages, plain text, `{}`).
-pub fn parse_error_body(body: &str) -> Option<ApiErrorBody> {
-    // Checked first because serde would also read a JSON array as the struct's fields in order.
-    let fields: serde_json::Map<String, Value> = serde_json::from_str(body).ok()?;
-    ApiErrorBody::deserialize(Value::Object(fields))
-        .ok()
-        .filter(|parsed| parsed.error.is_some() || parsed.message.is_some())
-}
-
-/// Flattens any JSON shape an `error` has taken (string, ZodError object whose `message` is a
-/// JSON array, flattened `{formErrors, fieldErrors}`, array of issues) into one line.
-fn describe_error(value: &Value) -> Option<String> {
-    let text = match value {
-        Value::Null => return None,
-        Value::String(text) => describe_text(text)?,
-        Value::Array(issues) => join_non_empty(issues.iter().filter_map(describe_issue), "; "),
-        Value::Object(fields) => describe_object(fields)?,
-        other => other.to_string(),
-    };
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    (!line.is_empty()).then_some(line)
-}
-
-/// A ZodError's `message` is itself serialised JSON; decode it so the issues read as text.
-fn describe_text(text: &str) -> Option<String> {
-    let trimmed = text.trim();
-    if trimmed.starts_with(['[', '{'])
-        && let Ok(inner) = serde_json::from_str::<Value>(trimmed)
-    {
-        return describe_error(&inner);
-    }
-    Some(text.to_owned())
-}
-
-fn describe_object(fields: &serde_json::Map<String, Value>) -> Option<String> {
-    if fields.contains_key("formErrors") || fields.contains_key("fieldErrors") {
-        return Some(describe_flattened_zod(fields));
-    }
-    if let Some(message) = fields.get("message") {
-        return describe_error(message);
-    }
-    if let Some(issues) = fields.get("issues") {
-        return describe_error(issues);
-    }
-    (!fields.is_empty()).then(|| Value::Object(fields.clone()).to_string())
-}
-
-/// `{"formErrors": [..], "fieldErrors": {"limit": [..]}}` → `"..; limit: .."`.
-fn describe_flattened_zod(fields: &serde_json::Map<String, Value>) -> String {
-    let form_errors = fields
-        .get("formErrors")
-        .map(lenient::texts)
-        .unwrap_or_default();
-    let field_errors = fields
-        .get("fieldErrors")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(field, messages)| format!("{field}: {}", lenient::texts(messages).join(", ")));
-    join_non_empty(form_errors.into_iter().chain(field_errors), "; ")
-}
-
-/// A zod issue `{"path": ["limit"], "message": ".."}` → `"limit: .."`.
-fn describe_issue(issue: &Value) -> Option<String> {
-    let Some(message) = issue.get("message") else {
-        return describe_error(issue);
-    };
-    let message = describe_error(message)?;
-    let path = issue.get("path").map(lenient::texts).unwrap_or_default();
-    Some(if path.is_empty() {
-        message
-    } else {
-        format!("{}: {message}", path.join("."))
-    })
-}
-
-fn join_non_empty(parts: impl Iterator<Item = String>, separator: &str) -> String {
-    parts
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join(separator)
-}
-
 /// The caller as seen by `GET /api/v1/me`, used to check an API key.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct Me {
@@ -794,112 +666,23 @@ fn postgres_array_body(text: &str) -> Option<&str> {
     text.trim().strip_prefix('{')?.strip_suffix('}')
 }
 
-/// `deserialize_with` helpers that turn a wrong-typed or `null` value into "absent" instead of
-/// an error. They buffer through [`Value`], which is cheap next to a network round trip.
-mod lenient {
-    use serde::de::DeserializeOwned;
-    use serde::{Deserialize, Deserializer};
-    use serde_json::Value;
-
-    /// `None` for `null`, a missing key or a value of another type.
-    pub(super) fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: DeserializeOwned,
-    {
-        Ok(T::deserialize(Value::deserialize(deserializer)?).ok())
-    }
-
-    /// Like [`option`], falling back to the type's default.
-    pub(super) fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: DeserializeOwned + Default,
-    {
-        Ok(option(deserializer)?.unwrap_or_default())
-    }
-
-    /// A string, or a number kept as its text (usernames, cursors).
-    pub(super) fn text<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<String>, D::Error> {
-        Ok(text_of(&Value::deserialize(deserializer)?))
-    }
-
-    /// A list of strings; a lone string counts as a one-element list, other values are skipped.
-    pub(super) fn text_list<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<String>, D::Error> {
-        Ok(texts(&Value::deserialize(deserializer)?))
-    }
-
-    /// See [`super::normalise_commercial_use`].
-    pub(super) fn commercial_use<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<String>, D::Error> {
-        Ok(super::normalise_commercial_use(&Value::deserialize(
-            deserializer,
-        )?))
-    }
-
-    /// A list whose `null` means empty, but whose items must decode: a file or version that
-    /// cannot be read is an error worth seeing, not something to skip silently.
-    pub(super) fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: Deserialize<'de>,
-    {
-        Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
-    }
-
-    /// A list that drops the items it cannot decode; for optional extras such as previews.
-    pub(super) fn lossy_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: DeserializeOwned,
-    {
-        let Value::Array(items) = Value::deserialize(deserializer)? else {
-            return Ok(Vec::new());
-        };
-        Ok(items
-            .into_iter()
-            .filter_map(|item| T::deserialize(item).ok())
-            .collect())
-    }
-
-    /// The text of a non-empty string or of a number.
-    pub(super) fn text_of(value: &Value) -> Option<String> {
-        match value {
-            Value::String(text) if !text.is_empty() => Some(text.clone()),
-            Value::Number(number) => Some(number.to_string()),
-            _ => None,
-        }
-    }
-
-    /// The texts of an array's string and number items, or of a lone scalar.
-    pub(super) fn texts(value: &Value) -> Vec<String> {
-        match value {
-            Value::Array(items) => items.iter().filter_map(text_of).collect(),
-            scalar => text_of(scalar).into_iter().collect(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::error_body::NO_ERROR_DETAIL;
     use super::*;
     use serde_json::json;
 
-    const MODEL: &str = include_str!("../../tests/fixtures/civitai-samples/model.json");
+    const MODEL: &str = include_str!("../../../tests/fixtures/civitai-samples/model.json");
     const MODEL_VERSION: &str =
-        include_str!("../../tests/fixtures/civitai-samples/model_version.json");
+        include_str!("../../../tests/fixtures/civitai-samples/model_version.json");
     const MODELS_PAGE_CURSOR: &str =
-        include_str!("../../tests/fixtures/civitai-samples/models_page_cursor.json");
+        include_str!("../../../tests/fixtures/civitai-samples/models_page_cursor.json");
     const MODELS_PAGE_PAGED_2023: &str =
-        include_str!("../../tests/fixtures/civitai-samples/models_page_paged_2023.json");
-    const IMAGES_PAGE: &str = include_str!("../../tests/fixtures/civitai-samples/images_page.json");
+        include_str!("../../../tests/fixtures/civitai-samples/models_page_paged_2023.json");
+    const IMAGES_PAGE: &str =
+        include_str!("../../../tests/fixtures/civitai-samples/images_page.json");
     const ERROR_BODIES: &str =
-        include_str!("../../tests/fixtures/civitai-samples/error_bodies.json");
+        include_str!("../../../tests/fixtures/civitai-samples/error_bodies.json");
 
     fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
         serde_json::from_value(value).expect("sample must decode")
