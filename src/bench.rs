@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use civitai_dl_fake::{Catalog, FakeCivitai, FileFaults, Knobs};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cli::{BenchArgs, GlobalArgs};
-use crate::fake_server::{Catalog, FakeCivitai, FileFaults, Knobs};
 use crate::limiter::DEFAULT_BURST;
 use crate::target::{Target, parse_target_list};
 

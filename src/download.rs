@@ -1363,10 +1363,10 @@ mod tests {
     mod against_the_fake_server {
         use super::*;
         use crate::api::ApiOptions;
-        use crate::fake_server::{
+        use crate::limiter::RateLimiter;
+        use civitai_dl_fake::{
             Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, Knobs, fill_bytes,
         };
-        use crate::limiter::RateLimiter;
 
         const SIZE: u64 = 300_000;
 
