@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+#[cfg(feature = "dev-tools")]
+use civitai_dl_fake::{Catalog, FakeCivitai, Knobs};
 use tokio_util::sync::CancellationToken;
 
 use crate::civitai::target::{Target, parse_target_list};
 use crate::civitai::{ApiClient, ApiError, ApiOptions};
+#[cfg(feature = "dev-tools")]
+use crate::cli::{BenchArgs, DemoArgs, FakeServerArgs, GlobalArgs};
 use crate::cli::{
-    BenchArgs, Cli, Command, DemoArgs, DownloadArgs, FakeServerArgs, GlobalArgs, InfoArgs,
-    PerformanceArgs, SelectionArgs, TargetArgs,
+    Cli, Command, DownloadArgs, InfoArgs, PerformanceArgs, SelectionArgs, TargetArgs,
 };
 use crate::config::Settings;
 use crate::download::{DownloadOptions, Downloader};
-use crate::fake_server::{Catalog, FakeCivitai, Knobs};
 use crate::http::limiter::RateLimiter;
 use crate::observe::metrics::Metrics;
 use crate::observe::monitor::{Monitor, MonitorOptions};
@@ -104,7 +106,9 @@ pub fn run(cli: Cli) -> ExitCode {
 async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
+        #[cfg(feature = "dev-tools")]
         Command::FakeServer(args) => fake_server(args).await,
+        #[cfg(feature = "dev-tools")]
         Command::Bench(args) => bench(global, args).await,
         command => {
             let settings = Settings::load(&global)?;
@@ -114,7 +118,9 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
             match command {
                 Command::Download(args) => download(settings, *args, global.json, progress).await,
                 Command::Info(args) => info(settings, args, global.json).await,
+                #[cfg(feature = "dev-tools")]
                 Command::Demo(args) => demo(settings, args, global.json, progress).await,
+                #[cfg(feature = "dev-tools")]
                 Command::FakeServer(_) | Command::Bench(_) => unreachable!("handled above"),
             }
         }
@@ -122,6 +128,7 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
 }
 
 /// `civitai-dl bench` waits on child processes, so it runs on the blocking pool.
+#[cfg(feature = "dev-tools")]
 async fn bench(global: GlobalArgs, args: BenchArgs) -> anyhow::Result<Exit> {
     let passed = tokio::task::spawn_blocking(move || crate::bench::run(&global, &args))
         .await
@@ -373,6 +380,7 @@ fn describe(f: &FileFacts) -> String {
     )
 }
 
+#[cfg(feature = "dev-tools")]
 async fn demo(
     mut settings: Settings,
     args: DemoArgs,
@@ -445,10 +453,13 @@ async fn demo(
 }
 
 /// The demo's storage bandwidth: slow enough to watch the bars, fast enough to end in a minute.
+#[cfg(feature = "dev-tools")]
 const DEMO_BANDWIDTH: u64 = 12 * 1024 * 1024;
 /// The demo's retry waits: short, so its injected faults recover visibly and quickly.
+#[cfg(feature = "dev-tools")]
 const DEMO_RETRY_DELAYS_MS: [u64; 3] = [300, 1_000, 2_000];
 
+#[cfg(feature = "dev-tools")]
 fn fresh_temp_dir() -> anyhow::Result<PathBuf> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -459,6 +470,7 @@ fn fresh_temp_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+#[cfg(feature = "dev-tools")]
 async fn fake_server(args: FakeServerArgs) -> anyhow::Result<Exit> {
     let catalog = match args.uniform {
         Some(n) => Catalog::uniform(n, args.file_size),

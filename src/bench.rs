@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use civitai_dl_fake::{Catalog, FakeCivitai, FileFaults, Knobs};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::civitai::target::{Target, parse_target_list};
 use crate::cli::{BenchArgs, GlobalArgs};
-use crate::fake_server::{Catalog, FakeCivitai, FileFaults, Knobs};
 use crate::http::limiter::DEFAULT_BURST;
 
 /// Layout version of the `--json-file` result.

@@ -80,16 +80,21 @@ pub struct GlobalArgs {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
+// Parsed once per run. Without the dev-tools commands, which are as big, `Info` stands out.
+#[cfg_attr(not(feature = "dev-tools"), allow(clippy::large_enum_variant))]
 pub enum Command {
     /// Download models (by id, URL, AIR, version, creator or list file).
     Download(Box<DownloadArgs>),
     /// Show what would be downloaded: versions, files, sizes, hashes.
     Info(InfoArgs),
     /// Run an offline fake Civitai on 127.0.0.1 (for trying things out and for tests).
+    #[cfg(feature = "dev-tools")]
     FakeServer(FakeServerArgs),
     /// Start the fake server and download from it with the real download path.
+    #[cfg(feature = "dev-tools")]
     Demo(DemoArgs),
     /// Measure sequential against experimental downloads on the fake server (or A/B on a list).
+    #[cfg(feature = "dev-tools")]
     Bench(BenchArgs),
 }
 
@@ -282,6 +287,7 @@ pub struct InfoArgs {
 }
 
 /// `civitai-dl fake-server`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 pub struct FakeServerArgs {
     /// Serve this many uniform small models instead of the demo catalogue.
@@ -302,6 +308,7 @@ pub struct FakeServerArgs {
 }
 
 /// `civitai-dl demo`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where to put the downloads (default: a fresh temporary folder, printed).
@@ -318,6 +325,7 @@ pub struct DemoArgs {
 }
 
 /// `civitai-dl bench`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// A scenario to run (repeatable; default all but soak): clean-fast, api-latency,

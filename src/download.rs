@@ -1363,10 +1363,10 @@ mod tests {
     mod against_the_fake_server {
         use super::*;
         use crate::civitai::ApiOptions;
-        use crate::fake_server::{
+        use crate::http::limiter::RateLimiter;
+        use civitai_dl_fake::{
             Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, Knobs, fill_bytes,
         };
-        use crate::http::limiter::RateLimiter;
 
         const SIZE: u64 = 300_000;
 

@@ -8,6 +8,10 @@
 //!   -> download (resolve, range, validate, stream + hash, verify, rename) -> state (what is done)
 //! limiter + retry stand in front of every request; metrics and progress observe every step.
 //! ```
+//!
+//! The offline fake Civitai that tests, `demo`, `fake-server` and `bench` run against is the
+//! `civitai-dl-fake` crate (`crates/civitai-dl-fake`): a dev-dependency, and behind the default
+//! `dev-tools` feature for those three commands, so `--no-default-features` builds without them.
 
 /// Command-line definition (clap types only).
 pub mod cli;
@@ -42,10 +46,8 @@ pub mod observe;
 /// Progress bars, log lines and the final summary, for people.
 pub mod ui;
 
-/// An offline fake Civitai for tests, demos and benchmarks.
-pub mod fake_server;
-
 /// `civitai-dl bench`: sequential against experimental on the fake server, A/B, soak.
+#[cfg(feature = "dev-tools")]
 pub mod bench;
 
 /// The commands, from parsed arguments to an exit code.

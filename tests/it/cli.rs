@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use civitai_dl::fake_server::{FakeModel, Knobs};
+use civitai_dl_fake::{FakeModel, Knobs};
 use serde_json::Value;
 
 use crate::support::{
@@ -170,9 +170,7 @@ fn assert_plan_lists(plan: &Value, models: &[FakeModel]) {
             .unwrap_or_else(|| panic!("file {} not listed: {plan:#}", file.id));
         let sha = entry["sha256"].as_str().unwrap_or_default();
         assert!(
-            sha.eq_ignore_ascii_case(&civitai_dl::fake_server::content_sha256(
-                file.seed, file.size
-            )),
+            sha.eq_ignore_ascii_case(&civitai_dl_fake::content_sha256(file.seed, file.size)),
             "{entry:#}"
         );
         assert_eq!(entry["size_bytes"], file.size, "{entry:#}");

@@ -1,6 +1,6 @@
 //! Downloads that end well: clean runs, repaired faults, layouts, API bursts, hash policies.
 
-use civitai_dl::fake_server::{FakeFile, FakeModel, FileFaults, Knobs, PublishedHash};
+use civitai_dl_fake::{FakeFile, FakeModel, FileFaults, Knobs, PublishedHash};
 use serde_json::Value;
 
 use crate::support::{

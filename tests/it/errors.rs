@@ -1,6 +1,6 @@
 //! Failures and their exit codes: each says what went wrong and what to do, on one line.
 
-use civitai_dl::fake_server::{Access, FakeModel, Knobs};
+use civitai_dl_fake::{Access, FakeModel, Knobs};
 
 use crate::support::{KEY, Sandbox, assert_verified, download, first_file, model, run, serve};
 

@@ -4,6 +4,8 @@
 //! once. Every test starts its own fake server and works in its own temporary folder, so the tests
 //! run in parallel without seeing each other.
 
+// `civitai-dl bench` exists only with the default `dev-tools` feature.
+#[cfg(feature = "dev-tools")]
 mod bench;
 mod cli;
 mod download;

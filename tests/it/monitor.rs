@@ -1,6 +1,6 @@
 //! The performance monitor end to end: per-interval lines, the metrics file, alerts.
 
-use civitai_dl::fake_server::Knobs;
+use civitai_dl_fake::Knobs;
 use serde_json::Value;
 
 use crate::support::{Sandbox, download, model, run, serve};

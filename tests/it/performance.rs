@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use civitai_dl::fake_server::{FakeCivitai, FakeModel, FileFaults, Knobs};
 use civitai_dl::plan::preview_path;
 use civitai_dl::segmented::{Segment, split};
+use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
 use serde_json::Value;
 
 use crate::support::{

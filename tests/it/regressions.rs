@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use civitai_dl::fake_server::{
-    FakeCivitai, FakeModel, FileFaults, Knobs, PublishedHash, fill_bytes,
-};
+use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs, PublishedHash, fill_bytes};
 use serde_json::json;
 
 use crate::support::{

@@ -3,7 +3,7 @@
 use std::process::Child;
 use std::time::Duration;
 
-use civitai_dl::fake_server::{FakeCivitai, FakeModel, FileFaults, Knobs};
+use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
 
 use crate::support::{
     Sandbox, assert_verified, download, download_with_retries, first_file, interrupt, len_or_zero,

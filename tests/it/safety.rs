@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Component;
 
-use civitai_dl::fake_server::{FakeFile, FakeModel, FakeVersion, Knobs, content_sha256};
+use civitai_dl_fake::{FakeFile, FakeModel, FakeVersion, Knobs, content_sha256};
 
 use crate::support::{KEY, Sandbox, download, first_file, model, run, serve, sha256_file};
 

@@ -1,6 +1,6 @@
 //! What a run remembers: reruns skip finished work, the quota stop saves progress.
 
-use civitai_dl::fake_server::Knobs;
+use civitai_dl_fake::Knobs;
 
 use crate::support::{Sandbox, assert_verified, download, first_file, model, run, serve};
 

@@ -4,17 +4,17 @@
 
 use std::time::Duration;
 
-use civitai_dl::fake_server::Knobs;
+use civitai_dl_fake::Knobs;
 
 use crate::support::*;
 
 const KIB: u64 = 1024;
 
-fn models(count: u64, size: u64) -> Vec<civitai_dl::fake_server::FakeModel> {
+fn models(count: u64, size: u64) -> Vec<civitai_dl_fake::FakeModel> {
     (1..=count).map(|i| model(5000 + i, "LORA", size)).collect()
 }
 
-fn ids(models: &[civitai_dl::fake_server::FakeModel]) -> Vec<String> {
+fn ids(models: &[civitai_dl_fake::FakeModel]) -> Vec<String> {
     models.iter().map(|m| m.id.to_string()).collect()
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use civitai_dl::fake_server::{Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, Knobs};
+use civitai_dl_fake::{Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, Knobs};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -234,7 +234,7 @@ pub fn assert_verified(path: &Path, file: &FakeFile) {
     assert!(path.is_file(), "{} is missing", path.display());
     assert_eq!(
         sha256_file(path),
-        civitai_dl::fake_server::content_sha256(file.seed, file.size),
+        civitai_dl_fake::content_sha256(file.seed, file.size),
         "{} does not hold the served bytes",
         path.display()
     );

@@ -1,0 +1,333 @@
+//! The API origin's handlers: the gate in front of every request (latency and fault knobs), models,
+//! versions, `by-hash`, `/me` and the listing with its cursors and paging rules.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use crate::json::Endpoint;
+use crate::query::{QueryParams, percent_encode};
+use crate::response::{
+    HTML_CONTENT_TYPE, LOGIN_PAGE, MSG_PAGE_WITH_QUERY, MSG_TOO_MANY_PAGES, error_json,
+    json_response, response,
+};
+use crate::state::Shared;
+use crate::{FakeModel, FakeVersion};
+
+/// Default and maximum `limit` on `/api/v1/models`.
+const MAX_PAGE_LIMIT: usize = 100;
+/// Page paging is refused once `page * limit` exceeds this, like the real API.
+const PAGE_PAGING_CAP: usize = 1000;
+/// Ids above this get 400 on `/api/v1/models/{id}` (Postgres int4 range).
+const MAX_MODEL_ID: u64 = 2_147_483_647;
+
+/// A `{"error": ...}` answer from a v1 endpoint.
+#[derive(Debug, PartialEq, Eq)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: &str) -> ApiError {
+        ApiError {
+            status,
+            message: message.to_owned(),
+        }
+    }
+
+    fn response(&self) -> Response {
+        error_json(self.status, &self.message)
+    }
+}
+
+fn respond(result: Result<Value, ApiError>) -> Response {
+    match result {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(error) => error.response(),
+    }
+}
+
+/// Counts every API request and applies latency, outage and "first N" knobs before routing.
+pub(crate) async fn api_gate(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let _open = shared.stats.api_open.enter();
+    shared
+        .stats
+        .record_api_request(request.uri().path(), request.headers());
+    let (latency, fault) = {
+        let mut state = shared.knob_state();
+        let fault = state.next_api_fault(request.uri().path());
+        (state.knobs.api_latency, fault)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Some(fault) => fault.response(),
+        None => next.run(request).await,
+    }
+}
+
+pub(crate) async fn get_model(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Response {
+    let result = match id.parse::<u64>() {
+        Ok(n) if (1..=MAX_MODEL_ID).contains(&n) => shared
+            .catalog
+            .models
+            .iter()
+            .find(|m| m.id == n)
+            .map(|m| shared.model_json(m, Endpoint::ModelById))
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, &format!("No model with id {n}"))),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid model id: {id}"),
+        )),
+    };
+    respond(result)
+}
+
+fn version_body(
+    shared: &Shared,
+    found: Option<(&FakeModel, &FakeVersion)>,
+) -> Result<Value, ApiError> {
+    let (model, version) =
+        found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Model not found"))?;
+    if version.files.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "Missing model file"));
+    }
+    Ok(shared.version_json(model, version))
+}
+
+pub(crate) async fn get_version(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Response {
+    let found = id.parse().ok().and_then(|id| shared.version(id));
+    respond(version_body(&shared, found))
+}
+
+pub(crate) async fn get_version_by_hash(
+    State(shared): State<Arc<Shared>>,
+    Path(hash): Path<String>,
+) -> Response {
+    let wanted = hash.to_uppercase();
+    let found = shared
+        .index
+        .files
+        .keys()
+        .filter_map(|&id| shared.file(id))
+        .filter(|file| {
+            shared
+                .published_sha256(file)
+                .is_some_and(|sha| sha == wanted || sha[..10] == wanted)
+        })
+        .filter_map(|file| shared.index.files.get(&file.id))
+        .map(|&(mi, vi, _)| shared.catalog.models[mi].versions[vi].id)
+        .min()
+        .and_then(|version_id| shared.version(version_id));
+    respond(version_body(&shared, found))
+}
+
+pub(crate) async fn get_me(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = QueryParams::parse(query.as_deref());
+    if shared.signed_in(&headers, &params) {
+        json_response(
+            StatusCode::OK,
+            &json!({"id": 1, "username": "tester", "tier": "free", "status": "active",
+                    "isMember": false, "subscriptions": []}),
+        )
+    } else {
+        error_json(StatusCode::UNAUTHORIZED, "Unauthorized")
+    }
+}
+
+/// Where a `/models` page starts: a cursor (the default) or a page number.
+#[derive(Debug, PartialEq, Eq)]
+enum PageStart {
+    Cursor { after_id: Option<u64>, page: u64 },
+    Page(usize),
+}
+
+/// The validated query of `GET /api/v1/models`.
+#[derive(Debug)]
+struct ModelQuery<'a> {
+    limit: usize,
+    start: PageStart,
+    nsfw: bool,
+    username: Option<String>,
+    types: Vec<&'a str>,
+    search: Option<String>,
+}
+
+impl<'a> ModelQuery<'a> {
+    fn parse(params: &'a QueryParams) -> Result<ModelQuery<'a>, ApiError> {
+        let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, message);
+        let limit = match params.get("limit") {
+            None => MAX_PAGE_LIMIT,
+            Some(raw) => raw
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE_LIMIT).contains(n))
+                .ok_or_else(|| bad("limit must be an integer between 1 and 100"))?,
+        };
+        let search = params.get("query").map(str::to_lowercase);
+        let start = match (params.get("page"), params.get("cursor")) {
+            (Some(_), _) if search.is_some() => return Err(bad(MSG_PAGE_WITH_QUERY)),
+            (Some(raw), _) => {
+                let page: usize = raw
+                    .parse()
+                    .ok()
+                    .filter(|&p| p >= 1)
+                    .ok_or_else(|| bad("page must be a positive integer"))?;
+                if page.saturating_mul(limit) > PAGE_PAGING_CAP {
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        MSG_TOO_MANY_PAGES,
+                    ));
+                }
+                PageStart::Page(page)
+            }
+            (None, Some(cursor)) => parse_cursor(cursor).ok_or_else(|| bad("Invalid cursor"))?,
+            (None, None) => PageStart::Cursor {
+                after_id: None,
+                page: 1,
+            },
+        };
+        Ok(ModelQuery {
+            limit,
+            start,
+            nsfw: matches!(params.get("nsfw"), Some("true" | "1")),
+            username: params.get("username").map(str::to_lowercase),
+            types: params.all("types"),
+            search,
+        })
+    }
+
+    /// The "SQL" part: filters applied before the LIMIT.
+    fn selects(&self, model: &FakeModel) -> bool {
+        self.username
+            .as_ref()
+            .is_none_or(|u| model.creator.to_lowercase() == *u)
+            && (self.types.is_empty() || self.types.contains(&model.model_type.as_str()))
+    }
+
+    /// Filters the real server applies after the LIMIT, which is why pages can come up short.
+    fn keeps(&self, model: &FakeModel) -> bool {
+        (self.nsfw || !model.nsfw)
+            && self
+                .search
+                .as_ref()
+                .is_none_or(|q| model.name.to_lowercase().contains(q))
+    }
+}
+
+/// Parses a `"{lastId}|{page}"` cursor.
+fn parse_cursor(cursor: &str) -> Option<PageStart> {
+    let (last, page) = cursor.split_once('|')?;
+    Some(PageStart::Cursor {
+        after_id: Some(last.parse().ok()?),
+        page: page.parse().ok()?,
+    })
+}
+
+impl Shared {
+    fn models_page(&self, params: &QueryParams, signed_in: bool) -> Result<Value, ApiError> {
+        if (params.has("favorites") || params.has("hidden")) && !signed_in {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        }
+        let query = ModelQuery::parse(params)?;
+        let mut candidates: Vec<&FakeModel> = self
+            .catalog
+            .models
+            .iter()
+            .filter(|m| query.selects(m))
+            .collect();
+        candidates.sort_by_key(|m| m.id);
+        let first = match query.start {
+            PageStart::Page(page) => (page - 1) * query.limit,
+            PageStart::Cursor { after_id, .. } => {
+                after_id.map_or(0, |last| candidates.partition_point(|m| m.id <= last))
+            }
+        };
+        let window = candidates
+            .get(first..(first + query.limit).min(candidates.len()))
+            .unwrap_or_default();
+        let more = first + query.limit < candidates.len();
+        let items: Vec<Value> = window
+            .iter()
+            .filter(|m| query.keeps(m))
+            .map(|m| self.model_json(m, Endpoint::ModelList))
+            .collect();
+        let mut metadata = serde_json::Map::new();
+        match query.start {
+            PageStart::Page(page) => {
+                metadata.insert("currentPage".to_owned(), json!(page));
+                metadata.insert("pageSize".to_owned(), json!(query.limit));
+                if more {
+                    let next = self.next_page_url(params, "page", &(page + 1).to_string());
+                    metadata.insert("nextPage".to_owned(), json!(next));
+                }
+            }
+            PageStart::Cursor { page, .. } => {
+                if let (true, Some(last)) = (more, window.last()) {
+                    let cursor = format!("{}|{}", last.id, page + 1);
+                    let next = self.next_page_url(params, "cursor", &cursor);
+                    if !self.knob_state().knobs.omit_next_cursor {
+                        metadata.insert("nextCursor".to_owned(), json!(cursor));
+                    }
+                    metadata.insert("nextPage".to_owned(), json!(next));
+                }
+            }
+        }
+        Ok(json!({ "items": items, "metadata": metadata }))
+    }
+
+    /// The request's own URL with the paging parameter replaced, like `metadata.nextPage`.
+    fn next_page_url(&self, params: &QueryParams, key: &str, value: &str) -> String {
+        let query: Vec<String> = params
+            .0
+            .iter()
+            .filter(|(k, _)| k != "cursor" && k != "page")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([(key, value)])
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .collect();
+        format!("{}/api/v1/models?{}", self.api_url, query.join("&"))
+    }
+}
+
+pub(crate) async fn list_models(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = QueryParams::parse(query.as_deref());
+    let signed_in = shared.signed_in(&headers, &params);
+    respond(shared.models_page(&params, signed_in))
+}
+
+pub(crate) async fn login_page() -> Response {
+    response(StatusCode::OK, HTML_CONTENT_TYPE, LOGIN_PAGE)
+}
+
+pub(crate) async fn api_not_found() -> Response {
+    error_json(StatusCode::NOT_FOUND, "Not found")
+}
+
+pub(crate) async fn method_not_allowed() -> Response {
+    error_json(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+}

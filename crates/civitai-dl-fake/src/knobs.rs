@@ -1,0 +1,138 @@
+//! Server-wide fault and pacing knobs, and the sequence state that gives "the first N requests"
+//! its meaning.
+
+use std::time::{Duration, Instant};
+
+use crate::download_route::DOWNLOAD_ROUTE_PREFIX;
+
+/// Server-wide fault and pacing knobs; change them while running with
+/// [`FakeCivitai::set_knobs`](crate::FakeCivitai::set_knobs).
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    /// Added before every API answer.
+    pub api_latency: Duration,
+    /// Bytes per second per storage connection (`None` or 0 = unlimited).
+    pub bandwidth: Option<u64>,
+    /// First N API requests (any path except `/api/v1/me`) answer 503 with `Retry-After`.
+    pub api_503_first: u32,
+    /// The next N answer 429 with `Retry-After`.
+    pub api_429_first: u32,
+    /// The next N answer 200 `text/html` (maintenance page).
+    pub api_html_first: u32,
+    /// `Retry-After` seconds on those 429/503 answers.
+    pub retry_after_secs: u64,
+    /// Lifetime of signed storage URLs.
+    pub url_ttl: Duration,
+    /// `(start, length)` after the knobs took effect: every API and storage request in the window
+    /// gets 503 `text/html`.
+    pub outage: Option<(Duration, Duration)>,
+    /// After N successful resolves, the download route answers the quota 429.
+    pub quota_after: Option<u32>,
+    /// Answer 429 to a ranged GET while another GET of the same file is still open.
+    pub storage_refuses_ranges_when_concurrent: bool,
+    /// Added before every preview image answer (images are tiny, so without it parallel
+    /// fetches would never overlap and their concurrency could not be observed).
+    pub image_latency: Duration,
+    /// First N requests to the download route answer 503 with `Retry-After`; other API paths
+    /// are spared, so a run gets as far as resolving.
+    pub download_route_503_first: u32,
+    /// Listing pages carry only `metadata.nextPage`, without `nextCursor`.
+    pub omit_next_cursor: bool,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            api_latency: Duration::ZERO,
+            bandwidth: None,
+            api_503_first: 0,
+            api_429_first: 0,
+            api_html_first: 0,
+            retry_after_secs: 1,
+            url_ttl: Duration::from_secs(3600),
+            outage: None,
+            quota_after: None,
+            storage_refuses_ranges_when_concurrent: false,
+            image_latency: Duration::ZERO,
+            download_route_503_first: 0,
+            omit_next_cursor: false,
+        }
+    }
+}
+
+/// Knobs plus the counters whose meaning is relative to them, so `set_knobs` restarts the
+/// "first N requests" and quota sequences and the outage clock.
+pub(crate) struct KnobState {
+    pub(crate) knobs: Knobs,
+    since: Instant,
+    api_requests_counted: u64,
+    download_route_requests_counted: u64,
+    pub(crate) resolves: u64,
+}
+
+/// An API answer that replaces the real one because of a knob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApiFault {
+    Outage,
+    Unavailable { retry_after_secs: u64 },
+    TooManyRequests { retry_after_secs: u64 },
+    MaintenancePage,
+}
+
+impl KnobState {
+    pub(crate) fn new(knobs: Knobs) -> KnobState {
+        KnobState {
+            knobs,
+            since: Instant::now(),
+            api_requests_counted: 0,
+            download_route_requests_counted: 0,
+            resolves: 0,
+        }
+    }
+
+    pub(crate) fn in_outage(&self) -> bool {
+        self.knobs.outage.is_some_and(|(start, length)| {
+            let elapsed = self.since.elapsed();
+            elapsed >= start && elapsed < start + length
+        })
+    }
+
+    pub(crate) fn next_api_fault(&mut self, path: &str) -> Option<ApiFault> {
+        if self.in_outage() {
+            return Some(ApiFault::Outage);
+        }
+        if path == "/api/v1/me" {
+            return None;
+        }
+        if path.starts_with(DOWNLOAD_ROUTE_PREFIX) {
+            let seq = self.download_route_requests_counted;
+            self.download_route_requests_counted += 1;
+            if seq < u64::from(self.knobs.download_route_503_first) {
+                return Some(ApiFault::Unavailable {
+                    retry_after_secs: self.knobs.retry_after_secs,
+                });
+            }
+        }
+        let seq = self.api_requests_counted;
+        self.api_requests_counted += 1;
+        let retry_after_secs = self.knobs.retry_after_secs;
+        let unavailable_end = u64::from(self.knobs.api_503_first);
+        let throttled_end = unavailable_end + u64::from(self.knobs.api_429_first);
+        let maintenance_end = throttled_end + u64::from(self.knobs.api_html_first);
+        if seq < unavailable_end {
+            Some(ApiFault::Unavailable { retry_after_secs })
+        } else if seq < throttled_end {
+            Some(ApiFault::TooManyRequests { retry_after_secs })
+        } else if seq < maintenance_end {
+            Some(ApiFault::MaintenancePage)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn quota_reached(&self) -> bool {
+        self.knobs
+            .quota_after
+            .is_some_and(|limit| self.resolves >= u64::from(limit))
+    }
+}
