@@ -51,7 +51,7 @@ pub mod ui;
 pub mod bench;
 
 /// The commands, from parsed arguments to an exit code.
-pub mod app;
+pub mod commands;
 
 /// Lock a mutex, recovering it if a task panicked while holding it: counters, the state and the
 /// report stay meaningful, and one failed task must not wedge the whole run.

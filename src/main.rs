@@ -5,5 +5,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    civitai_dl::app::run(civitai_dl::cli::Cli::parse())
+    civitai_dl::commands::run(civitai_dl::cli::Cli::parse())
 }

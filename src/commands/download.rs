@@ -1,0 +1,171 @@
+//! `civitai-dl download`: plan the targets, run them with the driver the settings ask for, and
+//! print the summary. The run's subscribers (metrics, failsafe, bars) are composed here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::info::show_plan;
+use super::{Exit, build_api, check_key, collect_targets, performance, selection, watch_ctrl_c};
+use crate::civitai::target::Target;
+use crate::cli::DownloadArgs;
+use crate::config::Settings;
+use crate::download::{DownloadOptions, Downloader};
+use crate::observe::metrics::Metrics;
+use crate::observe::monitor::{Monitor, MonitorOptions};
+use crate::observe::report::{RunReport, StopReason};
+use crate::observe::{Fanout, Reporter};
+use crate::plan::naming::Layout;
+use crate::plan::{Planner, Selection};
+use crate::run::{Failsafe, Performance, Run, RunParts, Work, run_with_failsafe};
+use crate::state::StateStore;
+use crate::ui::progress::Progress;
+
+/// What one download run needs beyond the settings.
+pub(super) struct DownloadRequest {
+    pub(super) targets: Vec<Target>,
+    pub(super) selection: Selection,
+    pub(super) output: PathBuf,
+    pub(super) layout: Layout,
+    pub(super) metadata: bool,
+    pub(super) dry_run: bool,
+    pub(super) state_file: Option<PathBuf>,
+    pub(super) download: DownloadOptions,
+    pub(super) performance: Performance,
+    pub(super) monitor: MonitorOptions,
+}
+
+pub(super) async fn download(
+    settings: Settings,
+    args: DownloadArgs,
+    json: bool,
+    progress: Progress,
+) -> anyhow::Result<Exit> {
+    let targets = collect_targets(&args.targets)?;
+    let performance = performance(&settings, &args.performance)?;
+    let request = DownloadRequest {
+        selection: selection(&settings, &args.selection),
+        output: args
+            .output
+            .clone()
+            .unwrap_or_else(|| settings.output.clone()),
+        layout: args.layout.unwrap_or(settings.layout),
+        metadata: settings.metadata && !args.no_metadata,
+        dry_run: args.dry_run,
+        state_file: args.state_file.clone(),
+        download: DownloadOptions {
+            accept_hash_mismatch: args.accept_hash_mismatch || settings.accept_hash_mismatch,
+            min_speed: args.min_speed.unwrap_or(settings.network.min_speed),
+            min_speed_window: args
+                .min_speed_window
+                .map(Duration::from_secs)
+                .unwrap_or(settings.network.min_speed_window),
+            connect_timeout: settings.network.connect_timeout,
+            read_timeout: settings.network.read_timeout,
+            segments: performance.segments,
+            segment_threshold: performance.segment_threshold,
+            connections: performance.storage_connections(),
+        },
+        performance,
+        monitor: crate::config::monitor_options(&settings.monitor, &args.monitor)?,
+        targets,
+    };
+    execute(&settings, request, json, progress).await
+}
+
+pub(super) async fn execute(
+    settings: &Settings,
+    request: DownloadRequest,
+    json: bool,
+    progress: Progress,
+) -> anyhow::Result<Exit> {
+    let cancel = CancellationToken::new();
+    watch_ctrl_c(cancel.clone());
+    let metrics = Arc::new(Metrics::new());
+    let failsafe = Arc::new(Failsafe::new(request.performance.thresholds.clone()));
+    let reporter: Arc<dyn Reporter> = Arc::new(Fanout::new(vec![
+        metrics.clone(),
+        failsafe.clone(),
+        Arc::new(progress.clone()),
+    ]));
+    let api = build_api(
+        settings,
+        cancel.clone(),
+        reporter.clone(),
+        Some(&request.performance),
+    )?;
+    check_key(&api).await?;
+    let planner = Planner::new(
+        api.clone(),
+        request.selection.clone(),
+        request.output.clone(),
+        request.layout,
+        request.metadata,
+    );
+    if request.dry_run {
+        return show_plan(&planner, &request.targets, json, &cancel).await;
+    }
+    std::fs::create_dir_all(&request.output).with_context(|| {
+        format!(
+            "cannot create the output directory {}",
+            request.output.display()
+        )
+    })?;
+    let state_path = request
+        .state_file
+        .clone()
+        .unwrap_or_else(|| request.output.join(".civitai-dl").join("state.json"));
+    let state = StateStore::open(&state_path)?;
+    let downloader = Arc::new(Downloader::new(
+        api.clone(),
+        settings.retry.clone(),
+        request.download.clone(),
+        cancel.clone(),
+        reporter.clone(),
+    )?);
+    let run = Arc::new(Run::new(RunParts {
+        planner,
+        downloader,
+        api,
+        reporter,
+        state,
+        output: request.output.clone(),
+        performance: request.performance.clone(),
+        cancel,
+    }));
+    tokio::spawn(
+        run.clone()
+            .watch_emergency_stop(request.performance.emergency_stop_file.clone()),
+    );
+    let queue = request.targets.into_iter().map(Work::Plan).collect();
+    let mut monitor = Monitor::start(metrics.clone(), request.monitor);
+    run_with_failsafe(&run, &failsafe, &request.performance, queue).await;
+    monitor.stop().await;
+    progress.finish();
+    let mut report = run.finish_report();
+    report.metrics = metrics.report();
+    monitor.save(&report.metrics).await;
+    print_report(&report, json)?;
+    Ok(exit_for(&report))
+}
+
+fn exit_for(report: &RunReport) -> Exit {
+    match report.stopped {
+        Some(StopReason::QuotaExhausted) => Exit::QuotaExhausted,
+        Some(StopReason::Interrupted) => Exit::Interrupted,
+        Some(StopReason::EmergencyStop) => Exit::EmergencyStop,
+        None if report.has_failures() => Exit::SomeFailed,
+        None => Exit::Success,
+    }
+}
+
+fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
+    eprintln!("{}", crate::ui::summary::render(report));
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `civitai-dl info` and `download --dry-run`: what would be fetched, and where, without fetching.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Exit, build_api, check_key, collect_targets, selection, watch_ctrl_c};
+use crate::civitai::target::Target;
+use crate::cli::InfoArgs;
+use crate::config::Settings;
+use crate::observe::metrics::Metrics;
+use crate::plan::{FileFacts, Planner};
+
+pub(super) async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<Exit> {
+    let targets = collect_targets(&args.targets)?;
+    let cancel = CancellationToken::new();
+    watch_ctrl_c(cancel.clone());
+    let api = build_api(&settings, cancel.clone(), Arc::new(Metrics::new()), None)?;
+    check_key(&api).await?;
+    let planner = Planner::new(
+        api,
+        selection(&settings, &args.selection),
+        settings.output.clone(),
+        settings.layout,
+        settings.metadata,
+    );
+    show_plan(&planner, &targets, json, &cancel).await
+}
+
+/// Print what would be downloaded (`info`, `download --dry-run`).
+pub(super) async fn show_plan(
+    planner: &Planner,
+    targets: &[Target],
+    json: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Exit> {
+    let mut all: Vec<FileFacts> = Vec::new();
+    let mut failed = false;
+    for target in targets {
+        match planner.plan(target).await {
+            Ok(jobs) => all.extend(jobs.into_iter().map(|job| job.facts)),
+            Err(_) if cancel.is_cancelled() => return Ok(Exit::Interrupted),
+            Err(error) => {
+                eprintln!("error: {error}");
+                failed = true;
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for facts in &all {
+            println!("{}", describe(facts));
+        }
+        let total: u64 = all.iter().filter_map(|f| f.size_bytes).sum();
+        println!(
+            "{} file(s), {} in all",
+            all.len(),
+            indicatif::HumanBytes(total)
+        );
+    }
+    Ok(if failed {
+        Exit::SomeFailed
+    } else {
+        Exit::Success
+    })
+}
+
+fn describe(f: &FileFacts) -> String {
+    let details: Vec<String> = [
+        Some(f.file_type.clone()),
+        f.format.clone(),
+        f.fp.clone(),
+        f.size_kind.clone(),
+        f.primary.then(|| "primary".to_string()),
+        f.early_access.then(|| "early access".to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    format!(
+        "{} \"{}\" [{}] version {} \"{}\"{}\n  file {} {} ({})\n  size {}  sha256 {}\n  -> {}",
+        f.model_id,
+        f.model_name,
+        f.model_type,
+        f.version_id,
+        f.version_name,
+        f.base_model
+            .as_ref()
+            .map(|b| format!(" ({b})"))
+            .unwrap_or_default(),
+        f.file_id,
+        f.file_name,
+        details.join(", "),
+        f.size_bytes
+            .map(|b| indicatif::HumanBytes(b).to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        f.sha256.as_deref().unwrap_or("not published"),
+        f.path.display()
+    )
+}

@@ -1,0 +1,244 @@
+//! The commands: turn parsed arguments and settings into a run, and a run into an exit code.
+
+#[cfg(feature = "dev-tools")]
+mod bench;
+#[cfg(feature = "dev-tools")]
+mod demo;
+mod download;
+#[cfg(feature = "dev-tools")]
+mod fake_server;
+mod info;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::civitai::target::{Target, parse_target_list};
+use crate::civitai::{ApiClient, ApiError, ApiOptions};
+use crate::cli::{Cli, Command, PerformanceArgs, SelectionArgs, TargetArgs};
+use crate::config::Settings;
+use crate::http::limiter::RateLimiter;
+use crate::observe::Reporter;
+use crate::plan::Selection;
+use crate::run::Performance;
+use crate::ui::progress::Progress;
+
+/// Exit codes, documented in the README.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Everything asked for is present and verified.
+    Success = 0,
+    /// Some targets or files failed; each is listed with its reason.
+    SomeFailed = 1,
+    /// Bad command line, config or API key: nothing was downloaded.
+    Usage = 2,
+    /// Civitai's 24-hour download quota is exhausted; state saved.
+    QuotaExhausted = 3,
+    /// The emergency stop file appeared; state saved, a rerun continues.
+    EmergencyStop = 4,
+    /// Interrupted (Ctrl-C); state saved, a rerun continues.
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// An error that maps to a particular exit code (anything else is a plain failure).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UsageError {
+    message: String,
+}
+
+pub(super) fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError {
+        message: message.into(),
+    }
+    .into()
+}
+
+/// Run a parsed command line to its exit code. Errors are printed as one line.
+pub fn run(cli: Cli) -> ExitCode {
+    let progress = Progress::new(
+        !(cli.global.no_progress || cli.global.quiet)
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
+    crate::ui::logging::init_logging(&cli, &progress);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return Exit::SomeFailed.into();
+        }
+    };
+    match runtime.block_on(dispatch(cli, progress)) {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let exit = if error.downcast_ref::<UsageError>().is_some()
+                || error.downcast_ref::<crate::config::ConfigError>().is_some()
+                || error.downcast_ref::<crate::state::StateError>().is_some()
+            {
+                Exit::Usage
+            } else {
+                Exit::SomeFailed
+            };
+            exit.into()
+        }
+    }
+}
+
+async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
+    let Cli { global, command } = cli;
+    match command {
+        #[cfg(feature = "dev-tools")]
+        Command::FakeServer(args) => fake_server::fake_server(args).await,
+        #[cfg(feature = "dev-tools")]
+        Command::Bench(args) => bench::bench(global, args).await,
+        command => {
+            let settings = Settings::load(&global)?;
+            if let Some(path) = &settings.config_file {
+                tracing::debug!("settings from {}", path.display());
+            }
+            match command {
+                Command::Download(args) => {
+                    download::download(settings, *args, global.json, progress).await
+                }
+                Command::Info(args) => info::info(settings, args, global.json).await,
+                #[cfg(feature = "dev-tools")]
+                Command::Demo(args) => demo::demo(settings, args, global.json, progress).await,
+                #[cfg(feature = "dev-tools")]
+                Command::FakeServer(_) | Command::Bench(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// Concurrency for this command; flags that have no effect are reported, not silently dropped.
+pub(super) fn performance(
+    settings: &Settings,
+    args: &PerformanceArgs,
+) -> anyhow::Result<Performance> {
+    let (performance, warnings) =
+        crate::config::performance(&settings.experimental, &settings.failsafe, args)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(performance)
+}
+
+pub(super) fn selection(settings: &Settings, args: &SelectionArgs) -> Selection {
+    Selection {
+        all_versions: args.all_versions,
+        all_files: args.all_files,
+        file_types: args.file_types.clone(),
+        format: args.format.clone(),
+        fp: args.fp.clone(),
+        size: args.size.clone(),
+        images: args.images.unwrap_or(settings.images),
+        include_nsfw: settings.include_nsfw && !args.sfw_only,
+    }
+}
+
+/// Every target from positional arguments, `--version`, `--user` and `--from-file`.
+pub(super) fn collect_targets(args: &TargetArgs) -> anyhow::Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for text in &args.targets {
+        targets.push(text.parse::<Target>().map_err(|e| usage(e.to_string()))?);
+    }
+    targets.extend(
+        args.versions
+            .iter()
+            .map(|&id| Target::Version { id, file: None }),
+    );
+    targets.extend(args.users.iter().map(|username| Target::User {
+        username: username.clone(),
+    }));
+    if let Some(path) = &args.from_file {
+        targets.extend(read_target_list(path)?);
+    }
+    if targets.is_empty() {
+        bail!(usage(
+            "nothing to do: give a model id, Civitai URL or AIR, --version ID, --user NAME or --from-file FILE"
+        ));
+    }
+    Ok(targets)
+}
+
+fn read_target_list(path: &Path) -> anyhow::Result<Vec<Target>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read target list {}: {e}", path.display())))?;
+    parse_target_list(&text).map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+pub(super) fn build_api(
+    settings: &Settings,
+    cancel: CancellationToken,
+    reporter: Arc<dyn Reporter>,
+    performance: Option<&Performance>,
+) -> anyhow::Result<Arc<ApiClient>> {
+    let adaptive_rate = performance.is_some_and(|p| p.adaptive_rate);
+    let (rate, burst) = (settings.network.rate_limit, settings.network.rate_burst);
+    let limiter = Arc::new(if adaptive_rate {
+        RateLimiter::adaptive(rate, burst)
+    } else {
+        RateLimiter::new(rate, burst)
+    });
+    let mut hosts = vec![settings.base_url.clone()];
+    hosts.extend(settings.fallback_base_urls.iter().cloned());
+    let api = ApiClient::new(
+        ApiOptions {
+            hosts,
+            api_key: settings.api_key.clone(),
+            connect_timeout: settings.network.connect_timeout,
+            request_timeout: settings.network.api_timeout,
+            connections: performance.map_or(1, |p| p.api),
+        },
+        limiter,
+        settings.retry.clone(),
+        cancel,
+        reporter,
+    )
+    .context("cannot set up the HTTP client")?;
+    Ok(Arc::new(api))
+}
+
+/// Check a given key once: Civitai silently treats a bad key as anonymous, which would turn into
+/// confusing "log in" failures file after file.
+pub(super) async fn check_key(api: &ApiClient) -> anyhow::Result<()> {
+    if !api.has_key() {
+        return Ok(());
+    }
+    match api.me().await {
+        Ok(_) => Ok(()),
+        Err(error @ ApiError::KeyRejected) => Err(usage(error.to_string())),
+        Err(error) => {
+            tracing::warn!("could not check the API key ({error}); going on");
+            Ok(())
+        }
+    }
+}
+
+/// First Ctrl-C: stop starting work, keep `.part` files, save state. Second: leave at once.
+pub(super) fn watch_ctrl_c(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        tracing::warn!("interrupted: finishing up and saving state (Ctrl-C again to quit at once)");
+        cancel.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(Exit::Interrupted as i32);
+        }
+    });
+}
