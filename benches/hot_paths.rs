@@ -10,10 +10,10 @@
 use std::hint::black_box;
 use std::io::Write;
 
-use civitai_dl::civitai::wire::{Model, Page};
-use civitai_dl::download::hash_file;
-use civitai_dl::plan::naming::sanitize_file_name;
-use civitai_dl::state::{CatalogItem, FileRecord, StateStore};
+use civitai_dl_engine::civitai::wire::{Model, Page};
+use civitai_dl_engine::download::hash_file;
+use civitai_dl_engine::plan::naming::sanitize_file_name;
+use civitai_dl_engine::state::{CatalogItem, FileRecord, StateStore};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
 
@@ -53,7 +53,7 @@ fn hashing(c: &mut Criterion) {
 
 fn page_json() -> String {
     let sample: serde_json::Value = serde_json::from_str(include_str!(
-        "../tests/fixtures/civitai-samples/models_page_cursor.json"
+        "../crates/civitai-dl-engine/tests/fixtures/civitai-samples/models_page_cursor.json"
     ))
     .expect("fixture is JSON");
     let item = sample["items"][0].clone();

@@ -22,9 +22,9 @@ use civitai_dl_fake::{Catalog, FakeCivitai, FileFaults, Knobs};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::civitai::target::{Target, parse_target_list};
 use crate::cli::{BenchArgs, GlobalArgs};
-use crate::http::limiter::DEFAULT_BURST;
+use civitai_dl_engine::civitai::target::{Target, parse_target_list};
+use civitai_dl_engine::http::limiter::DEFAULT_BURST;
 
 /// Layout version of the `--json-file` result.
 pub const BENCH_VERSION: u32 = 1;
@@ -680,7 +680,7 @@ impl ChildRun<'_> {
             .stderr(stderr);
         match &self.api_key_env {
             None => {
-                for var in crate::config::ENV_VARS {
+                for var in civitai_dl_engine::env::ENV_VARS {
                     command.env_remove(var);
                 }
             }

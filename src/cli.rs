@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::plan::naming::Layout;
+use civitai_dl_engine::plan::naming::Layout;
 
 /// Download models, preview images and metadata from Civitai: resumable, verified, polite.
 #[derive(Debug, Parser)]

@@ -9,13 +9,13 @@ use civitai_dl_fake::{Catalog, FakeCivitai, Knobs};
 
 use super::download::{DownloadRequest, execute};
 use super::{Exit, performance};
-use crate::civitai::target::Target;
 use crate::cli::DemoArgs;
-use crate::config::Settings;
-use crate::download::DownloadOptions;
-use crate::plan::Selection;
-use crate::plan::naming::Layout;
+use crate::settings::Settings;
 use crate::ui::progress::Progress;
+use civitai_dl_engine::civitai::target::Target;
+use civitai_dl_engine::download::DownloadOptions;
+use civitai_dl_engine::plan::Selection;
+use civitai_dl_engine::plan::naming::Layout;
 
 #[cfg(feature = "dev-tools")]
 pub(super) async fn demo(
@@ -44,7 +44,7 @@ pub(super) async fn demo(
     settings.base_url = server.api_url();
     settings.fallback_base_urls.clear();
     settings.api_key = server.catalog().valid_keys.first().cloned();
-    settings.retry = crate::http::retry::RetryPolicy::new(
+    settings.retry = civitai_dl_engine::http::retry::RetryPolicy::new(
         DEMO_RETRY_DELAYS_MS
             .iter()
             .map(|ms| Duration::from_millis(*ms))
@@ -84,7 +84,7 @@ pub(super) async fn demo(
             connections: performance.storage_connections(),
         },
         performance,
-        monitor: crate::config::monitor_options(&settings.monitor, &args.monitor)?,
+        monitor: crate::settings::monitor_options(&settings.monitor, &args.monitor)?,
     };
     execute(&settings, request, json, progress).await
 }

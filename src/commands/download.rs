@@ -10,19 +10,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::info::show_plan;
 use super::{Exit, build_api, check_key, collect_targets, performance, selection, watch_ctrl_c};
-use crate::civitai::target::Target;
 use crate::cli::DownloadArgs;
-use crate::config::Settings;
-use crate::download::{DownloadOptions, Downloader};
-use crate::observe::metrics::Metrics;
-use crate::observe::monitor::{Monitor, MonitorOptions};
-use crate::observe::report::{RunReport, StopReason};
-use crate::observe::{Fanout, Reporter};
-use crate::plan::naming::Layout;
-use crate::plan::{Planner, Selection};
-use crate::run::{Failsafe, Performance, Run, RunParts, Work, run_with_failsafe};
-use crate::state::StateStore;
+use crate::settings::Settings;
 use crate::ui::progress::Progress;
+use civitai_dl_engine::civitai::target::Target;
+use civitai_dl_engine::download::{DownloadOptions, Downloader};
+use civitai_dl_engine::observe::metrics::Metrics;
+use civitai_dl_engine::observe::monitor::{Monitor, MonitorOptions};
+use civitai_dl_engine::observe::report::{RunReport, StopReason};
+use civitai_dl_engine::observe::{Fanout, Reporter};
+use civitai_dl_engine::plan::naming::Layout;
+use civitai_dl_engine::plan::{Planner, Selection};
+use civitai_dl_engine::run::{Failsafe, Performance, Run, RunParts, Work, run_with_failsafe};
+use civitai_dl_engine::state::StateStore;
 
 /// What one download run needs beyond the settings.
 pub(super) struct DownloadRequest {
@@ -70,7 +70,7 @@ pub(super) async fn download(
             connections: performance.storage_connections(),
         },
         performance,
-        monitor: crate::config::monitor_options(&settings.monitor, &args.monitor)?,
+        monitor: crate::settings::monitor_options(&settings.monitor, &args.monitor)?,
         targets,
     };
     execute(&settings, request, json, progress).await

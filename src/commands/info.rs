@@ -5,11 +5,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Exit, build_api, check_key, collect_targets, selection, watch_ctrl_c};
-use crate::civitai::target::Target;
 use crate::cli::InfoArgs;
-use crate::config::Settings;
-use crate::observe::metrics::Metrics;
-use crate::plan::{FileFacts, Planner};
+use crate::settings::Settings;
+use civitai_dl_engine::civitai::target::Target;
+use civitai_dl_engine::observe::metrics::Metrics;
+use civitai_dl_engine::plan::{FileFacts, Planner};
 
 pub(super) async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<Exit> {
     let targets = collect_targets(&args.targets)?;

@@ -16,15 +16,15 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::civitai::target::{Target, parse_target_list};
-use crate::civitai::{ApiClient, ApiError, ApiOptions};
 use crate::cli::{Cli, Command, PerformanceArgs, SelectionArgs, TargetArgs};
-use crate::config::Settings;
-use crate::http::limiter::RateLimiter;
-use crate::observe::Reporter;
-use crate::plan::Selection;
-use crate::run::Performance;
+use crate::settings::Settings;
 use crate::ui::progress::Progress;
+use civitai_dl_engine::civitai::target::{Target, parse_target_list};
+use civitai_dl_engine::civitai::{ApiClient, ApiError, ApiOptions};
+use civitai_dl_engine::http::limiter::RateLimiter;
+use civitai_dl_engine::observe::Reporter;
+use civitai_dl_engine::plan::Selection;
+use civitai_dl_engine::run::Performance;
 
 /// Exit codes, documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +86,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             let exit = if error.downcast_ref::<UsageError>().is_some()
-                || error.downcast_ref::<crate::config::ConfigError>().is_some()
-                || error.downcast_ref::<crate::state::StateError>().is_some()
+                || error
+                    .downcast_ref::<crate::settings::ConfigError>()
+                    .is_some()
+                || error
+                    .downcast_ref::<civitai_dl_engine::state::StateError>()
+                    .is_some()
             {
                 Exit::Usage
             } else {
@@ -130,7 +134,7 @@ pub(super) fn performance(
     args: &PerformanceArgs,
 ) -> anyhow::Result<Performance> {
     let (performance, warnings) =
-        crate::config::performance(&settings.experimental, &settings.failsafe, args)?;
+        crate::settings::performance(&settings.experimental, &settings.failsafe, args)?;
     for warning in warnings {
         tracing::warn!("{warning}");
     }

@@ -15,6 +15,7 @@ pub fn init_logging(cli: &Cli, progress: &Progress) {
     };
     let filter = Targets::new()
         .with_target("civitai_dl", level)
+        .with_target("civitai_dl_engine", level)
         .with_default(LevelFilter::WARN.min(level));
     let progress = progress.clone();
     let layer = tracing_subscriber::fmt::layer()

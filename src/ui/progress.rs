@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::observe::{Reporter, TransferProgress};
+use civitai_dl_engine::observe::{Reporter, TransferProgress};
 
 const FILE_TEMPLATE: &str =
     "{spinner:.green} {msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} eta {eta:>4}";
@@ -63,11 +63,6 @@ impl Progress {
         });
     }
 
-    /// Whether bars are drawn (otherwise plain log lines tell the story).
-    pub fn is_visible(&self) -> bool {
-        !self.multi.is_hidden()
-    }
-
     /// A bar for one file transfer; it disappears when dropped.
     fn file(&self, name: &str) -> FileBar {
         let bar = self
@@ -84,9 +79,10 @@ impl Progress {
         }
     }
 
-    /// Print a line above the bars.
+    /// Print a line above the bars (the demo's introduction).
+    #[cfg(feature = "dev-tools")]
     pub fn println(&self, line: &str) {
-        if self.is_visible() {
+        if !self.multi.is_hidden() {
             let _ = self.multi.println(line);
         } else {
             let _ = writeln!(std::io::stderr(), "{line}");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use indicatif::{HumanBytes, HumanDuration};
 
-use crate::observe::report::{FileStatus, RunReport, StopReason};
+use civitai_dl_engine::observe::report::{FileStatus, RunReport, StopReason};
 
 /// The human summary: counts, bytes, time, speed, then each failure with its reason.
 pub fn render(report: &RunReport) -> String {
@@ -82,7 +82,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::observe::report::FileResult;
+    use civitai_dl_engine::observe::report::FileResult;
 
     fn file(status: FileStatus, reason: Option<&str>) -> FileResult {
         FileResult {

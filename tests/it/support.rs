@@ -129,7 +129,7 @@ pub const FAST_RETRIES: &str = "20,50,100";
 /// and an environment scrubbed of anything that could leak a real key or config into the test.
 pub fn civitai_dl(base_url: &str, sandbox: &Sandbox, retry_delays_ms: &str) -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("civitai-dl"));
-    for var in civitai_dl::config::ENV_VARS {
+    for var in civitai_dl_engine::env::ENV_VARS {
         cmd.env_remove(var);
     }
     cmd.env("HOME", &sandbox.home)

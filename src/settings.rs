@@ -11,26 +11,17 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{GlobalArgs, MonitorArgs, PerformanceArgs};
-use crate::http::limiter::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
-use crate::http::retry::{DEFAULT_DELAYS_MS, DEFAULT_JITTER, RetryPolicy};
-use crate::observe::monitor::{AlertThresholds, DEFAULT_REPORT_INTERVAL_SECS, MIB, MonitorOptions};
-use crate::observe::rates::RateLimits;
-use crate::plan::naming::Layout;
-use crate::run::{Performance, Thresholds};
+use civitai_dl_engine::http::limiter::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
+use civitai_dl_engine::http::retry::{DEFAULT_DELAYS_MS, DEFAULT_JITTER, RetryPolicy};
+use civitai_dl_engine::observe::monitor::{
+    AlertThresholds, DEFAULT_REPORT_INTERVAL_SECS, MIB, MonitorOptions,
+};
+use civitai_dl_engine::observe::rates::RateLimits;
+use civitai_dl_engine::plan::naming::Layout;
+use civitai_dl_engine::run::{Performance, Thresholds};
 
 /// The official API host.
 pub const DEFAULT_BASE_URL: &str = "https://civitai.com";
-/// Environment variables other Civitai tools use for the key, read after `CIVITAI_API_KEY`.
-const EXTRA_KEY_VARS: [&str; 2] = ["CIVITAI_TOKEN", "CIVITAI_API_TOKEN"];
-/// Every environment variable civitai-dl reads: what a child run (bench) or a test must clear
-/// so a developer's own key, host or config cannot leak into it.
-pub const ENV_VARS: [&str; 5] = [
-    "CIVITAI_API_KEY",
-    EXTRA_KEY_VARS[0],
-    EXTRA_KEY_VARS[1],
-    "CIVITAI_BASE_URL",
-    "CIVITAI_DL_CONFIG",
-];
 /// Connect timeout: a healthy host answers a SYN within seconds.
 pub const CONNECT_TIMEOUT_SECS: u64 = 10;
 /// Read timeout: five minutes of silence mid-transfer is a stall, not a slow link. There is
@@ -108,7 +99,7 @@ pub struct FileConfig {
     pub monitor: MonitorConfig,
 }
 
-/// `[monitor]` in the config file (resolved with its flags by [`crate::observe::monitor::MonitorOptions`]).
+/// `[monitor]` in the config file (resolved with its flags by [`civitai_dl_engine::observe::monitor::MonitorOptions`]).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MonitorConfig {
@@ -622,7 +613,7 @@ fn check_base_url(key: &'static str, url: &str) -> Result<String, ConfigError> {
 }
 
 fn env_api_key() -> Option<String> {
-    EXTRA_KEY_VARS
+    civitai_dl_engine::env::EXTRA_KEY_VARS
         .iter()
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
 }

@@ -170,7 +170,8 @@ pub fn file_name_key(name: &str) -> String {
 }
 
 /// Folder layouts. Flat puts everything in the output dir.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
     /// Every file directly in the output folder.
@@ -566,6 +567,7 @@ mod tests {
         for (text, expected) in cases {
             let parsed: Layout = serde_json::from_str(&format!("\"{text}\"")).expect(text);
             assert_eq!(parsed, expected);
+            #[cfg(feature = "clap")]
             assert_eq!(
                 <Layout as clap::ValueEnum>::from_str(text, false),
                 Ok(expected)
