@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the hot paths: what each costs per call, so a change that slows one shows
 //! up in `cargo bench` before it shows up in a download.
 //!
-//! - hashing: our streaming path (`download::hash_file` over a temp file) next to raw `sha2` on the
+//! - hashing: our streaming path (`fetch::hash_file` over a temp file) next to raw `sha2` on the
 //!   same bytes in memory; the gap is the cost of reading the file in chunks;
 //! - parsing a 100-model `/api/v1/models` page into `Page<Model>`;
 //! - sanitising file names (plain, hostile, long, Unicode);
@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::io::Write;
 
 use civitai_dl_engine::civitai::wire::{Model, Page};
-use civitai_dl_engine::download::hash_file;
+use civitai_dl_engine::fetch::hash_file;
 use civitai_dl_engine::plan::naming::sanitize_file_name;
 use civitai_dl_engine::state::{CatalogItem, FileRecord, StateStore};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};

@@ -13,7 +13,7 @@ use crate::cli::DemoArgs;
 use crate::settings::Settings;
 use crate::ui::progress::Progress;
 use civitai_dl_engine::civitai::target::Target;
-use civitai_dl_engine::download::DownloadOptions;
+use civitai_dl_engine::fetch::DownloadOptions;
 use civitai_dl_engine::plan::Selection;
 use civitai_dl_engine::plan::naming::Layout;
 

@@ -14,7 +14,7 @@ use crate::cli::DownloadArgs;
 use crate::settings::Settings;
 use crate::ui::progress::Progress;
 use civitai_dl_engine::civitai::target::Target;
-use civitai_dl_engine::download::{DownloadOptions, Downloader};
+use civitai_dl_engine::fetch::{DownloadOptions, Downloader};
 use civitai_dl_engine::observe::metrics::Metrics;
 use civitai_dl_engine::observe::monitor::{Monitor, MonitorOptions};
 use civitai_dl_engine::observe::report::{RunReport, StopReason};

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use civitai_dl_engine::fetch::{Segment, split};
 use civitai_dl_engine::plan::preview_path;
-use civitai_dl_engine::segmented::{Segment, split};
 use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
 use serde_json::Value;
 

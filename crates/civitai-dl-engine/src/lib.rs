@@ -8,23 +8,40 @@
 //! civitai::target (ids, URLs, AIR, creators, lists) -> civitai (client, wire types, error states)
 //!   -> plan (versions and files to fetch, safe names, folder layouts)
 //!   -> run (the unit of work per file; sequential | concurrent driver; failsafe hand-over)
-//!   -> download (resolve, range, validate, stream + hash, verify, rename) -> state (what is done)
+//!   -> fetch (resolve, range, validate, stream + hash, verify, rename) -> state (what is done)
 //! http (client builder, signed URLs, limiter, retry) stands in front of every request;
-//! observe (metrics, monitor, rates, summary data) hears every step.
+//! observe (metrics, monitor, rates, summary data) hears every step; fs holds the atomic writes.
 //! ```
 //!
 //! What the engine relies on about the real Civitai is written down in `docs/civitai-api.md`;
 //! why it is built stability-first, in `docs/design.md`.
 
-pub mod civitai;
-pub mod download;
+/// Every environment variable civitai-dl reads.
 pub mod env;
+
+/// Transport shared by every request: client builder, signed URLs, rate limiter, retry policy.
 pub mod http;
-pub mod observe;
+
+/// Talking to Civitai: targets, wire types, the API client and its failure states.
+pub mod civitai;
+
+/// From targets to files and paths: selection, safe names, folder layouts.
 pub mod plan;
+
+/// The unit of work per file and its two drivers, with the failsafe hand-over between them.
 pub mod run;
-pub mod segmented;
+
+/// One file, complete and verified, or a resumable `.part`: one stream or segments.
+pub mod fetch;
+
+/// The state file that lets an interrupted run continue.
 pub mod state;
+
+/// What a run reports and who listens: the reporter trait, metrics, rates, monitor, summary data.
+pub mod observe;
+
+/// Atomic writes with their durability stated, and the small path helpers beside them.
+pub mod fs;
 
 /// Lock a mutex, recovering it if a task panicked while holding it: counters, the state and the
 /// report stay meaningful, and one failed task must not wedge the whole run.

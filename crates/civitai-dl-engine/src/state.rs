@@ -40,6 +40,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fs::{Durability, WriteError};
+
 /// The snapshot format this build reads and writes; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -47,7 +49,6 @@ pub const FORMAT_VERSION: u32 = 1;
 /// leaves at most this many journal lines to replay.
 pub const COMPACT_EVERY_UPDATES: u64 = 256;
 
-const TEMP_SUFFIX: &str = ".tmp";
 const JOURNAL_SUFFIX: &str = ".journal";
 const LOCK_SUFFIX: &str = ".lock";
 
@@ -288,7 +289,7 @@ impl StateStore {
     /// Locks and loads the state at `path`, creating its directory; a missing file is an empty
     /// state. A journal left by an interrupted run is replayed and folded into the snapshot.
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
-        let dir = parent_dir(path);
+        let dir = crate::fs::parent_dir(path);
         fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
         let lock = acquire_lock(path)?;
         let mut table = load_snapshot(path)?;
@@ -405,10 +406,8 @@ impl StateStore {
             path: self.path.clone(),
             cause,
         })?;
-        let temp = sibling(&self.path, TEMP_SUFFIX);
-        write_synced(&temp, &bytes)?;
-        fs::rename(&temp, &self.path).map_err(io_error("rename into", &self.path))?;
-        sync_dir(parent_dir(&self.path))?;
+        // Durable: the journal is truncated next, so the snapshot must be on disk first.
+        crate::fs::write_atomic_blocking(&self.path, &bytes, Durability::Durable)?;
         let journal_path = sibling(&self.path, JOURNAL_SUFFIX);
         self.journal
             .set_len(0)
@@ -548,25 +547,14 @@ fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let mut file = File::create(path).map_err(io_error("create", path))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io_error("write", path))
-}
-
-/// Makes a rename durable: on unix the new directory entry is only on disk once the directory is.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(io_error("sync directory", dir))
-}
-
-/// Windows cannot open a directory as a file; its rename is made durable by the file system.
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<(), StateError> {
-    Ok(())
+impl From<WriteError> for StateError {
+    fn from(error: WriteError) -> Self {
+        StateError::Io {
+            operation: error.action,
+            path: error.path,
+            cause: error.source,
+        }
+    }
 }
 
 /// `state.json` + `.journal` → `state.json.journal` (not `state.journal`, as `with_extension` would).
@@ -577,13 +565,6 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// The directory holding `path`; `.` for a bare file name, whose parent is the empty path.
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
-}
-
 fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
     let path = path.to_owned();
     move |cause| StateError::Io {
@@ -771,7 +752,7 @@ mod tests {
         store.flush().unwrap();
         kill(store);
         fs::write(
-            sibling(&path, TEMP_SUFFIX),
+            crate::fs::with_suffix(&path, "tmp"),
             b"{\"version\":1,\"files\":[{\"ke",
         )
         .unwrap();

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::civitai::wire::{Me, Model, ModelVersion, Page};
 use crate::civitai::{ApiError, classify_failure};
 use crate::http::limiter::RateLimiter;
-use crate::http::retry::{RetryPolicy, retry_after};
+use crate::http::retry::{RetryPolicy, Tried, retry_after};
 use crate::http::{POOL_IDLE_TIMEOUT, SignedUrl, client_builder, header, host_of, snippet};
 use crate::lock;
 use crate::observe::{Attempt, Operation, Reporter, announce};
@@ -242,23 +242,18 @@ impl ApiClient {
                 status: 0,
                 message: format!("bad URL {host}{path}: {e}"),
             })?;
-            let attempts = std::sync::atomic::AtomicU32::new(0);
-            let result = self
+            let Tried { result, attempts } = self
                 .retry
                 .run(
                     &self.cancel,
-                    |n| {
-                        attempts.store(n as u32, Ordering::Relaxed);
-                        self.attempt(url.clone(), expect)
-                    },
+                    |_| self.attempt(url.clone(), expect),
                     announce(
                         self.reporter.as_ref(),
                         format!("{} {}", host_of(&url), url.path()),
                     ),
                 )
                 .await;
-            self.reporter
-                .on_operation_done(result.is_ok(), attempts.into_inner());
+            self.reporter.on_operation_done(result.is_ok(), attempts);
             match result {
                 Ok(reply) => {
                     *lock(&self.served).entry(host_of(&url)).or_default() += 1;

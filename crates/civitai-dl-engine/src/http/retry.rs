@@ -111,15 +111,16 @@ impl RetryPolicy {
         delay.mul_f64(factor.max(0.0))
     }
 
-    /// Run `op` (given the 1-based attempt number) until it succeeds, fails fatally, runs out of attempts, or `cancel` fires during a
-    /// wait. `on_retry(error, failures, delay)` is called before each wait (for logs and metrics).
-    /// On cancellation the last error is returned; callers check the token to tell the cases apart.
+    /// Run `op` (given the 1-based attempt number) until it succeeds, fails fatally, runs out of
+    /// attempts, or `cancel` fires during a wait. `on_retry(error, failures, delay)` is called
+    /// before each wait (for logs and metrics). On cancellation the last error is returned;
+    /// callers check the token to tell the cases apart.
     pub async fn run<T, E, F, Fut>(
         &self,
         cancel: &CancellationToken,
         mut op: F,
         mut on_retry: impl FnMut(&E, usize, Duration),
-    ) -> Result<T, E>
+    ) -> Tried<T, E>
     where
         E: Retryable,
         F: FnMut(usize) -> Fut,
@@ -127,10 +128,10 @@ impl RetryPolicy {
     {
         let mut failures = 0;
         let mut attempts = 0;
-        loop {
+        let result = loop {
             attempts += 1;
             let error = match op(attempts).await {
-                Ok(value) => return Ok(value),
+                Ok(value) => break Ok(value),
                 Err(error) => error,
             };
             failures = if error.made_progress() {
@@ -139,19 +140,33 @@ impl RetryPolicy {
                 failures + 1
             };
             if attempts >= self.max_attempts() * PROGRESS_ATTEMPTS_FACTOR {
-                return Err(error);
+                break Err(error);
             }
             let Some(delay) = self.next_delay(failures, error.retry_class(), |d| self.jittered(d))
             else {
-                return Err(error);
+                break Err(error);
             };
             on_retry(&error, failures, delay);
             tokio::select! {
-                () = cancel.cancelled() => return Err(error),
+                () = cancel.cancelled() => break Err(error),
                 () = tokio::time::sleep(delay) => {}
             }
+        };
+        Tried {
+            result,
+            attempts: attempts as u32,
         }
     }
+}
+
+/// How [`RetryPolicy::run`] ended, and after how many attempts: an operation that needed more
+/// than one either recovered automatically or did not (the recovery rate in the summary).
+#[derive(Debug, PartialEq)]
+pub struct Tried<T, E> {
+    /// The last attempt's result.
+    pub result: Result<T, E>,
+    /// Attempts made, the last one included.
+    pub attempts: u32,
 }
 
 /// The `Retry-After` of an answer, if it has a usable one.
@@ -279,7 +294,7 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let mut waits = Vec::new();
         let started = Instant::now();
-        let result: Result<(), Fault> = policy
+        let tried: Tried<(), Fault> = policy
             .run(
                 &CancellationToken::new(),
                 |_| {
@@ -289,7 +304,8 @@ mod tests {
                 |_, _, delay| waits.push(delay),
             )
             .await;
-        assert_eq!(result, Err(Fault(TIMEOUT)));
+        assert_eq!(tried.result, Err(Fault(TIMEOUT)));
+        assert_eq!(tried.attempts, 4);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(waits, vec![ms(5), ms(15), ms(30)]);
         assert!(started.elapsed() >= ms(50));
@@ -298,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn success_after_a_transient_failure() {
         let policy = RetryPolicy::new(vec![ms(1)], 0.0);
-        let result: Result<usize, Fault> = policy
+        let result: Tried<usize, Fault> = policy
             .run(
                 &CancellationToken::new(),
                 |attempt| async move {
@@ -311,7 +327,13 @@ mod tests {
                 |_, _, _| {},
             )
             .await;
-        assert_eq!(result, Ok(2));
+        assert_eq!(
+            result,
+            Tried {
+                result: Ok(2),
+                attempts: 2
+            }
+        );
     }
 
     #[derive(Debug)]
@@ -329,16 +351,17 @@ mod tests {
     async fn progress_restarts_the_stages_up_to_a_cap() {
         let policy = RetryPolicy::new(vec![ms(1)], 0.0);
         let calls = AtomicUsize::new(0);
-        let result: Result<(), Progressing> = policy
+        let result = policy
             .run(
                 &CancellationToken::new(),
                 |_| {
                     calls.fetch_add(1, Ordering::SeqCst);
-                    async { Err(Progressing) }
+                    async { Err::<(), _>(Progressing) }
                 },
                 |_, _, _| {},
             )
-            .await;
+            .await
+            .result;
         assert!(result.is_err());
         assert_eq!(
             calls.load(Ordering::SeqCst),
@@ -354,7 +377,8 @@ mod tests {
         let started = Instant::now();
         let result: Result<(), Fault> = policy
             .run(&cancel, |_| async { Err(Fault(TIMEOUT)) }, |_, _, _| {})
-            .await;
+            .await
+            .result;
         assert!(result.is_err());
         assert!(started.elapsed() < Duration::from_secs(5));
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::download::{DownloadError, write_atomic};
+use crate::fs::{Durability, WriteError, write_atomic};
 use crate::observe::metrics::{
     Alert, AlertKind, Counters, Metrics, MetricsReport, ProcessSample, ratio,
 };
@@ -269,17 +269,18 @@ pub enum MetricsFileError {
     Encode(#[from] serde_json::Error),
     /// The file could not be written.
     #[error("cannot write the metrics file: {0}")]
-    Write(#[from] DownloadError),
+    Write(#[from] WriteError),
 }
 
-/// Write `report` to `path` as pretty JSON, atomically (temp file, then rename), so a reader
-/// polling the file during a run never sees half of it.
+/// Write `report` to `path` as pretty JSON, atomically, so a reader polling the file during a run
+/// never sees half of it. Replace, not Durable: it is rewritten every interval, and after a power
+/// cut the previous figures are as good as any.
 pub async fn write_metrics_json(
     path: &Path,
     report: &MetricsReport,
 ) -> Result<(), MetricsFileError> {
     let bytes = serde_json::to_vec_pretty(report)?;
-    write_atomic(path, bytes).await?;
+    write_atomic(path, bytes, Durability::Replace).await?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::civitai::target::Target;
 use crate::civitai::wire::{Model, ModelFile, ModelMode, ModelVersion};
 use crate::civitai::{ApiClient, ApiError, WithRaw};
-use crate::download::{FileKind, PlannedFile, Source};
+use crate::fetch::{FileKind, PlannedFile, Source};
 use crate::lock;
 use crate::plan::naming::{
     Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir, sanitize_file_name,

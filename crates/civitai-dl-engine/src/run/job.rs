@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::civitai::target::Target;
 use crate::civitai::{ApiClient, ApiError};
-use crate::download::{
-    DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source, UNVERIFIED_SUFFIX,
-    with_suffix, write_atomic,
+use crate::fetch::{
+    Connections, DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source,
+    UNVERIFIED_SUFFIX,
 };
+use crate::fs::{Durability, with_suffix, write_atomic};
 use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
@@ -179,16 +180,15 @@ impl Run {
             r.status = state::FileStatus::Downloading;
             r.attempts += 1;
         });
-        if mode.one_connection {
-            self.downloader.use_one_connection();
-        }
         let bar = self.reporter.on_transfer_start(&job.file_name);
         let file = PlannedFile {
             dest,
             replace_existing: owned,
             ..job.file.clone()
         };
-        self.downloader.download_file(&file, bar.as_ref()).await
+        self.downloader
+            .download_file(&file, bar.as_ref(), mode.connections)
+            .await
     }
 
     /// Record the outcome in the state file and the report, and print failures as they happen.
@@ -339,7 +339,7 @@ impl Run {
             return;
         };
         let bytes = serde_json::to_vec_pretty(info).unwrap_or_default();
-        if let Err(error) = write_atomic(&info_path(model_path), bytes).await {
+        if let Err(error) = write_atomic(&info_path(model_path), bytes, Durability::Durable).await {
             tracing::warn!("{}: metadata sidecar not written: {error}", job.file.label);
         }
     }
@@ -379,7 +379,11 @@ impl Run {
         let bar = self
             .reporter
             .on_transfer_start(&format!("preview {}", n + 1));
-        let entry = match self.downloader.download_file(&preview, bar.as_ref()).await {
+        let entry = match self
+            .downloader
+            .download_file(&preview, bar.as_ref(), Connections::One)
+            .await
+        {
             Ok(outcome) => {
                 let (status, bytes, transferred) = match &outcome {
                     Outcome::Downloaded {
@@ -444,7 +448,7 @@ impl Run {
                 if !size_is(&kept) {
                     return None;
                 }
-                let accepted = self.downloader.options.accept_hash_mismatch
+                let accepted = self.downloader.accepts_hash_mismatch()
                     && !dest.exists()
                     && std::fs::rename(&kept, dest).is_ok();
                 Some(Outcome::HashMismatch {

@@ -15,6 +15,8 @@
 use std::future::Future;
 use std::path::PathBuf;
 
+use crate::fetch::Connections;
+
 pub mod concurrent;
 pub mod emergency;
 pub mod failsafe;
@@ -70,9 +72,8 @@ pub enum Work<T, J> {
 pub struct Mode {
     /// Previews of one model file fetched at once.
     pub previews: usize,
-    /// One connection per file, whatever `--segments` says (a file already split into segments
-    /// continues them one at a time).
-    pub one_connection: bool,
+    /// Connections per file.
+    pub connections: Connections,
 }
 
 impl Mode {
@@ -80,7 +81,7 @@ impl Mode {
     pub fn configured(performance: &Performance) -> Mode {
         Mode {
             previews: performance.images.max(1),
-            one_connection: false,
+            connections: Connections::AsConfigured,
         }
     }
 
@@ -88,7 +89,7 @@ impl Mode {
     pub fn one_at_a_time() -> Mode {
         Mode {
             previews: 1,
-            one_connection: true,
+            connections: Connections::One,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::fetch::Connections;
 use crate::observe::Attempt;
 
 /// A unit whose jobs are numbers. Target `t` plans jobs `10t + 1` and `10t + 2`.
@@ -241,14 +242,14 @@ fn modes() {
         configured(),
         Mode {
             previews: 3,
-            one_connection: false
+            connections: Connections::AsConfigured
         }
     );
     assert_eq!(
         Mode::one_at_a_time(),
         Mode {
             previews: 1,
-            one_connection: true
+            connections: Connections::One
         }
     );
 }

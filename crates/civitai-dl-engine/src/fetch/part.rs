@@ -1,0 +1,352 @@
+//! The `.part` file and its `.part.json` record: the on-disk format of a download in progress.
+//!
+//! Beside each `.part` the record says what its bytes belong to (file, published hash, size,
+//! ETag) so a later run never resumes the wrong thing, and, while a file is fetched in segments,
+//! how far each segment got. The serde names are the file format: older `.part.json` files must
+//! stay readable.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fetch::error::DownloadError;
+use crate::fetch::{PlannedFile, source_key};
+use crate::fs::{Durability, file_len, parent_dir, sync_dir, with_suffix, write_atomic};
+
+/// What `.part.json` records about a partial file.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PartMeta {
+    pub(crate) source: String,
+    pub(crate) expected_sha256: Option<String>,
+    pub(crate) total: Option<u64>,
+    pub(crate) etag: Option<String>,
+    /// Present while the file is fetched in segments: how far each has got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) segments: Option<Vec<Segment>>,
+}
+
+/// One range of the file: `[start, end)`, of which `done` bytes from `start` are on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// Bytes written from `start` (flushed to the OS).
+    pub done: u64,
+}
+
+impl Segment {
+    pub(crate) fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done >= self.len()
+    }
+}
+
+/// Split `total` bytes into `count` nearly equal segments.
+pub fn split(total: u64, count: usize) -> Vec<Segment> {
+    let count = (count.max(1) as u64).min(total.max(1));
+    let base = total / count;
+    let extra = total % count;
+    let mut start = 0;
+    (0..count)
+        .map(|i| {
+            let len = base + u64::from(i < extra);
+            let segment = Segment {
+                start,
+                end: start + len,
+                done: 0,
+            };
+            start += len;
+            segment
+        })
+        .collect()
+}
+
+/// Bytes from the start of the file that are on disk without a hole.
+pub fn contiguous_prefix(segments: &[Segment]) -> u64 {
+    let mut prefix = 0;
+    for segment in segments {
+        if segment.start != prefix {
+            break;
+        }
+        prefix = segment.start + segment.done.min(segment.len());
+        if !segment.is_done() {
+            break;
+        }
+    }
+    prefix
+}
+
+/// The `.part` file and its `.part.json` record, beside the final path (same file system, so the
+/// final rename is atomic).
+pub(crate) struct PartFile {
+    pub(crate) path: PathBuf,
+    pub(crate) meta_path: PathBuf,
+}
+
+impl PartFile {
+    pub(crate) fn new(dest: &Path) -> PartFile {
+        PartFile {
+            path: with_suffix(dest, "part"),
+            meta_path: with_suffix(dest, "part.json"),
+        }
+    }
+
+    /// The record of the existing `.part`, or a fresh one after deleting a `.part` that belongs to
+    /// something else (another file id, another published hash) or to nothing known.
+    pub(crate) async fn load_or_reset(
+        &self,
+        file: &PlannedFile,
+    ) -> Result<PartMeta, DownloadError> {
+        let wanted = PartMeta {
+            source: source_key(&file.source),
+            expected_sha256: file.expected_sha256.clone(),
+            ..PartMeta::default()
+        };
+        let existing = tokio::fs::read(&self.meta_path)
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<PartMeta>(&bytes).ok());
+        match existing {
+            Some(meta)
+                if meta.source == wanted.source
+                    && meta.expected_sha256 == wanted.expected_sha256 =>
+            {
+                Ok(meta)
+            }
+            _ => {
+                self.discard().await?;
+                Ok(wanted)
+            }
+        }
+    }
+
+    /// A `.part` left by a segmented transfer holds finished ranges with holes between them;
+    /// one stream can only continue its contiguous prefix, so the file is cut back to that.
+    pub(crate) async fn reduce_to_prefix(
+        &self,
+        mut meta: PartMeta,
+    ) -> Result<PartMeta, DownloadError> {
+        let Some(segments) = meta.segments.take() else {
+            return Ok(meta);
+        };
+        let prefix = contiguous_prefix(&segments);
+        // Trim first, record second: a kill in between leaves a record whose segments claim
+        // more than the file holds, which the segmented path refuses to continue (it starts
+        // over). The other order could leave a full-length file with holes and no segment record.
+        if let Ok(handle) = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .await
+        {
+            handle
+                .set_len(prefix)
+                .await
+                .map_err(|e| self.io("trim", e))?;
+        }
+        self.save_meta(&meta).await?;
+        Ok(meta)
+    }
+
+    /// Written atomically, so a kill mid-write never leaves a record that fails to parse (which
+    /// would throw the whole `.part` away); durably, because it is written only when a transfer
+    /// starts or changes shape, and the bytes it vouches for may be gigabytes.
+    pub(crate) async fn save_meta(&self, meta: &PartMeta) -> Result<(), DownloadError> {
+        let json = serde_json::to_vec(meta).unwrap_or_default();
+        Ok(write_atomic(&self.meta_path, json, Durability::Durable).await?)
+    }
+
+    pub(crate) async fn open(&self, offset: u64) -> Result<tokio::fs::File, DownloadError> {
+        let mut options = tokio::fs::OpenOptions::new();
+        options.create(true).write(true);
+        if offset == 0 {
+            options.truncate(true);
+        } else {
+            options.append(true);
+        }
+        let handle = options
+            .open(&self.path)
+            .await
+            .map_err(|e| self.io("open", e))?;
+        if offset > 0 {
+            // Anything past the hashed prefix (a torn final write) is cut off.
+            handle
+                .set_len(offset)
+                .await
+                .map_err(|e| self.io("trim", e))?;
+        }
+        Ok(handle)
+    }
+
+    /// Rename the verified `.part` to `dest` and drop its record.
+    pub(crate) async fn commit(&self, dest: &Path) -> Result<(), DownloadError> {
+        tokio::fs::rename(&self.path, dest)
+            .await
+            .map_err(|e| self.io("rename", e))?;
+        // The rename must survive a power cut as the data did (fsynced before hashing).
+        let dir = parent_dir(dest).to_path_buf();
+        let _ = tokio::task::spawn_blocking(move || sync_dir(&dir)).await;
+        let _ = tokio::fs::remove_file(&self.meta_path).await;
+        Ok(())
+    }
+
+    pub(crate) async fn discard(&self) -> Result<(), DownloadError> {
+        for path in [&self.path, &self.meta_path] {
+            match tokio::fs::remove_file(path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io("remove", e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn io(&self, action: &'static str, source: std::io::Error) -> DownloadError {
+        DownloadError::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Whether a recorded segment layout can be continued: the `.part` has the file's full size and
+/// the segments tile `[0, total)` with nothing claimed beyond a segment's end. Anything else (a
+/// deleted or truncated `.part`, a record torn by a crash) starts over.
+pub(crate) fn recorded_segments_usable(meta: &PartMeta, part_len: Option<u64>) -> bool {
+    let (Some(total), Some(segments)) = (meta.total, &meta.segments) else {
+        return false;
+    };
+    let tiles = segments.first().is_some_and(|s| s.start == 0)
+        && segments.last().is_some_and(|s| s.end == total)
+        && segments.windows(2).all(|w| w[0].end == w[1].start);
+    part_len == Some(total) && tiles && segments.iter().all(|s| s.done <= s.len())
+}
+
+/// The record without a segment layout (for the one-stream path).
+pub(crate) fn without_segments(mut meta: PartMeta) -> PartMeta {
+    meta.segments = None;
+    meta
+}
+
+/// Lay out segments for a `total`-byte file. A `.part` left by the one-stream path (the record
+/// already vouches that it is this file) is kept: its bytes count as done in the first segments.
+pub(crate) async fn start_segments(
+    part: &PartFile,
+    mut meta: PartMeta,
+    total: u64,
+    count: usize,
+) -> Result<PartMeta, DownloadError> {
+    let existing = file_len(&part.path).await.unwrap_or(0);
+    let keep = if meta.segments.is_none() && existing <= total {
+        existing
+    } else {
+        0
+    };
+    if keep == 0 {
+        part.discard().await?;
+    }
+    preallocate(part, total).await?;
+    let mut segments = split(total, count);
+    for segment in &mut segments {
+        segment.done = keep.clamp(segment.start, segment.end) - segment.start;
+    }
+    meta.total = Some(total);
+    meta.segments = Some(segments);
+    part.save_meta(&meta).await?;
+    Ok(meta)
+}
+
+/// fsync the finished `.part` before it is hashed and renamed, as the one-stream path does.
+pub(crate) async fn sync(part: &PartFile) -> Result<(), DownloadError> {
+    let handle = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(&part.path)
+        .await
+        .map_err(|e| part.io("open", e))?;
+    handle.sync_all().await.map_err(|e| part.io("sync", e))
+}
+
+/// Give the `.part` its full size (sparse where the file system allows), keeping what it holds.
+pub(crate) async fn preallocate(part: &PartFile, total: u64) -> Result<(), DownloadError> {
+    if let Some(parent) = part.path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| part.io("create folder for", e))?;
+    }
+    let handle = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&part.path)
+        .await
+        .map_err(|e| part.io("create", e))?;
+    handle
+        .set_len(total)
+        .await
+        .map_err(|e| part.io("allocate", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_covers_every_byte_once() {
+        for (total, count) in [(100u64, 4usize), (101, 4), (3, 8), (1, 1), (10, 3)] {
+            let segments = split(total, count);
+            assert_eq!(segments.first().unwrap().start, 0);
+            assert_eq!(segments.last().unwrap().end, total);
+            for pair in segments.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start);
+            }
+            assert!(segments.iter().all(|s| s.len() > 0));
+            assert!(segments.len() <= count);
+        }
+    }
+
+    #[test]
+    fn only_a_consistent_record_is_continued() {
+        let meta = |total: u64, segments: Vec<Segment>| PartMeta {
+            total: Some(total),
+            segments: Some(segments),
+            ..PartMeta::default()
+        };
+        let good = meta(400, split(400, 4));
+        assert!(recorded_segments_usable(&good, Some(400)));
+        assert!(!recorded_segments_usable(&good, None), "the .part is gone");
+        assert!(
+            !recorded_segments_usable(&good, Some(100)),
+            "the .part is short"
+        );
+        let mut gap = split(400, 4);
+        gap.remove(1);
+        assert!(!recorded_segments_usable(&meta(400, gap), Some(400)));
+        let mut overdone = split(400, 4);
+        overdone[2].done = 101;
+        assert!(!recorded_segments_usable(&meta(400, overdone), Some(400)));
+        assert!(!recorded_segments_usable(
+            &without_segments(good),
+            Some(400)
+        ));
+    }
+
+    #[test]
+    fn contiguous_prefix_stops_at_the_first_hole() {
+        let mut s = split(400, 4);
+        assert_eq!(contiguous_prefix(&s), 0);
+        s[0].done = 100;
+        s[1].done = 30;
+        s[2].done = 100;
+        assert_eq!(contiguous_prefix(&s), 130);
+        s[1].done = 100;
+        assert_eq!(contiguous_prefix(&s), 300);
+        s[3].done = 100;
+        assert_eq!(contiguous_prefix(&s), 400);
+    }
+}

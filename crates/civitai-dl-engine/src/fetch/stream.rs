@@ -1,0 +1,96 @@
+//! The one loop that moves a response body into a `.part`, for every transfer path (one stream,
+//! or one segment of a segmented file).
+//!
+//! Whatever ends a copy (the end of the body, a network error, a refused chunk, Ctrl-C), what was
+//! received is flushed to the file first: a kill or a retry never loses bytes that arrived, and a
+//! resumed transfer continues from what the file really holds. It never writes more than its
+//! limit, whatever the server sends, so a segment cannot spill into the next one.
+
+use std::time::{Duration, Instant};
+
+use tokio::fs::File;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio_util::sync::CancellationToken;
+
+use crate::fetch::error::{DownloadError, network};
+use crate::fetch::part::PartFile;
+use crate::observe::{Reporter, TransferProgress};
+
+/// How often received bytes are pushed from the write buffer to the file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FlushEvery {
+    /// At least this often, however slowly bytes arrive.
+    Interval(Duration),
+    /// Whenever this many bytes are buffered.
+    Bytes(u64),
+}
+
+/// One body copy and what it reports to.
+pub(crate) struct BodyCopy<'a> {
+    pub(crate) cancel: &'a CancellationToken,
+    pub(crate) progress: &'a dyn TransferProgress,
+    pub(crate) reporter: &'a dyn Reporter,
+    /// Names the file in I/O errors.
+    pub(crate) part: &'a PartFile,
+    /// Bytes this copy may write at most.
+    pub(crate) limit: u64,
+    pub(crate) flush: FlushEvery,
+}
+
+impl BodyCopy<'_> {
+    /// Copy `response`'s body into `writer`; returns the bytes written. `inspect` sees each
+    /// chunk (cut to the limit) before it is written and may refuse it; `flushed` hears the
+    /// bytes of this copy that have reached the file, each time more have.
+    pub(crate) async fn run(
+        &self,
+        response: &mut reqwest::Response,
+        writer: &mut BufWriter<File>,
+        mut inspect: impl FnMut(&[u8]) -> Result<(), DownloadError>,
+        mut flushed: impl FnMut(u64),
+    ) -> Result<u64, DownloadError> {
+        let mut written = 0u64;
+        let mut unflushed = 0u64;
+        let mut flushed_at = Instant::now();
+        let ended = loop {
+            let chunk = tokio::select! {
+                () = self.cancel.cancelled() => break Err(DownloadError::Cancelled),
+                chunk = response.chunk() => chunk,
+            };
+            let chunk = match chunk {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(network(error, written)),
+            };
+            let room = (self.limit - written).min(chunk.len() as u64) as usize;
+            let data = &chunk[..room];
+            if let Err(error) = inspect(data) {
+                break Err(error);
+            }
+            writer
+                .write_all(data)
+                .await
+                .map_err(|e| self.part.io("write", e))?;
+            written += data.len() as u64;
+            unflushed += data.len() as u64;
+            self.progress.advance(data.len() as u64);
+            self.reporter.on_bytes(data.len() as u64);
+            let due = match self.flush {
+                FlushEvery::Interval(every) => flushed_at.elapsed() >= every,
+                FlushEvery::Bytes(bytes) => unflushed >= bytes,
+            };
+            if due {
+                self.flush(writer).await?;
+                flushed(written);
+                unflushed = 0;
+                flushed_at = Instant::now();
+            }
+        };
+        self.flush(writer).await?;
+        flushed(written);
+        ended.map(|()| written)
+    }
+
+    async fn flush(&self, writer: &mut BufWriter<File>) -> Result<(), DownloadError> {
+        writer.flush().await.map_err(|e| self.part.io("write", e))
+    }
+}
