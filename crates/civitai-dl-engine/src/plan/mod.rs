@@ -4,7 +4,10 @@
 //! directory with a check that it cannot escape it; two files that would land on the same path
 //! are told apart by their file id, never overwritten.
 
+mod file;
 pub mod naming;
+
+pub use file::{FileKind, PlannedFile, Source};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,6 @@ use serde_json::{Value, json};
 use crate::civitai::target::Target;
 use crate::civitai::wire::{Model, ModelFile, ModelMode, ModelVersion};
 use crate::civitai::{ApiClient, ApiError, WithRaw};
-use crate::fetch::{FileKind, PlannedFile, Source};
 use crate::lock;
 use crate::plan::naming::{
     Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir, sanitize_file_name,
