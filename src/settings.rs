@@ -25,7 +25,7 @@ pub const DEFAULT_BASE_URL: &str = "https://civitai.com";
 /// Connect timeout: a healthy host answers a SYN within seconds.
 pub const CONNECT_TIMEOUT_SECS: u64 = 10;
 /// Read timeout: five minutes of silence mid-transfer is a stall, not a slow link. There is
-/// deliberately no total timeout: the seed's 600 s total would kill every healthy multi-GB download.
+/// deliberately no total timeout: a 600 s total would kill every healthy multi-GB download.
 pub const READ_TIMEOUT_SECS: u64 = 300;
 /// Whole-request limit for API calls (small JSON bodies; never used for file transfers).
 pub const API_TIMEOUT_SECS: u64 = 60;

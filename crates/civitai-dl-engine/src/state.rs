@@ -55,7 +55,7 @@ const LOCK_SUFFIX: &str = ".lock";
 /// Where a planned file stands.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum FileStatus {
+pub enum RecordStatus {
     /// Planned, not started yet.
     Pending,
     /// A download started; a `.part` file may hold some of it.
@@ -107,7 +107,7 @@ pub struct FileRecord {
     /// SHA-256 of the bytes on disk (hex), recorded once they were hashed.
     pub local_sha256: Option<String>,
     /// Where the file stands.
-    pub status: FileStatus,
+    pub status: RecordStatus,
     /// Download attempts made so far, across runs.
     pub attempts: u32,
     /// Why the last attempt failed, for the summary.
@@ -139,7 +139,7 @@ impl FileRecord {
             expected_size: None,
             expected_sha256: None,
             local_sha256: None,
-            status: FileStatus::Pending,
+            status: RecordStatus::Pending,
             attempts: 0,
             last_error: None,
             bytes_on_disk: 0,
@@ -615,7 +615,7 @@ mod tests {
         first.expected_size = Some(2_132_625_894);
         first.expected_sha256 = Some("ABCDEF".into());
         first.local_sha256 = Some("abcdef".into());
-        first.status = FileStatus::Quarantined;
+        first.status = RecordStatus::Quarantined;
         first.attempts = 3;
         first.last_error = Some("hash mismatch".into());
         first.bytes_on_disk = 2_132_625_894;
@@ -641,7 +641,7 @@ mod tests {
         let mut store = StateStore::open(&path).unwrap();
         store.upsert(record("a")).unwrap();
         store
-            .update("a", |file| file.status = FileStatus::Downloading)
+            .update("a", |file| file.status = RecordStatus::Downloading)
             .unwrap();
         store.flush().unwrap();
         let text = fs::read_to_string(&path).unwrap();
@@ -660,14 +660,14 @@ mod tests {
         store.upsert(replacement).unwrap();
         store
             .update("a", |file| {
-                file.status = FileStatus::Failed;
+                file.status = RecordStatus::Failed;
                 file.attempts += 1;
                 file.last_error = Some("timed out".into());
             })
             .unwrap();
         let stored = store.get("a").unwrap();
         assert_eq!(stored.created_at, created);
-        assert_eq!(stored.status, FileStatus::Failed);
+        assert_eq!(stored.status, RecordStatus::Failed);
         assert_eq!(stored.attempts, 1);
         assert_eq!(stored.last_error.as_deref(), Some("timed out"));
         assert_eq!(store.records().count(), 1);
@@ -689,14 +689,14 @@ mod tests {
         store.upsert(record("a")).unwrap();
         store.upsert(record("b")).unwrap();
         store
-            .update("a", |file| file.status = FileStatus::Done)
+            .update("a", |file| file.status = RecordStatus::Done)
             .unwrap();
         kill(store);
         assert!(!path.exists(), "no snapshot should have been written");
 
         let reopened = StateStore::open(&path).unwrap();
-        assert_eq!(reopened.get("a").unwrap().status, FileStatus::Done);
-        assert_eq!(reopened.get("b").unwrap().status, FileStatus::Pending);
+        assert_eq!(reopened.get("a").unwrap().status, RecordStatus::Done);
+        assert_eq!(reopened.get("b").unwrap().status, RecordStatus::Pending);
         assert_eq!(reopened.compactions(), 1, "open folds the journal in");
         assert_eq!(journal_len(&path), 0);
     }

@@ -286,8 +286,8 @@ mod tests {
         assert_eq!(RetryPolicy::new(vec![], 0.0).jittered(ms(1000)), ms(1000));
     }
 
-    /// The seed's unit test: a request that always times out is tried exactly 4 times, with the
-    /// configured waits between attempts, and the timeout is what the caller sees.
+    /// A request that always times out is tried exactly 4 times, with the configured waits
+    /// between attempts, and the timeout is what the caller sees.
     #[tokio::test]
     async fn four_attempts_with_configured_delays_then_the_timeout() {
         let policy = RetryPolicy::new(vec![ms(5), ms(15), ms(30)], 0.0);

@@ -177,7 +177,7 @@ impl Run {
         mode: Mode,
     ) -> Result<Outcome, DownloadError> {
         self.record(job, &dest, |r| {
-            r.status = state::FileStatus::Downloading;
+            r.status = state::RecordStatus::Downloading;
             r.attempts += 1;
         });
         let bar = self.reporter.on_transfer_start(&job.file_name);
@@ -213,7 +213,7 @@ impl Run {
                     tracing::warn!("{label}: Civitai publishes no SHA-256; checked by size only");
                 }
                 self.record(job, &path, |r| {
-                    r.status = state::FileStatus::Done;
+                    r.status = state::RecordStatus::Done;
                     r.local_sha256 = Some(sha256);
                     r.bytes_on_disk = bytes;
                     r.last_error = None;
@@ -234,7 +234,7 @@ impl Run {
                 sha256,
             }) => {
                 self.record(job, &path, |r| {
-                    r.status = state::FileStatus::Done;
+                    r.status = state::RecordStatus::Done;
                     r.bytes_on_disk = bytes;
                     r.local_sha256 = sha256.or(r.local_sha256.take());
                     r.last_error = None;
@@ -263,9 +263,9 @@ impl Run {
                 let real = real_name(&path, accepted);
                 self.record(job, &real, |r| {
                     r.status = if accepted {
-                        state::FileStatus::Done
+                        state::RecordStatus::Done
                     } else {
-                        state::FileStatus::Quarantined
+                        state::RecordStatus::Quarantined
                     };
                     r.local_sha256 = Some(actual);
                     r.bytes_on_disk = bytes;
@@ -283,7 +283,7 @@ impl Run {
             }
             Err(DownloadError::Cancelled) => {
                 self.record(job, dest, |r| {
-                    r.status = state::FileStatus::Pending;
+                    r.status = state::RecordStatus::Pending;
                 });
                 return Ok(None);
             }
@@ -307,7 +307,7 @@ impl Run {
         let reason = error.to_string();
         tracing::error!("{}: {reason}", job.file.label);
         self.record(job, dest, |r| {
-            r.status = state::FileStatus::Failed;
+            r.status = state::RecordStatus::Failed;
             r.last_error = Some(reason.clone());
         });
         self.settled(file_result(
@@ -422,7 +422,7 @@ impl Run {
         let record = state.get(&job.key)?;
         let finished = matches!(
             record.status,
-            state::FileStatus::Done | state::FileStatus::Quarantined
+            state::RecordStatus::Done | state::RecordStatus::Quarantined
         );
         (finished
             && record.local_sha256.is_some()
@@ -438,12 +438,12 @@ impl Run {
             |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.len() == record.bytes_on_disk);
         let actual = record.local_sha256.clone().unwrap_or_default();
         match record.status {
-            state::FileStatus::Done if size_is(dest) => Some(Outcome::AlreadyPresent {
+            state::RecordStatus::Done if size_is(dest) => Some(Outcome::AlreadyPresent {
                 path: dest.to_path_buf(),
                 bytes: record.bytes_on_disk,
                 sha256: None,
             }),
-            state::FileStatus::Quarantined => {
+            state::RecordStatus::Quarantined => {
                 let kept = with_suffix(dest, UNVERIFIED_SUFFIX);
                 if !size_is(&kept) {
                     return None;
@@ -520,7 +520,7 @@ impl Unit for Run {
             job.file.label
         );
         self.record(job, &self.recorded_path(job), |r| {
-            r.status = state::FileStatus::Pending;
+            r.status = state::RecordStatus::Pending;
             r.last_error = Some(error.to_string());
         });
     }
