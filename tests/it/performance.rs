@@ -17,8 +17,8 @@ use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
 use serde_json::Value;
 
 use crate::support::{
-    Sandbox, assert_verified, download, first_file, model, poll_until, range_start, ranges_of, run,
-    serve,
+    Sandbox, Scenario, assert_verified, download, first_file, model, poll_until, range_start,
+    ranges_of, run, serve,
 };
 
 const KIB: u64 = 1024;
@@ -32,6 +32,16 @@ fn models(first_id: u64, count: u64, size: u64) -> Vec<FakeModel> {
     (first_id..first_id + count)
         .map(|id| model(id, "LORA", size))
         .collect()
+}
+
+/// API answers `latency_ms` late, storage at 1 MiB/s per connection: slow enough that work in
+/// flight overlaps observably.
+fn throttled(latency_ms: u64) -> Knobs {
+    Knobs {
+        api_latency: Duration::from_millis(latency_ms),
+        bandwidth: Some(MIB),
+        ..Knobs::default()
+    }
 }
 
 /// The models' ids as download targets.
@@ -142,18 +152,8 @@ fn recorded_segments(dest: &Path) -> Option<Vec<Segment>> {
 
 #[test]
 fn concurrent_run_respects_download_and_api_limits() {
-    let models = models(101, 12, 256 * KIB);
-    let server = serve(
-        models.clone(),
-        Knobs {
-            api_latency: Duration::from_millis(50),
-            bandwidth: Some(MIB),
-            ..Knobs::default()
-        },
-    );
-    let sandbox = Sandbox::new();
-    let mut cmd = download(&server, &sandbox);
-    cmd.args(targets(&models)).args([
+    let scenario = Scenario::new(models(101, 12, 256 * KIB), throttled(50));
+    let cmd = scenario.download(&[
         EXPERIMENTAL,
         "--max-concurrent-downloads",
         "3",
@@ -163,8 +163,8 @@ fn concurrent_run_respects_download_and_api_limits() {
     ]);
     let report = run(cmd).expect_code(0).json();
     assert_eq!(report["mode"], "concurrent", "{report:#}");
-    assert_all_verified(&sandbox, &models);
-    let stats = server.stats();
+    scenario.assert_all_verified();
+    let stats = scenario.server.stats();
     let storage = stats.max_concurrent_storage();
     assert!(
         (2..=3).contains(&storage),
@@ -179,18 +179,8 @@ fn concurrent_run_respects_download_and_api_limits() {
 
 #[test]
 fn force_sync_mode_wins_over_the_experimental_switch_and_its_limits() {
-    let models = models(201, 4, 128 * KIB);
-    let server = serve(
-        models.clone(),
-        Knobs {
-            api_latency: Duration::from_millis(20),
-            bandwidth: Some(MIB),
-            ..Knobs::default()
-        },
-    );
-    let sandbox = Sandbox::new();
-    let mut cmd = download(&server, &sandbox);
-    cmd.args(targets(&models)).args([
+    let scenario = Scenario::new(models(201, 4, 128 * KIB), throttled(20));
+    let ran = run(scenario.download(&[
         EXPERIMENTAL,
         "--force-sync-mode",
         "--max-concurrent-downloads",
@@ -198,13 +188,12 @@ fn force_sync_mode_wins_over_the_experimental_switch_and_its_limits() {
         "--max-concurrent-api",
         "8",
         "--json",
-    ]);
-    let ran = run(cmd);
+    ]));
     let report = ran.expect_code(0).json();
     assert_eq!(report["mode"], "sequential", "{report:#}");
-    assert_all_verified(&sandbox, &models);
-    assert_eq!(server.stats().max_concurrent_storage(), 1);
-    assert_eq!(server.stats().max_concurrent_api(), 1);
+    scenario.assert_all_verified();
+    assert_eq!(scenario.server.stats().max_concurrent_storage(), 1);
+    assert_eq!(scenario.server.stats().max_concurrent_api(), 1);
     for flag in ["--max-concurrent-downloads", "--max-concurrent-api"] {
         let warning = format!("{flag} is ignored: --force-sync-mode");
         assert!(
@@ -217,25 +206,13 @@ fn force_sync_mode_wins_over_the_experimental_switch_and_its_limits() {
 
 #[test]
 fn a_concurrency_flag_without_the_switch_is_ignored_and_the_run_stays_sequential() {
-    let models = models(211, 4, 128 * KIB);
-    let server = serve(
-        models.clone(),
-        Knobs {
-            api_latency: Duration::from_millis(20),
-            bandwidth: Some(MIB),
-            ..Knobs::default()
-        },
-    );
-    let sandbox = Sandbox::new();
-    let mut cmd = download(&server, &sandbox);
-    cmd.args(targets(&models))
-        .args(["--max-concurrent-downloads", "8", "--json"]);
-    let ran = run(cmd);
+    let scenario = Scenario::new(models(211, 4, 128 * KIB), throttled(20));
+    let ran = run(scenario.download(&["--max-concurrent-downloads", "8", "--json"]));
     let report = ran.expect_code(0).json();
     assert_eq!(report["mode"], "sequential", "{report:#}");
-    assert_all_verified(&sandbox, &models);
-    assert_eq!(server.stats().max_concurrent_storage(), 1);
-    assert_eq!(server.stats().max_concurrent_api(), 1);
+    scenario.assert_all_verified();
+    assert_eq!(scenario.server.stats().max_concurrent_storage(), 1);
+    assert_eq!(scenario.server.stats().max_concurrent_api(), 1);
     assert!(
         ran.stderr
             .contains("--max-concurrent-downloads is ignored without --enable-experimental"),

@@ -41,6 +41,41 @@ pub fn serve(models: Vec<FakeModel>, knobs: Knobs) -> FakeCivitai {
     FakeCivitai::start_in_background(catalog, knobs).expect("fake Civitai starts")
 }
 
+/// The setup most end-to-end tests start from: a fake Civitai serving `models`, a fresh sandbox,
+/// and the download command for every one of the models.
+pub struct Scenario {
+    pub models: Vec<FakeModel>,
+    pub server: FakeCivitai,
+    pub sandbox: Sandbox,
+}
+
+impl Scenario {
+    /// Serve `models` with `knobs` into a new sandbox.
+    pub fn new(models: Vec<FakeModel>, knobs: Knobs) -> Scenario {
+        Scenario {
+            server: serve(models.clone(), knobs),
+            models,
+            sandbox: Sandbox::new(),
+        }
+    }
+
+    /// `civitai-dl download -o <out> <every model id> <args…>`.
+    pub fn download(&self, args: &[&str]) -> Command {
+        let mut cmd = download(&self.server, &self.sandbox);
+        cmd.args(self.models.iter().map(|m| m.id.to_string()))
+            .args(args);
+        cmd
+    }
+
+    /// Every model's first file is in `out/`, holding the bytes the fake serves.
+    pub fn assert_all_verified(&self) {
+        for m in &self.models {
+            let file = first_file(m);
+            assert_verified(&self.sandbox.out.join(&file.name), file);
+        }
+    }
+}
+
 /// A private folder per test: `out/` receives the downloads and `home/` stands in for the user's
 /// home and config directory; anything else appearing under the root is a leak.
 pub struct Sandbox {
