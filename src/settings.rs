@@ -36,15 +36,12 @@ pub enum ConfigError {
     /// The file named with --config (or CIVITAI_DL_CONFIG) cannot be read.
     #[error("cannot read config file {path}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The file is not valid TOML for our settings (unknown key, wrong type, syntax).
     #[error("config file {path}: {message}")]
     Parse {
-        /// The file.
         path: PathBuf,
         /// toml's description, which names the key and the line.
         message: String,

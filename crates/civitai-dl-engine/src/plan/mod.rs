@@ -97,7 +97,6 @@ pub enum PlanError {
     Api {
         /// Which object.
         what: String,
-        /// Why.
         source: ApiError,
     },
     /// An archived model has no files left.
