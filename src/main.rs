@@ -19,10 +19,6 @@ mod commands;
 /// Progress bars, log lines and the final summary, for people.
 mod ui;
 
-/// `civitai-dl bench`: sequential against experimental on the fake server, A/B, soak.
-#[cfg(feature = "dev-tools")]
-mod bench;
-
 fn main() -> ExitCode {
     commands::run(cli::Cli::parse())
 }
