@@ -417,3 +417,45 @@ fn a_user_listing_with_only_next_page_urls_is_followed_to_the_end() {
     let want: BTreeSet<u64> = models.iter().map(|m| first_file(m).id).collect();
     assert_eq!(listed, want, "{}", ran.stderr);
 }
+
+// Regression: a second run on the same output folder (its own `--state-file`, as the old
+// "state in use" message suggested) appended to the `.part` the first run was writing, and the
+// first run committed a corrupt file recorded as verified, exit 0.
+#[test]
+fn a_second_run_on_the_same_folder_never_writes_into_a_part_another_run_holds() {
+    let m = model(1101, "LORA", 4 * MIB);
+    let file = first_file(&m).clone();
+    let server = serve(
+        vec![m],
+        Knobs {
+            bandwidth: Some(SLOW_BYTES_PER_SEC * 4),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let dest = sandbox.out.join(&file.name);
+    let part = sandbox.out.join(format!("{}.part", file.name));
+    let mut first = start_download_until_part_grows(&server, &sandbox, 1101, &part);
+    let mut second = download(&server, &sandbox);
+    second
+        .arg("1101")
+        .arg("--state-file")
+        .arg(sandbox.root().join("other-state.json"));
+    let second = run(second);
+    let first_code = wait_with_timeout(&mut first, Duration::from_secs(60));
+    assert_eq!(first_code, Some(0), "the first run finishes its file");
+    assert_verified(&dest, &file);
+    assert_ne!(second.code, 0, "the second run did not get the file");
+    assert!(
+        second
+            .stderr
+            .contains("another civitai-dl run is downloading"),
+        "the second run says why: {}",
+        second.stderr
+    );
+    assert!(
+        !second.stderr.contains("--state-file"),
+        "and recommends nothing that corrupts: {}",
+        second.stderr
+    );
+}

@@ -154,7 +154,7 @@ impl FileRecord {
 pub enum StateError {
     /// Another process holds the lock on this state.
     #[error(
-        "another civitai-dl run is using {}; wait for it to finish or pass --state-file",
+        "another civitai-dl run is using {}; wait for it to finish, then run this command again",
         path.display()
     )]
     Locked {

@@ -90,6 +90,21 @@ pub enum DownloadError {
         /// Status of the refused range request.
         status: u16,
     },
+    /// The `.part` is not the length that was hashed when it was about to be renamed.
+    #[error(
+        "the partial file changed after it was verified ({got} bytes, {expected} hashed); fetching it again"
+    )]
+    PartChanged { got: u64, expected: u64 },
+    /// Another process holds this file's `.part` (a second run on the same folder).
+    #[error(
+        "another civitai-dl run is downloading {} right now; this run leaves it alone: rerun \
+         this command once that run has finished",
+        path.display()
+    )]
+    Busy {
+        /// The final path both runs want.
+        path: PathBuf,
+    },
     /// Stopped by Ctrl-C or an emergency stop; the `.part` is kept.
     #[error("interrupted; the partial file is kept for the next run")]
     Cancelled,
@@ -130,6 +145,7 @@ impl Retryable for DownloadError {
             },
             // A refused range is handled by switching to one stream, never by retrying it.
             DownloadError::Storage { .. }
+            | DownloadError::Busy { .. }
             | DownloadError::Cancelled
             | DownloadError::RangesRefused { .. } => RetryClass::Fatal,
             DownloadError::Io { source, .. } => match source.kind() {

@@ -46,7 +46,7 @@ pub use validate::{
     acceptable_type, looks_like_error_document, parse_content_range, size_consistent,
 };
 
-use part::{PartFile, PartMeta};
+use part::{PartClaim, PartFile, PartMeta};
 
 /// Suffix of a file kept because its hash disagrees with Civitai's twice in the same way.
 pub const UNVERIFIED_SUFFIX: &str = "unverified";
@@ -190,6 +190,13 @@ impl Downloader {
             Destination::Write(dest) => dest,
             Destination::Present(outcome) => return Ok(outcome),
         };
+        let Some(_claim) = PartClaim::acquire(&dest).await? else {
+            return Err(DownloadError::Busy { path: dest });
+        };
+        // Another run may have finished the file while this one chose where to write it.
+        if let Some(present) = self.present(file, &dest).await? {
+            return Ok(present);
+        }
         let fetch = FileFetch {
             fetcher: self,
             file,
@@ -403,9 +410,9 @@ impl FileFetch<'_> {
         let verified = match &file.expected_sha256 {
             None => false,
             Some(expected) if actual.eq_ignore_ascii_case(expected) => true,
-            Some(expected) => return self.mismatch(&part, expected, actual).await,
+            Some(expected) => return self.mismatch(&part, expected, actual, done.total).await,
         };
-        part.commit(dest).await?;
+        part.commit(dest, done.total).await?;
         Ok(Outcome::Downloaded {
             path: dest.to_path_buf(),
             bytes: done.total,
@@ -422,6 +429,7 @@ impl FileFetch<'_> {
         part: &PartFile,
         expected: &str,
         actual: String,
+        hashed: u64,
     ) -> Result<Outcome, DownloadError> {
         let dest = self.dest;
         let seen_before = {
@@ -444,7 +452,7 @@ impl FileFetch<'_> {
         } else {
             with_suffix(dest, UNVERIFIED_SUFFIX)
         };
-        part.commit(&path).await?;
+        part.commit(&path, hashed).await?;
         Ok(Outcome::HashMismatch {
             bytes: file_len(&path).await.unwrap_or(0),
             path,

@@ -5,11 +5,13 @@
 //! how far each segment got. The serde names are the file format: older `.part.json` files must
 //! stay readable.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::error::DownloadError;
+use crate::fetch::error::{DownloadError, io_error};
 use crate::fetch::{PlannedFile, source_key};
 use crate::fs::{Durability, file_len, parent_dir, sync_dir, with_suffix, write_atomic};
 
@@ -183,7 +185,16 @@ impl PartFile {
     }
 
     /// Rename the verified `.part` to `dest` and drop its record.
-    pub(crate) async fn commit(&self, dest: &Path) -> Result<(), DownloadError> {
+    /// `hashed` is the length the SHA-256 covered: the file renamed must be that file.
+    pub(crate) async fn commit(&self, dest: &Path, hashed: u64) -> Result<(), DownloadError> {
+        let got = file_len(&self.path).await.unwrap_or(0);
+        if got != hashed {
+            self.discard().await?;
+            return Err(DownloadError::PartChanged {
+                got,
+                expected: hashed,
+            });
+        }
         tokio::fs::rename(&self.path, dest)
             .await
             .map_err(|e| self.io("rename", e))?;
@@ -212,6 +223,73 @@ impl PartFile {
             source,
         }
     }
+}
+
+/// An exclusive claim on one file's `.part`, held for the whole download: two runs on one
+/// folder (each with its own state file) must never write into the same `.part`, which would
+/// splice two streams into a file that the first run then hashes, trusts and commits. The claim
+/// is an OS lock on `<name>.part.lock`, so a killed run leaves no stale claim; the lock file is
+/// removed when the claim ends.
+pub(crate) struct PartClaim {
+    path: PathBuf,
+    _file: File,
+}
+
+impl PartClaim {
+    /// Claim `dest`'s `.part`; `None` when another process holds it.
+    pub(crate) async fn acquire(dest: &Path) -> Result<Option<PartClaim>, DownloadError> {
+        let path = with_suffix(dest, "part.lock");
+        let owned = path.clone();
+        let claimed = tokio::task::spawn_blocking(move || claim(&owned))
+            .await
+            .map_err(|e| io_error("lock", &path, io::Error::other(e)))?
+            .map_err(|e| io_error("lock", &path, e))?;
+        Ok(claimed.map(|file| PartClaim { path, _file: file }))
+    }
+}
+
+impl Drop for PartClaim {
+    fn drop(&mut self) {
+        // Removed while still locked: whoever opens the path next gets a new file, and `claim`
+        // makes sure it locked the file the path names.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn claim(path: &Path) -> io::Result<Option<File>> {
+    std::fs::create_dir_all(parent_dir(path))?;
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(error)) => return Err(error),
+        }
+        if names_this_file(&file, path) {
+            return Ok(Some(file));
+        }
+        // The previous holder removed the lock file between our open and our lock: the lock
+        // we hold is on a file nobody else will open. Claim the one the path names now.
+    }
+}
+
+#[cfg(unix)]
+fn names_this_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// Elsewhere an open, locked file cannot be removed, so the path always names it.
+#[cfg(not(unix))]
+fn names_this_file(_file: &File, _path: &Path) -> bool {
+    true
 }
 
 /// Whether a recorded segment layout can be continued: the `.part` has the file's full size and
@@ -348,5 +426,39 @@ mod tests {
         assert_eq!(contiguous_prefix(&s), 300);
         s[3].done = 100;
         assert_eq!(contiguous_prefix(&s), 400);
+    }
+
+    #[tokio::test]
+    async fn a_claimed_part_cannot_be_claimed_again_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.safetensors");
+        let first = PartClaim::acquire(&dest).await.unwrap().expect("free");
+        assert!(PartClaim::acquire(&dest).await.unwrap().is_none(), "held");
+        drop(first);
+        assert!(
+            !with_suffix(&dest, "part.lock").exists(),
+            "no lock file left"
+        );
+        assert!(
+            PartClaim::acquire(&dest).await.unwrap().is_some(),
+            "free again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_part_that_is_not_the_length_hashed_is_never_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.safetensors");
+        let part = PartFile::new(&dest);
+        std::fs::write(&part.path, b"12345").unwrap();
+        let error = part.commit(&dest, 4).await.unwrap_err();
+        assert!(matches!(
+            error,
+            DownloadError::PartChanged {
+                got: 5,
+                expected: 4
+            }
+        ));
+        assert!(!dest.exists() && !part.path.exists());
     }
 }
