@@ -459,3 +459,38 @@ fn a_second_run_on_the_same_folder_never_writes_into_a_part_another_run_holds() 
         second.stderr
     );
 }
+
+// Regression: with no published hash, any file of about the listed size at the planned path was
+// adopted as "already present" (a creator's v2 LoRA of the same rank has the same size), and the
+// wanted file was never fetched.
+#[test]
+fn without_a_published_hash_a_file_of_the_same_size_is_not_taken_for_the_download() {
+    let m = model_with(
+        1102,
+        256 * KIB,
+        PublishedHash::Missing,
+        FileFaults::default(),
+    );
+    let file = first_file(&m).clone();
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let theirs = sandbox.out.join(&file.name);
+    let other_bytes = vec![7u8; file.size as usize];
+    std::fs::write(&theirs, &other_bytes).unwrap();
+
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["1102", "--json"]);
+    let report = run(cmd).expect_code(0).json();
+    assert_untouched(&theirs, &other_bytes, "the run");
+    let saved = &report["files"][0];
+    assert_eq!(saved["status"], "downloaded", "{report:#}");
+    let path = PathBuf::from(saved["path"].as_str().unwrap());
+    assert_ne!(path, theirs, "saved beside the other file: {report:#}");
+    assert_verified(&path, &file);
+
+    // A rerun recognises its own hashless file by the hash it recorded.
+    let mut again = download(&server, &sandbox);
+    again.args(["1102", "--json"]);
+    let report = run(again).expect_code(0).json();
+    assert_eq!(report["files"][0]["status"], "present", "{report:#}");
+}

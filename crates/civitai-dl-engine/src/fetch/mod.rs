@@ -265,8 +265,9 @@ impl Downloader {
         })
     }
 
-    /// The outcome when `path` already holds the wanted file: checked by hash when one is
-    /// published, else by size.
+    /// The outcome when `path` already holds the wanted file: checked by the published hash, or
+    /// by the hash an earlier run recorded. A size alone proves nothing (two LoRAs of one rank
+    /// have the same size), so a file with neither is never taken for the download.
     async fn present(
         &self,
         file: &PlannedFile,
@@ -275,17 +276,16 @@ impl Downloader {
         let Some(bytes) = file_len(path).await else {
             return Ok(None);
         };
-        let sha256 = match &file.expected_sha256 {
-            Some(expected) => {
+        let sha256 = match file.expected_sha256.as_ref().or(file.known_sha256.as_ref()) {
+            Some(wanted) => {
                 let (_, actual) = hash_file(path, 0).await?;
-                if !actual.eq_ignore_ascii_case(expected) {
+                if !actual.eq_ignore_ascii_case(wanted) {
                     return Ok(None);
                 }
                 Some(actual)
             }
-            None if bytes > 0 && file.expected_size.is_none_or(|s| size_consistent(s, bytes)) => {
-                None
-            }
+            // A preview is named after its model file, so one at its path is an earlier run's.
+            None if file.kind == FileKind::Preview && bytes > 0 => None,
             None => return Ok(None),
         };
         Ok(Some(Outcome::AlreadyPresent {

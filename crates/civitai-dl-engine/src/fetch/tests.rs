@@ -58,6 +58,7 @@ async fn setup() -> (FakeCivitai, Downloader, PlannedFile, tempfile::TempDir) {
         dest: dir.path().join("a.safetensors"),
         expected_size: Some(SIZE),
         expected_sha256: server.sha256_of(31).map(str::to_string),
+        known_sha256: None,
         kind: FileKind::Model,
         replace_existing: false,
     };

@@ -208,6 +208,7 @@ mod tests {
             dest: PathBuf::from("a"),
             expected_size: size,
             expected_sha256: sha256.map(str::to_string),
+            known_sha256: None,
             kind: FileKind::Model,
             replace_existing: false,
         }

@@ -54,6 +54,9 @@ pub struct PlannedFile {
     pub expected_size: Option<u64>,
     /// The published SHA-256 (uppercase or lowercase hex), if any.
     pub expected_sha256: Option<String>,
+    /// The SHA-256 an earlier run computed for this file when Civitai publishes none: without
+    /// one of the two, nothing at the path is taken for this file.
+    pub known_sha256: Option<String>,
     /// What content is acceptable.
     pub kind: FileKind,
     /// The final path holds a file civitai-dl wrote in an earlier run (the state says so): if it

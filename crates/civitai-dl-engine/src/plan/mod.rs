@@ -417,6 +417,7 @@ impl Planner {
                     file_id: file.id,
                 },
                 dest: dest.clone(),
+                known_sha256: None,
                 expected_size: file.size_bytes(),
                 expected_sha256: sha256.clone(),
                 kind: FileKind::of_file_name(&file.name),

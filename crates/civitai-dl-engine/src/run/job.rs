@@ -136,7 +136,7 @@ impl Run {
         {
             Some(outcome) => Ok(outcome),
             None => {
-                self.download_model(&job, dest.clone(), finished.is_some(), mode)
+                self.download_model(&job, dest.clone(), finished.as_ref(), mode)
                     .await
             }
         };
@@ -173,7 +173,7 @@ impl Run {
         &self,
         job: &Job,
         dest: PathBuf,
-        owned: bool,
+        finished: Option<&FileRecord>,
         mode: Mode,
     ) -> Result<Outcome, DownloadError> {
         self.record(job, &dest, |r| {
@@ -183,7 +183,8 @@ impl Run {
         let bar = self.reporter.on_transfer_start(&job.file_name);
         let file = PlannedFile {
             dest,
-            replace_existing: owned,
+            replace_existing: finished.is_some(),
+            known_sha256: finished.and_then(|r| r.local_sha256.clone()),
             ..job.file.clone()
         };
         self.downloader
@@ -373,6 +374,7 @@ impl Run {
             dest: preview_path(model_path, n, ext),
             expected_size: None,
             expected_sha256: None,
+            known_sha256: None,
             kind: FileKind::Preview,
             replace_existing: false,
         };
