@@ -111,6 +111,14 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
+    /// A hash mismatch, both hashes spelled alike so they can be compared by eye.
+    pub(crate) fn checksum(expected: &str, actual: String) -> DownloadError {
+        DownloadError::Checksum {
+            expected: expected.to_ascii_uppercase(),
+            actual: actual.to_ascii_uppercase(),
+        }
+    }
+
     /// Whether this failure was a timeout (metrics, failsafe).
     pub fn is_timeout(&self) -> bool {
         match self {
@@ -184,5 +192,19 @@ pub(crate) fn network(source: reqwest::Error, written: u64) -> DownloadError {
     DownloadError::Network {
         source: source.without_url(),
         written,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checksum_mismatch_shows_both_hashes_in_one_case() {
+        let error = DownloadError::checksum("ab12", "CD34".into());
+        assert_eq!(
+            error.to_string(),
+            "SHA-256 mismatch: Civitai publishes AB12, the download is CD34"
+        );
     }
 }

@@ -440,10 +440,7 @@ impl FileFetch<'_> {
         };
         if !seen_before {
             part.discard().await?;
-            return Err(DownloadError::Checksum {
-                expected: expected.to_string(),
-                actual,
-            });
+            return Err(DownloadError::checksum(expected, actual));
         }
         // The same bytes twice: Civitai's published hash is the likely culprit.
         let accepted = self.fetcher.options.accept_hash_mismatch;

@@ -27,10 +27,42 @@ const MAX_KEPT_EXTENSION_BYTES: usize = 32;
 /// Characters Windows refuses in file names (the path separators are handled before).
 const WINDOWS_FORBIDDEN_CHARS: [char; 7] = ['<', '>', ':', '"', '|', '?', '*'];
 
-/// Device names Windows reserves in every folder, with or without an extension.
-const WINDOWS_DEVICE_NAMES: [&str; 22] = [
-    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
-    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+/// Device names Windows reserves in every folder, with or without an extension (Microsoft's
+/// "Naming Files, Paths, and Namespaces": `COM`/`LPT` with 0-9 and the superscript digits ¹²³,
+/// and the console's `CONIN$`/`CONOUT$`).
+const WINDOWS_DEVICE_NAMES: [&str; 32] = [
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    "CONIN$",
+    "CONOUT$",
+    "COM0",
+    "COM1",
+    "COM2",
+    "COM3",
+    "COM4",
+    "COM5",
+    "COM6",
+    "COM7",
+    "COM8",
+    "COM9",
+    "COM\u{b9}",
+    "COM\u{b2}",
+    "COM\u{b3}",
+    "LPT0",
+    "LPT1",
+    "LPT2",
+    "LPT3",
+    "LPT4",
+    "LPT5",
+    "LPT6",
+    "LPT7",
+    "LPT8",
+    "LPT9",
+    "LPT\u{b9}",
+    "LPT\u{b2}",
+    "LPT\u{b3}",
 ];
 
 /// Errors raised while placing a file under the output folder.
@@ -341,6 +373,12 @@ mod tests {
             ("nul .txt", "_nul .txt"),
             ("CONSOLE.txt", "CONSOLE.txt"),
             ("COM10.txt", "COM10.txt"),
+            ("COM0.txt", "_COM0.txt"),
+            ("lpt0", "_lpt0"),
+            ("COM\u{b9}.pt", "_COM\u{b9}.pt"),
+            ("lpt\u{b3}.ckpt", "_lpt\u{b3}.ckpt"),
+            ("CONIN$", "_CONIN$"),
+            ("conout$.txt", "_conout$.txt"),
             ("a\u{7}b", "ab"),
             ("a\u{7f}b\u{85}c\u{9f}d", "abcd"),
             ("tab\there", "tabhere"),

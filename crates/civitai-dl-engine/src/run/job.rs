@@ -251,8 +251,10 @@ impl Run {
                 accepted,
             }) => {
                 let reason = format!(
-                    "two downloads gave SHA-256 {actual} but Civitai publishes {expected}; the \
-                     published hash is likely wrong. Kept as {}{}",
+                    "two downloads gave SHA-256 {} but Civitai publishes {}; the published hash \
+                     is likely wrong. Kept as {}{}",
+                    actual.to_ascii_uppercase(),
+                    expected.to_ascii_uppercase(),
                     path.display(),
                     if accepted {
                         ""
