@@ -494,3 +494,74 @@ fn without_a_published_hash_a_file_of_the_same_size_is_not_taken_for_the_downloa
     let report = run(again).expect_code(0).json();
     assert_eq!(report["files"][0]["status"], "present", "{report:#}");
 }
+
+/// The `.part.json` a run writes for a one-stream `.part` of `model`'s only file.
+fn part_record(m: &FakeModel, total: Option<u64>) -> String {
+    let file = first_file(m);
+    json!({
+        "source": format!("civitai:{}:{}", m.versions[0].id, file.id),
+        "expected_sha256": null,
+        "total": total,
+        "etag": null,
+    })
+    .to_string()
+}
+
+// Regression: a kill between preallocating a hashless file and recording its segments left a
+// full-length `.part` with a zero tail beside a one-stream record; the next run took "length ==
+// total" as complete and committed zeros (no hash to catch them).
+#[test]
+fn a_full_length_hashless_part_is_checked_with_the_server_before_it_is_trusted() {
+    let m = model_with(
+        1103,
+        512 * KIB,
+        PublishedHash::Missing,
+        FileFaults::default(),
+    );
+    let file = first_file(&m).clone();
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let part = sandbox.out.join(format!("{}.part", file.name));
+    let mut bytes = served_prefix(file.seed, 128 * KIB);
+    bytes.resize(file.size as usize, 0);
+    std::fs::write(&part, &bytes).unwrap();
+    std::fs::write(
+        sandbox.out.join(format!("{}.part.json", file.name)),
+        part_record(&m, Some(file.size)),
+    )
+    .unwrap();
+
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1103");
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join(&file.name), &file);
+}
+
+// Regression: an unreadable `.part.json` (torn by a crash) deleted the `.part` with it, throwing
+// away progress a published hash could still vouch for.
+#[test]
+fn an_unreadable_record_keeps_the_part_for_the_hash_to_judge() {
+    const PREFIX: u64 = 200 * KIB;
+    let m = model(1104, "LORA", 512 * KIB);
+    let file = first_file(&m).clone();
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let part = sandbox.out.join(format!("{}.part", file.name));
+    std::fs::write(&part, served_prefix(file.seed, PREFIX)).unwrap();
+    std::fs::write(
+        sandbox.out.join(format!("{}.part.json", file.name)),
+        b"{\"sour",
+    )
+    .unwrap();
+
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1104");
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join(&file.name), &file);
+    let first = ranges_of(&server, file.id).first().cloned().flatten();
+    assert_eq!(
+        first.as_deref().and_then(range_start),
+        Some(PREFIX),
+        "the run continued the kept .part"
+    );
+}

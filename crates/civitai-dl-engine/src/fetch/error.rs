@@ -90,6 +90,9 @@ pub enum DownloadError {
         /// Status of the refused range request.
         status: u16,
     },
+    /// A complete-looking `.part` whose bytes the server does not confirm.
+    #[error("the partial file does not match the server's bytes; starting over")]
+    StalePart,
     /// The `.part` is not the length that was hashed when it was about to be renamed.
     #[error(
         "the partial file changed after it was verified ({got} bytes, {expected} hashed); fetching it again"

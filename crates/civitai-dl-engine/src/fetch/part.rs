@@ -109,16 +109,28 @@ impl PartFile {
             expected_sha256: file.expected_sha256.clone(),
             ..PartMeta::default()
         };
-        let existing = tokio::fs::read(&self.meta_path)
-            .await
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<PartMeta>(&bytes).ok());
-        match existing {
-            Some(meta)
+        let Ok(bytes) = tokio::fs::read(&self.meta_path).await else {
+            // A `.part` nobody recorded belongs to nothing known.
+            self.discard().await?;
+            return Ok(wanted);
+        };
+        match serde_json::from_slice::<PartMeta>(&bytes) {
+            Ok(meta)
                 if meta.source == wanted.source
                     && meta.expected_sha256 == wanted.expected_sha256 =>
             {
                 Ok(meta)
+            }
+            // A record torn by a crash: with a published hash the kept bytes are judged by it at
+            // the end (a wrong prefix costs one download), so gigabytes of progress are not
+            // thrown away; without one nothing could tell them apart from another file's.
+            Err(_) if file.expected_sha256.is_some() && file_len(&self.path).await.is_some() => {
+                tracing::warn!(
+                    "{}: {} is unreadable; continuing the partial file, the SHA-256 will judge it",
+                    file.label,
+                    self.meta_path.display()
+                );
+                Ok(wanted)
             }
             _ => {
                 self.discard().await?;
@@ -328,14 +340,17 @@ pub(crate) async fn start_segments(
     if keep == 0 {
         part.discard().await?;
     }
-    preallocate(part, total).await?;
     let mut segments = split(total, count);
     for segment in &mut segments {
         segment.done = keep.clamp(segment.start, segment.end) - segment.start;
     }
     meta.total = Some(total);
     meta.segments = Some(segments);
+    // Record first, preallocate second: a kill in between leaves segments recorded beside a
+    // short `.part`, which is never continued. The other order leaves a full-length file with a
+    // zero tail beside a one-stream record that says it is complete.
     part.save_meta(&meta).await?;
+    preallocate(part, total).await?;
     Ok(meta)
 }
 

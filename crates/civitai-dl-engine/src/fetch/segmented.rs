@@ -327,11 +327,17 @@ impl Ledger<'_> {
         self.write(&self.lock());
     }
 
-    /// A lost progress record only costs re-downloading a range: the hash check at the end
-    /// catches anything inconsistent, so a failed write here is logged, not fatal. Replace, not
-    /// Durable: it is rewritten every second while the segments stream, and an fsync each time
-    /// would compete with the data it records.
+    /// A lost progress record only costs re-downloading a range, so a failed write here is
+    /// logged, not fatal. The record itself is Replace, not Durable (losing the latest one only
+    /// rewinds progress); the data it claims is synced before it is written.
     fn write(&self, meta: &PartMeta) {
+        // The data first: a record must never claim bytes a power cut could still lose (they
+        // would read back as zeros, which nothing catches in a file without a published hash).
+        let synced = std::fs::File::open(&self.part.path).and_then(|f| f.sync_data());
+        if let Err(error) = synced {
+            tracing::debug!("cannot sync segment data, progress not recorded: {error}");
+            return;
+        }
         let json = serde_json::to_vec(meta).unwrap_or_default();
         if let Err(error) = write_atomic_blocking(&self.part.meta_path, &json, Durability::Replace)
         {

@@ -11,7 +11,7 @@ use crate::fetch::error::{DownloadError, network};
 use crate::fetch::hash::{hash_file, hash_prefix, hex};
 use crate::fetch::part::{PartFile, PartMeta};
 use crate::fetch::stream::{BodyCopy, FlushEvery};
-use crate::fetch::validate::{reject_markup, response_total, size_consistent};
+use crate::fetch::validate::{parse_content_range, reject_markup, response_total, size_consistent};
 use crate::fetch::{FileFetch, Transferred};
 use crate::fs::file_len;
 use crate::http::header;
@@ -22,8 +22,46 @@ const WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// However slowly a transfer runs, what it received reaches the `.part` at least this often, so a
 /// 4 MiB buffer never hides progress from a kill.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How much of a complete-looking hashless `.part` is compared with the server before it is
+/// trusted (the tail is what a crash leaves unwritten).
+const TAIL_CHECK_BYTES: u64 = 64 * 1024;
 
 impl FileFetch<'_> {
+    /// Whether the last bytes of a complete-looking `.part` are the server's. A crash can leave a
+    /// full-length file whose end was never written (zeros where the bytes should be); comparing
+    /// the tail costs one small range request.
+    async fn tail_matches(&self, part: &PartFile, total: u64) -> Result<bool, DownloadError> {
+        let (fetcher, file) = (self.fetcher, self.file);
+        let start = total - TAIL_CHECK_BYTES.min(total);
+        let url = fetcher.signed_url(file).await?;
+        let request = fetcher
+            .http
+            .get(url.as_url().clone())
+            .header(RANGE, format!("bytes={start}-{}", total - 1))
+            .send();
+        let response = tokio::select! {
+            () = fetcher.cancel.cancelled() => return Err(DownloadError::Cancelled),
+            response = request => response.map_err(|e| network(e, 0))?,
+        };
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {}
+            // A host that ignores ranges cannot vouch for a tail: start over.
+            StatusCode::OK => return Ok(false),
+            _ => return Err(fetcher.storage_error(file, &response)),
+        }
+        let announced = header(&response, CONTENT_RANGE).unwrap_or_default();
+        if parse_content_range(&announced) != Some((start, total - 1, Some(total))) {
+            return Ok(false);
+        }
+        let served = response.bytes().await.map_err(|e| network(e, 0))?;
+        let (path, len) = (part.path.clone(), served.len());
+        let ours = tokio::task::spawn_blocking(move || read_at(&path, start, len))
+            .await
+            .map_err(|e| part.io("read", std::io::Error::other(e)))?
+            .map_err(|e| part.io("read", e))?;
+        Ok(ours == served)
+    }
+
     /// Send the request for what is missing and stream it into the `.part`.
     pub(super) async fn transfer(
         &self,
@@ -33,7 +71,12 @@ impl FileFetch<'_> {
         let (fetcher, file) = (self.fetcher, self.file);
         let mut offset = file_len(&part.path).await.unwrap_or(0);
         if offset > 0 && meta.total == Some(offset) {
-            // Complete from an earlier run: only the hash is missing.
+            // Complete from an earlier run: only the hash is missing. Without a published hash
+            // to judge the bytes, the server must vouch for the tail first.
+            if file.expected_sha256.is_none() && !self.tail_matches(part, offset).await? {
+                part.discard().await?;
+                return Err(DownloadError::StalePart);
+            }
             let (total, sha256) = hash_file(&part.path, 0).await?;
             self.progress.set(total, Some(total));
             return Ok(Transferred {
@@ -186,6 +229,16 @@ impl FileFetch<'_> {
             sha256,
         })
     }
+}
+
+/// `len` bytes of a file from `offset`.
+fn read_at(path: &std::path::Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = vec![0; len];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Tracks speed over a window for `--min-speed`.
