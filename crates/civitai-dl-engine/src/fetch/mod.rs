@@ -354,6 +354,23 @@ impl Downloader {
         lock(&self.signed)
     }
 
+    /// GET a storage URL, with `Range: bytes=<range>` when given; the wait for the answer ends
+    /// when the run is cancelled.
+    async fn get(
+        &self,
+        url: &SignedUrl,
+        range: Option<String>,
+    ) -> Result<reqwest::Response, DownloadError> {
+        let mut request = self.http.get(url.as_url().clone());
+        if let Some(range) = range {
+            request = request.header(reqwest::header::RANGE, format!("bytes={range}"));
+        }
+        tokio::select! {
+            () = self.cancel.cancelled() => Err(DownloadError::Cancelled),
+            response = request.send() => response.map_err(|e| error::network(e, 0)),
+        }
+    }
+
     fn refuses_ranges(&self, host: &str) -> bool {
         lock(&self.single_stream_hosts).contains(host)
     }

@@ -20,10 +20,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::header::CONTENT_RANGE;
 use tokio::io::AsyncSeekExt;
 
-use crate::fetch::error::{DownloadError, network};
+use crate::fetch::error::DownloadError;
 use crate::fetch::hash::hash_file;
 use crate::fetch::part::{
     PartFile, PartMeta, Segment, recorded_segments_usable, start_segments, sync, without_segments,
@@ -155,15 +155,7 @@ pub(super) async fn transfer(
 /// ignores ranges or gives no total (then only one stream makes sense).
 async fn probe_total(fetch: &FileFetch<'_>, url: &SignedUrl) -> Result<Option<u64>, DownloadError> {
     let (fetcher, file) = (fetch.fetcher, fetch.file);
-    let request = fetcher
-        .http
-        .get(url.as_url().clone())
-        .header(RANGE, "bytes=0-0")
-        .send();
-    let response = tokio::select! {
-        () = fetcher.cancel.cancelled() => return Err(DownloadError::Cancelled),
-        response = request => response.map_err(|e| network(e, 0))?,
-    };
+    let response = fetcher.get(url, Some("0-0".into())).await?;
     match response.status() {
         StatusCode::PARTIAL_CONTENT => {}
         StatusCode::OK => return Ok(None),
@@ -227,15 +219,9 @@ impl Segments<'_> {
         let from = segment.start + segment.done;
         let last = segment.end - 1;
         let host = host_of(self.url.as_url());
-        let request = fetcher
-            .http
-            .get(self.url.as_url().clone())
-            .header(RANGE, format!("bytes={from}-{last}"))
-            .send();
-        let mut response = tokio::select! {
-            () = fetcher.cancel.cancelled() => return Err(DownloadError::Cancelled),
-            response = request => response.map_err(|e| network(e, 0))?,
-        };
+        let mut response = fetcher
+            .get(&self.url, Some(format!("{from}-{last}")))
+            .await?;
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             StatusCode::OK => {

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE};
+use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, ETAG};
 use sha2::{Digest, Sha256};
 
 use crate::fetch::error::{DownloadError, network};
@@ -34,15 +34,9 @@ impl FileFetch<'_> {
         let (fetcher, file) = (self.fetcher, self.file);
         let start = total - TAIL_CHECK_BYTES.min(total);
         let url = fetcher.signed_url(file).await?;
-        let request = fetcher
-            .http
-            .get(url.as_url().clone())
-            .header(RANGE, format!("bytes={start}-{}", total - 1))
-            .send();
-        let response = tokio::select! {
-            () = fetcher.cancel.cancelled() => return Err(DownloadError::Cancelled),
-            response = request => response.map_err(|e| network(e, 0))?,
-        };
+        let response = fetcher
+            .get(&url, Some(format!("{start}-{}", total - 1)))
+            .await?;
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             // A host that ignores ranges cannot vouch for a tail: start over.
@@ -86,14 +80,8 @@ impl FileFetch<'_> {
             });
         }
         let url = fetcher.signed_url(file).await?;
-        let mut request = fetcher.http.get(url.as_url().clone());
-        if offset > 0 {
-            request = request.header(RANGE, format!("bytes={offset}-"));
-        }
-        let mut response = tokio::select! {
-            () = fetcher.cancel.cancelled() => return Err(DownloadError::Cancelled),
-            response = request.send() => response.map_err(|e| network(e, 0))?,
-        };
+        let range = (offset > 0).then(|| format!("{offset}-"));
+        let mut response = fetcher.get(&url, range).await?;
         let status = response.status();
         match status {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
