@@ -565,3 +565,36 @@ fn an_unreadable_record_keeps_the_part_for_the_hash_to_judge() {
         "the run continued the kept .part"
     );
 }
+
+// Regression: every storage 401/403/410 was taken for an expired URL and resolved again on each
+// attempt, so a refusal that had nothing to do with the signature cost five resolves of
+// Civitai's download quota per file and minutes of retries.
+#[test]
+fn a_fresh_url_refused_again_is_final_and_resolved_only_once_more() {
+    let m = model_with(
+        1105,
+        64 * KIB,
+        PublishedHash::Correct,
+        FileFaults {
+            forbidden_attempts: 100,
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1105");
+    let ran = run(cmd);
+    ran.expect_code(1);
+    assert_eq!(
+        server.stats().resolves(),
+        2,
+        "the first URL and one fresh one: {}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("Blocked by the storage firewall"),
+        "the storage host's reason is quoted: {}",
+        ran.stderr
+    );
+}

@@ -127,6 +127,9 @@ pub struct FileFaults {
     /// Ranged GETs from a non-zero offset among the first N attempts answer 206 with the bytes of a
     /// range starting one byte earlier than asked, and a `Content-Range` saying so.
     pub misplaced_range_attempts: u32,
+    /// First N GETs answer 403 `AccessDenied` for a reason that has nothing to do with the
+    /// signature (a firewall rule, a blocked region): a fresh URL does not help.
+    pub forbidden_attempts: u32,
 }
 
 impl FakeModel {

@@ -364,6 +364,13 @@ pub(crate) async fn serve_file(
         );
     }
     let attempt = shared.next_attempt(file.id);
+    if attempt <= file.faults.forbidden_attempts {
+        return storage_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Blocked by the storage firewall",
+        );
+    }
     if attempt <= file.faults.html_attempts {
         return response(StatusCode::OK, HTML_CONTENT_TYPE, STORAGE_ERROR_PAGE);
     }

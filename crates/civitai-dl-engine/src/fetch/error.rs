@@ -28,6 +28,17 @@ pub enum DownloadError {
     /// The storage host refused the signed URL (expired): resolved again on the next attempt.
     #[error("storage host {host} refused the signed URL ({status}); it has likely expired")]
     Expired { host: String, status: u16 },
+    /// A freshly signed URL was refused too: not an expiry, so not worth more of the quota.
+    #[error(
+        "storage host {host} refused a freshly signed URL as well ({status}: {reason}); the file \
+         is skipped rather than spend more of Civitai's download quota on it"
+    )]
+    Refused {
+        host: String,
+        status: u16,
+        /// The start of the storage host's answer.
+        reason: String,
+    },
     /// The answer was a web page or an error document, not the file.
     #[error("expected the file but got a web page or error document ({content_type}){}", if snippet.is_empty() { String::new() } else { format!(": \"{snippet}\"") })]
     NotAFile {
@@ -156,6 +167,7 @@ impl Retryable for DownloadError {
             },
             // A refused range is handled by switching to one stream, never by retrying it.
             DownloadError::Storage { .. }
+            | DownloadError::Refused { .. }
             | DownloadError::Busy { .. }
             | DownloadError::Cancelled
             | DownloadError::RangesRefused { .. } => RetryClass::Fatal,

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::civitai::ApiClient;
 use crate::fs::{file_len, with_suffix};
 use crate::http::retry::{RetryPolicy, Tried, retry_after};
-use crate::http::{POOL_IDLE_TIMEOUT, SignedUrl, client_builder, host_of};
+use crate::http::{POOL_IDLE_TIMEOUT, SignedUrl, client_builder, host_of, snippet};
 use crate::lock;
 use crate::observe::{Attempt, Operation, Reporter, TransferProgress, announce};
 use crate::plan::naming::disambiguate;
@@ -203,6 +204,7 @@ impl Downloader {
             dest: &dest,
             progress,
             connections,
+            url_renewed: AtomicBool::new(false),
             last_mismatch: Mutex::new(None),
         };
         let started = Instant::now();
@@ -311,22 +313,6 @@ impl Downloader {
         }
     }
 
-    /// The error for a storage answer that is not the file. 401/403/410 on a signed URL mean it
-    /// expired: it is forgotten, so the next attempt resolves a fresh one.
-    fn storage_error(&self, file: &PlannedFile, response: &reqwest::Response) -> DownloadError {
-        let host = host_of(response.url());
-        let status = response.status().as_u16();
-        if matches!(status, 401 | 403 | 410) && matches!(file.source, Source::Civitai { .. }) {
-            self.forget_signed_url(file);
-            return DownloadError::Expired { host, status };
-        }
-        DownloadError::Storage {
-            host,
-            status,
-            retry_after: retry_after(response.headers()),
-        }
-    }
-
     /// The signed URL for a file: cached for this run, resolved when missing.
     async fn signed_url(&self, file: &PlannedFile) -> Result<SignedUrl, DownloadError> {
         let (version_id, file_id) = match &file.source {
@@ -395,6 +381,8 @@ pub enum Connections {
 /// One file being fetched: what every attempt at it shares.
 struct FileFetch<'a> {
     fetcher: &'a Downloader,
+    /// Whether this file's signed URL was already resolved afresh after a refusal.
+    url_renewed: AtomicBool,
     file: &'a PlannedFile,
     dest: &'a Path,
     progress: &'a dyn TransferProgress,
@@ -404,6 +392,43 @@ struct FileFetch<'a> {
 }
 
 impl FileFetch<'_> {
+    /// The error for a storage answer that is not the file.
+    async fn storage_error(&self, response: reqwest::Response) -> DownloadError {
+        let host = host_of(response.url());
+        let status = response.status().as_u16();
+        if matches!(status, 401 | 403 | 410) && matches!(self.file.source, Source::Civitai { .. }) {
+            let reason = snippet(&response.text().await.unwrap_or_default());
+            return self.renew_or_refuse(host, status, reason);
+        }
+        DownloadError::Storage {
+            host,
+            status,
+            retry_after: retry_after(response.headers()),
+        }
+    }
+
+    /// A refused signed URL has most likely expired: it is forgotten, so the next attempt
+    /// resolves a fresh one, once per file. A fresh URL refused again is about something else (a
+    /// firewall, a blocked region), and every further resolve would only spend Civitai's download
+    /// quota: that is final, with the storage host's reason.
+    fn renew_or_refuse(&self, host: String, status: u16, reason: String) -> DownloadError {
+        if self.url_renewed.swap(true, Ordering::SeqCst) {
+            return DownloadError::Refused {
+                host,
+                status,
+                reason,
+            };
+        }
+        self.fetcher.forget_signed_url(self.file);
+        DownloadError::Expired { host, status }
+    }
+
+    /// The current URL served the file: a later refusal is a new expiry (a multi-GB file can
+    /// outlive several URLs), not a fresh URL refused.
+    fn url_served(&self) {
+        self.url_renewed.store(false, Ordering::SeqCst);
+    }
+
     /// One attempt, reported to the run's subscribers (metrics and the failsafe among them).
     async fn measured_attempt(&self) -> Result<Outcome, DownloadError> {
         let result = self.attempt().await;

@@ -105,8 +105,7 @@ pub(super) async fn transfer(
                 // Every range refused as forbidden: the URL, not the parallelism, is the
                 // problem. The segments stay recorded; a fresh URL continues them.
                 run.ledger.save();
-                fetcher.forget_signed_url(file);
-                return Err(DownloadError::Expired { host, status: 403 });
+                return Err(fetch.renew_or_refuse(host, 403, "every range was refused".into()));
             }
             // Some ranges came and the extra connections were refused: the rest of the
             // segments, one at a time over one connection; nothing received is thrown away.
@@ -159,7 +158,7 @@ async fn probe_total(fetch: &FileFetch<'_>, url: &SignedUrl) -> Result<Option<u6
     match response.status() {
         StatusCode::PARTIAL_CONTENT => {}
         StatusCode::OK => return Ok(None),
-        _ => return Err(fetcher.storage_error(file, &response)),
+        _ => return Err(fetch.storage_error(response).await),
     }
     check_type(file.kind, &response)?;
     let got = header(&response, CONTENT_RANGE).unwrap_or_default();
@@ -233,8 +232,9 @@ impl Segments<'_> {
                     status: s.as_u16(),
                 });
             }
-            _ => return Err(fetcher.storage_error(self.fetch.file, &response)),
+            _ => return Err(self.fetch.storage_error(response).await),
         }
+        self.fetch.url_served();
         let got = header(&response, CONTENT_RANGE).unwrap_or_default();
         let total = self.ledger.lock().total;
         let matches_request = matches!(parse_content_range(&got),

@@ -41,7 +41,7 @@ impl FileFetch<'_> {
             StatusCode::PARTIAL_CONTENT => {}
             // A host that ignores ranges cannot vouch for a tail: start over.
             StatusCode::OK => return Ok(false),
-            _ => return Err(fetcher.storage_error(file, &response)),
+            _ => return Err(self.storage_error(response).await),
         }
         let announced = header(&response, CONTENT_RANGE).unwrap_or_default();
         if parse_content_range(&announced) != Some((start, total - 1, Some(total))) {
@@ -90,8 +90,9 @@ impl FileFetch<'_> {
                     .range_not_satisfiable(part, &meta, &response, offset)
                     .await;
             }
-            _ => return Err(fetcher.storage_error(file, &response)),
+            _ => return Err(self.storage_error(response).await),
         }
+        self.url_served();
         if status == StatusCode::OK && offset > 0 {
             tracing::info!(
                 "{}: the server ignored the range; starting over",
