@@ -598,3 +598,29 @@ fn a_fresh_url_refused_again_is_final_and_resolved_only_once_more() {
         ran.stderr
     );
 }
+
+// Regression: quota detection depended on Civitai's exact wording. A download-route 429 without
+// `Retry-After` in other words (a proxy's HTML page) was retried per file across the whole list,
+// spending the quota that was already gone, and the run ended with exit 1.
+#[test]
+fn a_repeated_download_route_429_without_retry_after_stops_the_run_as_the_quota() {
+    let models: Vec<FakeModel> = (1106..1111).map(|id| model(id, "LORA", 16 * KIB)).collect();
+    let server = serve(
+        models,
+        Knobs {
+            download_route_429_html: true,
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["1106", "1107", "1108", "1109", "1110", "--json"]);
+    let ran = run(cmd);
+    ran.expect_code(3);
+    let report = ran.json();
+    assert_eq!(report["stopped"], "quota_exhausted", "{report:#}");
+    assert!(
+        report["files"].as_array().unwrap().len() < 5,
+        "the run stopped instead of trying every file: {report:#}"
+    );
+}

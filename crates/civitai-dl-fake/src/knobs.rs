@@ -38,6 +38,9 @@ pub struct Knobs {
     pub download_route_503_first: u32,
     /// Listing pages carry only `metadata.nextPage`, without `nextCursor`.
     pub omit_next_cursor: bool,
+    /// Every request to the download route answers 429 with an HTML page and no `Retry-After`
+    /// (a proxy's wording, not Civitai's quota message).
+    pub download_route_429_html: bool,
 }
 
 impl Default for Knobs {
@@ -56,6 +59,7 @@ impl Default for Knobs {
             image_latency: Duration::ZERO,
             download_route_503_first: 0,
             omit_next_cursor: false,
+            download_route_429_html: false,
         }
     }
 }
@@ -76,6 +80,7 @@ pub(crate) enum ApiFault {
     Outage,
     Unavailable { retry_after_secs: u64 },
     TooManyRequests { retry_after_secs: u64 },
+    TooManyRequestsPage,
     MaintenancePage,
 }
 
@@ -107,6 +112,9 @@ impl KnobState {
         if path.starts_with(DOWNLOAD_ROUTE_PREFIX) {
             let seq = self.download_route_requests_counted;
             self.download_route_requests_counted += 1;
+            if self.knobs.download_route_429_html {
+                return Some(ApiFault::TooManyRequestsPage);
+            }
             if seq < u64::from(self.knobs.download_route_503_first) {
                 return Some(ApiFault::Unavailable {
                     retry_after_secs: self.knobs.retry_after_secs,

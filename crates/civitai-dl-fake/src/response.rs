@@ -75,6 +75,11 @@ impl ApiFault {
                 error_json(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
                 retry_after_secs,
             ),
+            ApiFault::TooManyRequestsPage => response(
+                StatusCode::TOO_MANY_REQUESTS,
+                HTML_CONTENT_TYPE,
+                "<html><body><h1>429 Too Many Requests</h1></body></html>",
+            ),
             ApiFault::MaintenancePage => {
                 response(StatusCode::OK, HTML_CONTENT_TYPE, MAINTENANCE_PAGE)
             }

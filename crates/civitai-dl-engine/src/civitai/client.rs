@@ -254,7 +254,7 @@ impl ApiClient {
                 )
                 .await;
             self.reporter.on_operation_done(result.is_ok(), attempts);
-            match result {
+            match result.map_err(|error| quota_in_other_words(error, expect, attempts)) {
                 Ok(reply) => {
                     *lock(&self.served).entry(host_of(&url)).or_default() += 1;
                     return Ok(reply);
@@ -398,6 +398,25 @@ async fn read_reply(
             Expect::Redirect => "the download route answered without a redirect to the file".into(),
         },
     })
+}
+
+/// The download route's quota 429 is recognised by Civitai's wording; a proxy in front of it
+/// words it otherwise. A 429 on the download route without `Retry-After` that every retry met
+/// again behaves like the quota whatever it says, and retrying it file after file would only keep
+/// a stopped run busy: it is taken for the quota (`docs/civitai-api.md#telling-the-429s-apart`).
+fn quota_in_other_words(error: ApiError, expect: Expect, attempts: u32) -> ApiError {
+    match error {
+        ApiError::RateLimited { retry_after: None }
+            if matches!(expect, Expect::Redirect) && attempts > 1 =>
+        {
+            ApiError::QuotaExhausted {
+                message: format!(
+                    "the download route answered 429 without Retry-After {attempts} times in a row"
+                ),
+            }
+        }
+        other => other,
+    }
 }
 
 /// The `cursor` of a `nextPage` URL, for pages that give only that (the API doc says to follow
