@@ -624,3 +624,64 @@ fn a_repeated_download_route_429_without_retry_after_stops_the_run_as_the_quota(
         "the run stopped instead of trying every file: {report:#}"
     );
 }
+
+// Regression: `.part` files were opened following symlinks, so a `.part` link planted beside the
+// planned path made the download write into whatever it pointed at.
+#[cfg(unix)]
+#[test]
+fn a_part_that_is_a_symlink_is_never_written_through() {
+    let m = model_with(
+        1111,
+        64 * KIB,
+        PublishedHash::Missing,
+        FileFaults::default(),
+    );
+    let file = first_file(&m).clone();
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let victim = sandbox.root().join("victim.txt");
+    let victims_bytes = b"someone else's file".to_vec();
+    std::fs::write(&victim, &victims_bytes).unwrap();
+    let part = sandbox.out.join(format!("{}.part", file.name));
+    std::os::unix::fs::symlink(&victim, &part).unwrap();
+    std::fs::write(
+        sandbox.out.join(format!("{}.part.json", file.name)),
+        part_record(&m, None),
+    )
+    .unwrap();
+
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1111");
+    run(cmd).expect_code(0);
+    assert_untouched(&victim, &victims_bytes, "the download");
+    assert_verified(&sandbox.out.join(&file.name), &file);
+}
+
+// Regression: paths read back from the state file were joined to the output folder without the
+// escape check that planned paths get, so an edited or foreign state file could send a download
+// outside the output folder.
+#[test]
+fn a_state_record_pointing_outside_the_output_folder_is_not_followed() {
+    let m = model(1112, "LORA", 64 * KIB);
+    let file = first_file(&m).clone();
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut first = download(&server, &sandbox);
+    first.arg("1112");
+    run(first).expect_code(0);
+    let state_path = sandbox.out.join(".civitai-dl").join("state.json");
+    let text = std::fs::read_to_string(&state_path).unwrap();
+    let escaped = text.replace(&format!("\"{}\"", file.name), "\"../escaped.safetensors\"");
+    assert_ne!(text, escaped, "the record names the file");
+    std::fs::write(&state_path, escaped).unwrap();
+    std::fs::remove_file(sandbox.out.join(&file.name)).unwrap();
+
+    let mut again = download(&server, &sandbox);
+    again.arg("1112");
+    run(again).expect_code(0);
+    assert!(
+        !sandbox.root().join("escaped.safetensors").exists(),
+        "the download left the output folder"
+    );
+    assert_verified(&sandbox.out.join(&file.name), &file);
+}

@@ -109,6 +109,17 @@ impl PartFile {
             expected_sha256: file.expected_sha256.clone(),
             ..PartMeta::default()
         };
+        if self.is_link().await {
+            // Whatever a link points at is not ours to write into: the links go, the file
+            // starts over as a regular file.
+            tracing::warn!(
+                "{}: {} or its record is a symbolic link; removing the link and starting over",
+                file.label,
+                self.path.display()
+            );
+            self.discard().await?;
+            return Ok(wanted);
+        }
         let Ok(bytes) = tokio::fs::read(&self.meta_path).await else {
             // A `.part` nobody recorded belongs to nothing known.
             self.discard().await?;
@@ -215,6 +226,17 @@ impl PartFile {
         let _ = tokio::task::spawn_blocking(move || sync_dir(&dir)).await;
         let _ = tokio::fs::remove_file(&self.meta_path).await;
         Ok(())
+    }
+
+    async fn is_link(&self) -> bool {
+        for path in [&self.path, &self.meta_path] {
+            if let Ok(meta) = tokio::fs::symlink_metadata(path).await
+                && meta.file_type().is_symlink()
+            {
+                return true;
+            }
+        }
+        false
     }
 
     pub(crate) async fn discard(&self) -> Result<(), DownloadError> {

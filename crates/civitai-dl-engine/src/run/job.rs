@@ -22,6 +22,7 @@ use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
 use crate::observe::{ActiveFile, Reporter};
+use crate::plan::naming::join_inside;
 use crate::plan::{Job, Planner, info_path, preview_path};
 use crate::run::{JobOutcome, Mode, Performance, Unit, emergency};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
@@ -128,7 +129,7 @@ impl Run {
         let finished = self.finished_record(&job);
         let dest = finished
             .as_ref()
-            .map(|r| self.output.join(&r.relative_path))
+            .and_then(|r| self.inside_output(&r.relative_path))
             .unwrap_or_else(|| job.file.dest.clone());
         let result = match finished
             .as_ref()
@@ -331,10 +332,18 @@ impl Run {
 
     /// Where the last attempt at `job` wrote: the path its state record names.
     fn recorded_path(&self, job: &Job) -> PathBuf {
-        self.state()
-            .get(&job.key)
-            .map(|r| self.output.join(&r.relative_path))
+        let relative = self.state().get(&job.key).map(|r| r.relative_path.clone());
+        relative
+            .and_then(|r| self.inside_output(&r))
             .unwrap_or_else(|| job.file.dest.clone())
+    }
+
+    /// A path read back from the state file, under the output folder, or `None` when it would
+    /// leave it: the state file is input like any other, and may have been edited or copied.
+    fn inside_output(&self, relative: &Path) -> Option<PathBuf> {
+        join_inside(&self.output, relative)
+            .inspect_err(|error| tracing::warn!("ignoring the state file's path: {error}"))
+            .ok()
     }
 
     async fn write_sidecar(&self, job: &Job, model_path: &Path) {
@@ -430,8 +439,9 @@ impl Run {
         );
         (finished
             && record.local_sha256.is_some()
-            && record.expected_sha256 == job.file.expected_sha256)
-            .then(|| record.clone())
+            && record.expected_sha256 == job.file.expected_sha256
+            && join_inside(&self.output, &record.relative_path).is_ok())
+        .then(|| record.clone())
     }
 
     /// What an earlier run left, when the disk still agrees on the size: no need to hash
