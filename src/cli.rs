@@ -193,7 +193,8 @@ pub struct DownloadArgs {
     #[arg(long)]
     pub accept_hash_mismatch: bool,
 
-    /// Abort an attempt whose speed stays below this many bytes per second over the window.
+    /// Abort (and resume) an attempt whose speed stays below this many bytes per second over the
+    /// window [default: 1024; 0 = off].
     #[arg(long, value_name = "BYTES_PER_SEC")]
     pub min_speed: Option<u64>,
 

@@ -27,6 +27,12 @@ pub const CONNECT_TIMEOUT_SECS: u64 = 10;
 /// Read timeout: five minutes of silence mid-transfer is a stall, not a slow link. There is
 /// deliberately no total timeout: a 600 s total would kill every healthy multi-GB download.
 pub const READ_TIMEOUT_SECS: u64 = 300;
+/// Below this speed for [`MIN_SPEED_WINDOW_SECS`] a transfer is abandoned and resumed: a
+/// connection that trickles would otherwise hold its slot for hours while a fresh one runs at
+/// full speed. Low enough that no working link trips it.
+pub const MIN_SPEED_BYTES_PER_SEC: u64 = 1024;
+/// See [`MIN_SPEED_BYTES_PER_SEC`].
+pub const MIN_SPEED_WINDOW_SECS: u64 = 60;
 /// Whole-request limit for API calls (small JSON bodies; never used for file transfers).
 pub const API_TIMEOUT_SECS: u64 = 60;
 
@@ -504,8 +510,10 @@ impl Settings {
                         .unwrap_or(READ_TIMEOUT_SECS),
                 ),
                 api_timeout: secs(net.api_timeout_secs.unwrap_or(API_TIMEOUT_SECS)),
-                min_speed: net.min_speed_bytes_per_sec.unwrap_or(0),
-                min_speed_window: secs(net.min_speed_window_secs.unwrap_or(60)),
+                min_speed: net
+                    .min_speed_bytes_per_sec
+                    .unwrap_or(MIN_SPEED_BYTES_PER_SEC),
+                min_speed_window: secs(net.min_speed_window_secs.unwrap_or(MIN_SPEED_WINDOW_SECS)),
             },
             retry: RetryPolicy::new(
                 delays.into_iter().map(Duration::from_millis).collect(),
@@ -681,6 +689,11 @@ mod tests {
         );
         assert_eq!(s.retry, RetryPolicy::default());
         assert!(s.metadata && s.include_nsfw && s.api_key.is_none());
+        assert_eq!(
+            (s.network.min_speed, s.network.min_speed_window),
+            (1024, Duration::from_secs(60)),
+            "a connection trickling below 1 KiB/s for a minute is abandoned and resumed"
+        );
     }
 
     #[test]
