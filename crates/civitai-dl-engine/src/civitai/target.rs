@@ -132,6 +132,14 @@ impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let redacted = redact_token(input);
+        if redacted != input {
+            tracing::warn!(
+                "the ?token= in a pasted URL is ignored and never shown: pass the key with \
+                 --api-key or CIVITAI_API_KEY"
+            );
+        }
+        let input = redacted.as_str();
         let text = input.trim();
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
             let id = parse_id(input, text)?;
@@ -171,6 +179,33 @@ impl fmt::Display for Target {
             Self::User { username } => write!(f, "{CANONICAL_ORIGIN}/user/{username}"),
         }
     }
+}
+
+/// `input` with the value of every `token=` query parameter replaced: a pasted download link
+/// may carry the user's API key, which must not reach an error message or a log.
+fn redact_token(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(at) = find_token_param(rest) {
+        let value_start = at + "token=".len();
+        out.push_str(&rest[..value_start]);
+        out.push_str("<redacted>");
+        let value_len = rest[value_start..]
+            .find(['&', '#', ' '])
+            .unwrap_or(rest.len() - value_start);
+        rest = &rest[value_start + value_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where a `token=` parameter starts (after `?` or `&`, any case).
+fn find_token_param(text: &str) -> Option<usize> {
+    let lower = text.to_ascii_lowercase();
+    ["?token=", "&token="]
+        .iter()
+        .filter_map(|p| lower.find(p).map(|i| i + 1))
+        .min()
 }
 
 /// Parse a --from-file list: one target per line, blank lines and `#` comments (whole-line and trailing
@@ -658,5 +693,20 @@ mod tests {
     #[test]
     fn empty_target_list_is_empty() {
         assert_eq!(parse_target_list("\n# nothing\n   \n"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_key_in_a_pasted_url_is_never_echoed() {
+        let error = "https://civitai.com/api/download/models/x?token=SECRET&type=Model"
+            .parse::<Target>()
+            .unwrap_err();
+        assert!(!error.to_string().contains("SECRET"), "{error}");
+        assert!(error.to_string().contains("token=<redacted>"), "{error}");
+        assert_eq!(
+            "https://civitai.com/api/download/models/7?Token=SECRET"
+                .parse::<Target>()
+                .unwrap(),
+            Target::Version { id: 7, file: None }
+        );
     }
 }
