@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::civitai::target::Target;
 use crate::civitai::wire::{Model, ModelFile, ModelMode, ModelVersion};
 use crate::civitai::{ApiClient, ApiError, WithRaw};
+use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::plan::naming::{
     Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir, sanitize_file_name,
@@ -132,6 +133,14 @@ pub enum PlanError {
     /// A name that would escape the output directory.
     #[error(transparent)]
     Path(#[from] NamingError),
+}
+
+impl PlanError {
+    /// Whether the failure may pass (a network error or a server error after the API client's
+    /// retries), so that trying the target again later can help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PlanError::Api { source, .. } if source.retry_class() != RetryClass::Fatal)
+    }
 }
 
 /// One model file to fetch, with what goes beside it.

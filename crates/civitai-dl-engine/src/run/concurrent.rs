@@ -8,7 +8,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::lock;
-use crate::run::{Failsafe, JobOutcome, Mode, Unit, Work};
+use crate::run::{Failsafe, JobOutcome, Mode, PlanOutcome, Unit, Work};
 
 /// How many of each kind of work may be in flight.
 #[derive(Clone, Copy, Debug)]
@@ -75,10 +75,15 @@ impl<U: Unit> Driver<U> {
         };
         let driver = self.clone();
         self.tracker.spawn(async move {
-            let jobs = driver.unit.plan(&target).await;
+            let outcome = driver.unit.plan(&target).await;
             drop(permit);
-            for job in jobs {
-                driver.spawn_fetch(job).await;
+            match outcome {
+                PlanOutcome::Planned(jobs) => {
+                    for job in jobs {
+                        driver.spawn_fetch(job).await;
+                    }
+                }
+                PlanOutcome::Transient(error) => driver.settle_target(target, error),
             }
         });
     }
@@ -104,12 +109,28 @@ impl<U: Unit> Driver<U> {
         let JobOutcome::Transient { job, error } = outcome else {
             return;
         };
-        if self.failsafe.tripped().is_some() && self.unit.may_continue() {
+        if self.may_defer() {
             self.unit.defer(&job, &error);
             lock(&self.deferred).push(Work::Fetch(Box::new(job)));
         } else {
             self.unit.give_up(&job, error);
         }
+    }
+
+    /// A target's passing failure, judged as a job's (see [`Self::settle`]).
+    fn settle_target(&self, target: U::Target, error: U::PlanError) {
+        if self.may_defer() {
+            self.unit.defer_target(&target, &error);
+            lock(&self.deferred).push(Work::Plan(target));
+        } else {
+            self.unit.give_up_target(&target, error);
+        }
+    }
+
+    /// Whether a passing failure goes to the sequential path: the failsafe tripped, so the
+    /// concurrency may be to blame, and the run goes on.
+    fn may_defer(&self) -> bool {
+        self.failsafe.tripped().is_some() && self.unit.may_continue()
     }
 
     /// A permit, unless no more work may start (checked again once the permit is held, since

@@ -1,4 +1,4 @@
-//! The unit of work: [`Run::plan`] turns one target into jobs, [`Run::process`] does the whole job
+//! The unit of work: planning turns one target into jobs, [`Run::process`] does the whole job
 //! for one model file (state, download, sidecar, previews, report) and returns a [`JobOutcome`].
 //! It knows nothing about the driver that calls it: limits arrive as a [`Mode`], and a passing
 //! failure is returned for the driver to judge instead of being settled here.
@@ -23,8 +23,8 @@ use crate::lock;
 use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
 use crate::observe::{ActiveFile, Reporter};
 use crate::plan::naming::join_inside;
-use crate::plan::{Job, Planner, info_path, preview_path};
-use crate::run::{JobOutcome, Mode, Performance, Unit, emergency};
+use crate::plan::{Job, PlanError, Planner, info_path, preview_path};
+use crate::run::{JobOutcome, Mode, Performance, PlanOutcome, Unit, emergency};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
 
 /// Everything a run shares: planner, downloader, state, the subscribers and the report.
@@ -100,26 +100,6 @@ impl Run {
     /// Whether new work may start (not interrupted, quota not exhausted).
     pub fn may_continue(&self) -> bool {
         !self.cancel.is_cancelled() && self.report().stopped.is_none()
-    }
-
-    /// Plan one target; a failure is recorded and yields no jobs.
-    pub async fn plan(&self, target: &Target) -> Vec<Job> {
-        match self.planner.plan(target).await {
-            Ok(jobs) => {
-                self.reporter.on_planned(jobs.len() as u64);
-                jobs
-            }
-            Err(error) => {
-                if !self.cancel.is_cancelled() {
-                    tracing::error!("{error}");
-                    self.report().failed_targets.push(TargetFailure {
-                        target: target.to_string(),
-                        reason: error.to_string(),
-                    });
-                }
-                Vec::new()
-            }
-        }
     }
 
     /// The whole job for one model file: skip it when the state and the disk say it is done,
@@ -515,9 +495,33 @@ impl Unit for Run {
     type Target = Target;
     type Job = Job;
     type Error = DownloadError;
+    type PlanError = PlanError;
 
-    async fn plan(&self, target: &Target) -> Vec<Job> {
-        Run::plan(self, target).await
+    async fn plan(&self, target: &Target) -> PlanOutcome<Job, PlanError> {
+        match self.planner.plan(target).await {
+            Ok(jobs) => {
+                self.reporter.on_planned(jobs.len() as u64);
+                PlanOutcome::Planned(jobs)
+            }
+            Err(_) if self.cancel.is_cancelled() => PlanOutcome::Planned(Vec::new()),
+            Err(error) if error.is_transient() => PlanOutcome::Transient(error),
+            Err(error) => {
+                self.give_up_target(target, error);
+                PlanOutcome::Planned(Vec::new())
+            }
+        }
+    }
+
+    fn give_up_target(&self, target: &Target, error: PlanError) {
+        tracing::error!("{error}");
+        self.report().failed_targets.push(TargetFailure {
+            target: target.to_string(),
+            reason: error.to_string(),
+        });
+    }
+
+    fn defer_target(&self, _target: &Target, error: &PlanError) {
+        tracing::warn!("{error}; the sequential path will try it again");
     }
 
     async fn process(&self, job: Job, mode: Mode) -> JobOutcome<Job, DownloadError> {

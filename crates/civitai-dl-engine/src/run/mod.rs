@@ -110,6 +110,15 @@ pub enum JobOutcome<J, E> {
     },
 }
 
+/// What planning one target gave.
+#[derive(Debug, PartialEq)]
+pub enum PlanOutcome<J, E> {
+    /// Its jobs (none when it failed for good, which the unit has recorded).
+    Planned(Vec<J>),
+    /// It failed for a passing reason; the driver decides, as for a job's.
+    Transient(E),
+}
+
 /// What the drivers run. Futures are `Send` so the concurrent driver can spawn them.
 pub trait Unit: Send + Sync + 'static {
     /// What the user asked for.
@@ -118,9 +127,18 @@ pub trait Unit: Send + Sync + 'static {
     type Job: Send + 'static;
     /// Why a job failed.
     type Error: Send + 'static;
+    /// Why a target could not be planned.
+    type PlanError: Send + 'static;
 
-    /// The jobs of one target; a failure is recorded and yields none.
-    fn plan(&self, target: &Self::Target) -> impl Future<Output = Vec<Self::Job>> + Send;
+    /// The jobs of one target.
+    fn plan(
+        &self,
+        target: &Self::Target,
+    ) -> impl Future<Output = PlanOutcome<Self::Job, Self::PlanError>> + Send;
+    /// Record a transient planning failure as final.
+    fn give_up_target(&self, target: &Self::Target, error: Self::PlanError);
+    /// Record that a transiently failed target goes back to the queue.
+    fn defer_target(&self, target: &Self::Target, error: &Self::PlanError);
     /// The whole job for one model file, within `mode`'s limits.
     fn process(
         &self,

@@ -1,7 +1,7 @@
 //! The sequential driver: one item after another in one task. It is the reference path, the one
 //! every ordinary run takes and the failsafe falls back to, so it stays a plain loop.
 
-use crate::run::{JobOutcome, Mode, Unit, Work};
+use crate::run::{JobOutcome, Mode, PlanOutcome, Unit, Work};
 
 /// Run every item of `queue` in order, until the run stops. A transient failure is final here:
 /// there is no slower path to hand it to.
@@ -11,14 +11,17 @@ pub async fn run_sequential<U: Unit>(unit: &U, queue: Vec<Work<U::Target, U::Job
             break;
         }
         match work {
-            Work::Plan(target) => {
-                for job in unit.plan(&target).await {
-                    if !unit.may_continue() {
-                        break;
+            Work::Plan(target) => match unit.plan(&target).await {
+                PlanOutcome::Planned(jobs) => {
+                    for job in jobs {
+                        if !unit.may_continue() {
+                            break;
+                        }
+                        settle(unit, unit.process(job, mode).await);
                     }
-                    settle(unit, unit.process(job, mode).await);
                 }
-            }
+                PlanOutcome::Transient(error) => unit.give_up_target(&target, error),
+            },
             Work::Fetch(job) => settle(unit, unit.process(*job, mode).await),
         }
     }

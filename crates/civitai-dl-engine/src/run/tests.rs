@@ -19,6 +19,8 @@ struct Stub {
     transient_once: HashSet<u32>,
     /// Processing this job stops the run.
     stops_on: Option<u32>,
+    /// Planning these targets fails transiently the first time.
+    plan_fails_once: HashSet<u32>,
     stopped: AtomicBool,
     log: Mutex<Vec<Event>>,
 }
@@ -29,6 +31,8 @@ enum Event {
     Processed(u32, Mode),
     GaveUp(u32),
     Deferred(u32),
+    TargetGaveUp(u32),
+    TargetDeferred(u32),
     Switched(usize),
 }
 
@@ -62,10 +66,28 @@ impl Unit for Stub {
     type Target = u32;
     type Job = u32;
     type Error = String;
+    type PlanError = String;
 
-    async fn plan(&self, target: &u32) -> Vec<u32> {
+    async fn plan(&self, target: &u32) -> PlanOutcome<u32, String> {
+        let first = !self.events().contains(&Event::Planned(*target));
         self.push(Event::Planned(*target));
-        vec![target * 10 + 1, target * 10 + 2]
+        if self.trips_on == Some(*target) {
+            for _ in 0..3 {
+                self.failsafe.record(Attempt::Error);
+            }
+        }
+        if first && self.plan_fails_once.contains(target) {
+            return PlanOutcome::Transient(format!("target {target} failed"));
+        }
+        PlanOutcome::Planned(vec![target * 10 + 1, target * 10 + 2])
+    }
+
+    fn give_up_target(&self, target: &u32, _error: String) {
+        self.push(Event::TargetGaveUp(*target));
+    }
+
+    fn defer_target(&self, target: &u32, _error: &String) {
+        self.push(Event::TargetDeferred(*target));
     }
 
     async fn process(&self, job: u32, mode: Mode) -> JobOutcome<u32, String> {
@@ -233,6 +255,42 @@ async fn a_stopped_run_neither_switches_nor_defers() {
         stub.events(),
         [Event::Processed(1, configured()), Event::GaveUp(1)],
         "no sequential phase after a stop; the failure is recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_target_that_fails_after_the_failsafe_trips_is_planned_again_one_at_a_time() {
+    let stub = Stub {
+        trips_on: Some(1),
+        plan_fails_once: HashSet::from([1]),
+        ..Stub::default()
+    };
+    let stub = run(stub, true, vec![Work::Plan(1), Work::Plan(2)]).await;
+    let events = stub.events();
+    assert_eq!(
+        events[..3],
+        [
+            Event::Planned(1),
+            Event::TargetDeferred(1),
+            Event::Switched(2)
+        ],
+        "{events:?}"
+    );
+    let processed: Vec<u32> = stub.processed().iter().map(|(j, _)| *j).collect();
+    assert_eq!(processed, [11, 12, 21, 22], "nothing of either target lost");
+    assert!(!events.iter().any(|e| matches!(e, Event::TargetGaveUp(_))));
+}
+
+#[tokio::test]
+async fn a_target_that_fails_on_the_sequential_path_is_final() {
+    let stub = Stub {
+        plan_fails_once: HashSet::from([1]),
+        ..Stub::default()
+    };
+    let stub = run(stub, false, vec![Work::Plan(1), Work::Plan(2)]).await;
+    assert_eq!(
+        stub.events()[..2],
+        [Event::Planned(1), Event::TargetGaveUp(1)]
     );
 }
 
