@@ -38,7 +38,13 @@ pub(super) async fn show_plan(
     let mut failed = false;
     for target in targets {
         match planner.plan(target).await {
-            Ok(jobs) => all.extend(jobs.into_iter().map(|job| job.facts)),
+            Ok(planned) => {
+                for error in &planned.failures {
+                    eprintln!("error: {error}");
+                    failed = true;
+                }
+                all.extend(planned.jobs.into_iter().map(|job| job.facts));
+            }
             Err(_) if cancel.is_cancelled() => return Ok(Exit::Interrupted),
             Err(error) => {
                 eprintln!("error: {error}");

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs, PublishedHash, fill_bytes};
+use civitai_dl_fake::{
+    FakeCivitai, FakeFile, FakeModel, FakeVersion, FileFaults, Knobs, PublishedHash, fill_bytes,
+};
 use serde_json::json;
 
 use crate::support::{
@@ -684,4 +686,53 @@ fn a_state_record_pointing_outside_the_output_folder_is_not_followed() {
         "the download left the output folder"
     );
     assert_verified(&sandbox.out.join(&file.name), &file);
+}
+
+// Regression: `--all-versions` with a filter dropped the whole model when one version had no
+// matching file (old SD 1.5 versions often ship only a `.ckpt`).
+#[test]
+fn all_versions_with_a_filter_skips_the_versions_without_a_match_only() {
+    let mut old = FakeFile::new(111_301, "old.ckpt", 32 * KIB);
+    old.format = Some("PickleTensor".into());
+    let new = FakeFile::new(111_302, "new.safetensors", 32 * KIB);
+    let m = FakeModel::new(
+        1113,
+        "Two eras",
+        "Checkpoint",
+        vec![
+            FakeVersion::new(11_132, "v2", vec![new.clone()]),
+            FakeVersion::new(11_131, "v1", vec![old]),
+        ],
+    );
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["1113", "--all-versions", "--format", "SafeTensor"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    assert_verified(&sandbox.out.join(&new.name), &new);
+    assert!(
+        ran.stderr.contains("v1") || ran.stderr.contains("11131"),
+        "{}",
+        ran.stderr
+    );
+}
+
+// Regression: under a creator, a model that could not be planned was only a warning and the run
+// still exited 0, so an unattended mirror never learnt it was incomplete.
+#[test]
+fn a_creators_model_that_cannot_be_planned_fails_the_run() {
+    let ok = model(1114, "LORA", 16 * KIB);
+    let mut archived = model(1115, "LORA", 16 * KIB);
+    archived.mode = Some("Archived".into());
+    let server = serve(vec![ok.clone(), archived], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["--user", "tester", "--json"]);
+    let ran = run(cmd);
+    ran.expect_code(1);
+    assert_verified(&sandbox.out.join(&first_file(&ok).name), first_file(&ok));
+    let report = ran.json();
+    let failed = report["failed_targets"].to_string();
+    assert!(failed.contains("archived"), "{report:#}");
 }

@@ -90,6 +90,14 @@ impl Selection {
     }
 }
 
+/// What planning one target gave: its jobs, and the parts of it that failed (a creator's model
+/// that is archived or matches no filter) while the rest went on.
+#[derive(Debug, Default)]
+pub struct Planned {
+    pub jobs: Vec<Job>,
+    pub failures: Vec<PlanError>,
+}
+
 /// Why a target could not be planned.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -237,10 +245,14 @@ impl Planner {
     }
 
     /// The jobs for one target (files already planned by an earlier target are left out).
-    pub async fn plan(&self, target: &Target) -> Result<Vec<Job>, PlanError> {
+    pub async fn plan(&self, target: &Target) -> Result<Planned, PlanError> {
+        let whole = |jobs| Planned {
+            jobs,
+            failures: Vec::new(),
+        };
         match target {
-            Target::Model { id, version } => self.plan_model(*id, *version).await,
-            Target::Version { id, file } => self.plan_version(*id, *file).await,
+            Target::Model { id, version } => self.plan_model(*id, *version).await.map(whole),
+            Target::Version { id, file } => self.plan_version(*id, *file).await.map(whole),
             Target::User { username } => self.plan_user(username).await,
         }
     }
@@ -302,6 +314,9 @@ impl Planner {
             });
         }
         let mut jobs = Vec::new();
+        let mut unmatched = None;
+        let several = chosen.len() > 1;
+        let mut matched = 0;
         for index in chosen {
             let version = WithRaw {
                 value: model.value.model_versions[index].clone(),
@@ -310,9 +325,24 @@ impl Planner {
                     .cloned()
                     .unwrap_or(Value::Null),
             };
-            jobs.extend(self.jobs_for_version(&view, &version, None)?);
+            match self.jobs_for_version(&view, &version, None) {
+                Ok(more) => {
+                    matched += 1;
+                    jobs.extend(more);
+                }
+                // Among several versions, one without a matching file (an old version that
+                // ships only a .ckpt) is skipped; the model fails only if none matches.
+                Err(error @ PlanError::NoMatchingFile { .. }) if several => {
+                    tracing::warn!("{error}; skipping that version");
+                    unmatched = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
         }
-        Ok(jobs)
+        match unmatched {
+            Some(error) if matched == 0 => Err(error),
+            _ => Ok(jobs),
+        }
     }
 
     async fn plan_version(&self, id: u64, file: Option<u64>) -> Result<Vec<Job>, PlanError> {
@@ -336,7 +366,7 @@ impl Planner {
         self.jobs_for_version(&view, &version, file)
     }
 
-    async fn plan_user(&self, username: &str) -> Result<Vec<Job>, PlanError> {
+    async fn plan_user(&self, username: &str) -> Result<Planned, PlanError> {
         let models = self
             .api
             .models_by_user(username, self.selection.include_nsfw)
@@ -345,15 +375,16 @@ impl Planner {
                 what: format!("creator {username}"),
                 source,
             })?;
-        let mut jobs = Vec::new();
+        let mut planned = Planned::default();
         for model in &models {
             match self.plan_listed_model(model, None) {
-                Ok(more) => jobs.extend(more),
-                // One archived or empty model must not hide the creator's other models.
-                Err(error) => tracing::warn!("creator {username}: {error}"),
+                Ok(more) => planned.jobs.extend(more),
+                // One archived or empty model must not hide the creator's other models, nor be
+                // forgotten: it fails the run like a failed target.
+                Err(error) => planned.failures.push(error),
             }
         }
-        Ok(jobs)
+        Ok(planned)
     }
 
     async fn fetch_version(&self, id: u64) -> Result<WithRaw<ModelVersion>, PlanError> {

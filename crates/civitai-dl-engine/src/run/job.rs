@@ -499,9 +499,12 @@ impl Unit for Run {
 
     async fn plan(&self, target: &Target) -> PlanOutcome<Job, PlanError> {
         match self.planner.plan(target).await {
-            Ok(jobs) => {
-                self.reporter.on_planned(jobs.len() as u64);
-                PlanOutcome::Planned(jobs)
+            Ok(planned) => {
+                for error in planned.failures {
+                    self.give_up_target(target, error);
+                }
+                self.reporter.on_planned(planned.jobs.len() as u64);
+                PlanOutcome::Planned(planned.jobs)
             }
             Err(_) if self.cancel.is_cancelled() => PlanOutcome::Planned(Vec::new()),
             Err(error) if error.is_transient() => PlanOutcome::Transient(error),
