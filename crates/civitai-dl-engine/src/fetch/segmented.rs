@@ -76,6 +76,7 @@ pub(super) async fn transfer(
             part,
             meta: Mutex::new(meta),
             last_save: Mutex::new(Instant::now()),
+            saving: Mutex::new(()),
         },
     };
     let segments = run.ledger.lock().segments.clone().unwrap_or_default();
@@ -286,6 +287,8 @@ struct Ledger<'a> {
     part: &'a PartFile,
     meta: Mutex<PartMeta>,
     last_save: Mutex<Instant>,
+    /// Held while a record is written: saves share one temp file.
+    saving: Mutex<()>,
 }
 
 impl Ledger<'_> {
@@ -298,19 +301,30 @@ impl Ledger<'_> {
     }
 
     fn advance(&self, index: usize, done: u64) {
-        let mut meta = self.lock();
-        if let Some(segments) = meta.segments.as_mut() {
-            segments[index].done = done;
-        }
-        let mut last = lock(&self.last_save);
-        if last.elapsed() >= SAVE_EVERY {
+        let snapshot = {
+            let mut meta = self.lock();
+            if let Some(segments) = meta.segments.as_mut() {
+                segments[index].done = done;
+            }
+            let mut last = lock(&self.last_save);
+            if last.elapsed() < SAVE_EVERY {
+                return;
+            }
             *last = Instant::now();
-            self.write(&meta);
+            meta.clone()
+        };
+        // Saved outside the record's lock, so the other segments keep streaming while this one
+        // syncs; a save already under way makes this one unnecessary (it claims as much or less,
+        // and a record claiming less than is on disk only costs re-fetching a range).
+        if let Ok(_saving) = self.saving.try_lock() {
+            self.write(&snapshot);
         }
     }
 
     fn save(&self) {
-        self.write(&self.lock());
+        let snapshot = self.lock().clone();
+        let _saving = lock(&self.saving);
+        self.write(&snapshot);
     }
 
     /// A lost progress record only costs re-downloading a range, so a failed write here is
