@@ -85,15 +85,14 @@ mod tests {
     use civitai_dl_engine::observe::report::FileResult;
 
     fn file(status: FileStatus, reason: Option<&str>) -> FileResult {
-        FileResult {
-            label: "model 1 file a".into(),
-            path: PathBuf::from("a"),
+        FileResult::model_file(
+            "model 1 file a".into(),
+            PathBuf::from("a"),
             status,
-            bytes: 10,
-            transferred: 10,
-            reason: reason.map(str::to_string),
-            preview: false,
-        }
+            10,
+            10,
+            reason.map(str::to_string),
+        )
     }
 
     #[test]

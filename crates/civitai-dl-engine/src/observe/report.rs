@@ -47,6 +47,28 @@ pub struct FileResult {
     pub preview: bool,
 }
 
+impl FileResult {
+    /// The line of a model file (previews mark themselves afterwards).
+    pub fn model_file(
+        label: String,
+        path: PathBuf,
+        status: FileStatus,
+        bytes: u64,
+        transferred: u64,
+        reason: Option<String>,
+    ) -> FileResult {
+        FileResult {
+            label,
+            path,
+            status,
+            bytes,
+            transferred,
+            reason,
+            preview: false,
+        }
+    }
+}
+
 /// Why a run stopped before its end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,15 +153,14 @@ mod tests {
     use super::*;
 
     fn file(status: FileStatus, reason: Option<&str>) -> FileResult {
-        FileResult {
-            label: "model 1 file a".into(),
-            path: PathBuf::from("a"),
+        FileResult::model_file(
+            "model 1 file a".into(),
+            PathBuf::from("a"),
             status,
-            bytes: 10,
-            transferred: 10,
-            reason: reason.map(str::to_string),
-            preview: false,
-        }
+            10,
+            10,
+            reason.map(str::to_string),
+        )
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl Run {
                     r.bytes_on_disk = bytes;
                     r.last_error = None;
                 });
-                let entry = file_result(
+                let entry = FileResult::model_file(
                     label,
                     path.clone(),
                     FileStatus::Downloaded,
@@ -221,7 +221,14 @@ impl Run {
                     r.local_sha256 = sha256.or(r.local_sha256.take());
                     r.last_error = None;
                 });
-                let entry = file_result(label, path.clone(), FileStatus::Present, bytes, 0, None);
+                let entry = FileResult::model_file(
+                    label,
+                    path.clone(),
+                    FileStatus::Present,
+                    bytes,
+                    0,
+                    None,
+                );
                 (entry, path)
             }
             Ok(Outcome::HashMismatch {
@@ -261,7 +268,7 @@ impl Run {
                     FileStatus::Unverified
                 };
                 (
-                    file_result(label, path, status, bytes, 0, Some(reason)),
+                    FileResult::model_file(label, path, status, bytes, 0, Some(reason)),
                     real,
                 )
             }
@@ -294,7 +301,7 @@ impl Run {
             r.status = state::RecordStatus::Failed;
             r.last_error = Some(reason.clone());
         });
-        self.settled(file_result(
+        self.settled(FileResult::model_file(
             job.file.label.clone(),
             dest.to_path_buf(),
             FileStatus::Failed,
@@ -386,12 +393,12 @@ impl Run {
                     Outcome::HashMismatch { .. } => (FileStatus::Unverified, 0, 0),
                 };
                 let path = outcome_path(&outcome).to_path_buf();
-                file_result(preview.label, path, status, bytes, transferred, None)
+                FileResult::model_file(preview.label, path, status, bytes, transferred, None)
             }
             Err(DownloadError::Cancelled) => return,
             Err(error) => {
                 tracing::warn!("{}: {error}", preview.label);
-                file_result(
+                FileResult::model_file(
                     preview.label,
                     preview.dest,
                     FileStatus::Failed,
@@ -574,24 +581,5 @@ fn outcome_path(outcome: &Outcome) -> &Path {
         Outcome::Downloaded { path, .. }
         | Outcome::AlreadyPresent { path, .. }
         | Outcome::HashMismatch { path, .. } => path,
-    }
-}
-
-fn file_result(
-    label: String,
-    path: PathBuf,
-    status: FileStatus,
-    bytes: u64,
-    transferred: u64,
-    reason: Option<String>,
-) -> FileResult {
-    FileResult {
-        label,
-        path,
-        status,
-        bytes,
-        transferred,
-        reason,
-        preview: false,
     }
 }
