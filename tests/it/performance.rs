@@ -17,8 +17,8 @@ use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
 use serde_json::Value;
 
 use crate::support::{
-    Sandbox, Scenario, assert_verified, download, first_file, model, poll_until, range_start,
-    ranges_of, run, serve,
+    FAST_RETRIES, Sandbox, Scenario, assert_verified, download, first_file, model, poll_until,
+    range_start, ranges_of, run, serve,
 };
 
 const KIB: u64 = 1024;
@@ -622,5 +622,92 @@ fn files_failing_during_the_burst_are_handed_to_the_sequential_path() {
     assert!(
         files.iter().all(|f| f["status"] == "downloaded"),
         "{report:#}"
+    );
+}
+
+// Regression (issue 8.8): a range whose retry met an expired URL marked the storage host as "does
+// not serve parallel ranges" for the rest of the run, so every later file (all of Civitai's share
+// one host) lost its segments. An expiry is renewed once and every unfinished segment continues
+// in parallel with the new URL.
+#[test]
+fn an_expired_url_mid_file_is_renewed_and_the_host_keeps_its_parallel_ranges() {
+    // 2 MiB segments at 1 MiB/s take 2 s; the URL lives 0.6 s and one segment is cut after
+    // 1 MiB, so its retry asks with an expired URL while the other segments still stream.
+    let first = with_faults(
+        505,
+        8 * MIB,
+        FileFaults {
+            reset_after: Some((MIB, 2)),
+            ..FileFaults::default()
+        },
+    );
+    let second = model(506, "Checkpoint", 8 * MIB);
+    let server = serve(
+        vec![first.clone(), second.clone()],
+        Knobs {
+            bandwidth: Some(MIB),
+            url_ttl: Duration::from_millis(600),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = segmented_download(&server, &sandbox, &first);
+    cmd.arg(second.id.to_string())
+        .args(["--max-concurrent-downloads", "1"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    assert_all_verified(&sandbox, &[first.clone(), second.clone()]);
+    assert!(
+        !ran.stderr.contains("does not serve parallel ranges"),
+        "an expiry is not a refusal of parallel ranges: {}",
+        ran.stderr
+    );
+    assert!(failsafe_warnings(&ran.stderr).is_empty(), "{}", ran.stderr);
+    let later = ranges_of(&server, first_file(&second).id);
+    assert_eq!(
+        later.len(),
+        1 + SEGMENTS,
+        "the next file still gets its parallel segments: {later:?}"
+    );
+    assert_eq!(
+        server.stats().resolves(),
+        3,
+        "one resolve per file and one renewal: {}",
+        ran.stderr
+    );
+}
+
+// Regression (issue 8.8): every segment ran the whole retry policy inside every attempt of the
+// file, so a dead host got attempts × attempts requests per segment (about 11 minutes to fail
+// with the default waits). One budget per file: each attempt asks once for each unfinished
+// segment.
+#[test]
+fn segments_share_the_files_retry_budget() {
+    let m = with_faults(
+        507,
+        6 * MIB,
+        FileFaults {
+            reset_after: Some((64 * KIB, 1000)),
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let ran = run(segmented_download(&server, &sandbox, &m));
+    ran.expect_code(1);
+    let attempts = FAST_RETRIES.split(',').count() + 1;
+    let ranges = ranges_of(&server, first_file(&m).id);
+    // The failsafe trips on the run of failures and hands the file to the sequential path,
+    // which has a budget of its own and asks for one segment at a time.
+    assert!(
+        ranges.len() <= 1 + attempts * SEGMENTS + attempts,
+        "the probe, then at most one request per unfinished segment per attempt of the file: \
+         {ranges:?}\n{}",
+        ran.stderr
+    );
+    let dest = sandbox.out.join(&first_file(&m).name);
+    assert!(
+        recorded_segments(&dest).is_some_and(|s| s.iter().all(|s| s.done > 0)),
+        "every segment keeps what it received for the next run"
     );
 }

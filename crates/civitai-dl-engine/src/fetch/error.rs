@@ -142,7 +142,19 @@ impl DownloadError {
         }
     }
 
-    fn written(&self) -> u64 {
+    /// This error with `written` as the bytes its attempt wrote: an attempt over several
+    /// segments moved the file forward by what all of them wrote, not just the one that failed.
+    pub(crate) fn with_written(mut self, total: u64) -> DownloadError {
+        if let DownloadError::Network { written, .. }
+        | DownloadError::Truncated { written, .. }
+        | DownloadError::TooSlow { written, .. } = &mut self
+        {
+            *written = total;
+        }
+        self
+    }
+
+    pub(crate) fn written(&self) -> u64 {
         match self {
             DownloadError::Network { written, .. }
             | DownloadError::Truncated { written, .. }
@@ -165,6 +177,7 @@ impl Retryable for DownloadError {
             } if *status == 429 || *status >= 500 => RetryClass::Transient {
                 retry_after: *retry_after,
             },
+            DownloadError::Expired { .. } => RetryClass::Renewed,
             // A refused range is handled by switching to one stream, never by retrying it.
             DownloadError::Storage { .. }
             | DownloadError::Refused { .. }

@@ -4,9 +4,15 @@
 //! A single connection to a storage host is often capped well below the link's speed; N ranges
 //! of the same file in parallel add up. Everything that makes the single-stream path safe still
 //! holds: all segments share one signed URL (each resolve counts against Civitai's quota), every
-//! answer must be a 206 whose `Content-Range` matches the request, each segment is retried and
-//! resumed on its own, progress is recorded in `.part.json` so a later run continues the unfinished
-//! segments, and the SHA-256 of the whole file is checked before the rename.
+//! answer must be a 206 whose `Content-Range` matches the request, progress is recorded in
+//! `.part.json` so a later attempt or run continues the unfinished segments, and the SHA-256 of
+//! the whole file is checked before the rename.
+//!
+//! Retries: an attempt at the file asks once for every unfinished segment, in parallel; the
+//! file's retry policy decides about the next attempt, which resumes each segment where it
+//! stopped. One budget per file: a retry loop per segment inside the file's loop made a dead host
+//! cost attempts × attempts requests per segment. An expired URL is renewed once and every
+//! unfinished segment continues with the new one.
 //!
 //! Hashing: ranges arrive out of order, so the hash cannot be streamed. The finished file is
 //! re-read once at the end; with hardware SHA-256 that costs about 0.6 s per GiB from the page
@@ -32,9 +38,9 @@ use crate::fetch::stream::{BodyCopy, FlushEvery};
 use crate::fetch::validate::{check_size, check_type, parse_content_range};
 use crate::fetch::{Connections, FileFetch, Transferred};
 use crate::fs::{Durability, file_len, write_atomic_blocking};
+use crate::http::retry::{RetryClass, Retryable};
 use crate::http::{SignedUrl, header, host_of};
 use crate::lock;
-use crate::observe::announce;
 
 /// A segment flushes and records its progress after this many bytes.
 const FLUSH_BYTES: u64 = 4 * 1024 * 1024;
@@ -83,56 +89,52 @@ pub(super) async fn transfer(
     fetch
         .progress
         .set(segments.iter().map(|s| s.done).sum(), Some(total));
-    let mut transferred = 0;
-    let mut refused = Vec::new();
-    let mut failure = None;
-    let mut any_success = false;
+    let mut round = Round::default();
     let pending = || (0..segments.len()).filter(|i| !run.ledger.segment(*i).is_done());
     if parallel {
-        let results =
-            futures_util::future::join_all(pending().map(|i| run.fetch_segment(i, true))).await;
-        for result in results {
-            match result {
-                Ok(written) => {
-                    transferred += written;
-                    any_success = true;
-                }
-                Err(DownloadError::RangesRefused { status, .. }) => refused.push(status),
-                Err(error) => failure = failure.or(Some(error)),
-            }
+        let requests = pending().map(|i| run.segment_attempt(i, true));
+        for result in futures_util::future::join_all(requests).await {
+            round.add(result);
         }
-        if failure.is_none() && !refused.is_empty() {
-            if !any_success && refused.iter().all(|s| *s == 403) {
-                // Every range refused as forbidden: the URL, not the parallelism, is the
-                // problem. The segments stay recorded; a fresh URL continues them.
+        if round.failure.is_none() && !round.refused.is_empty() {
+            if round.finished == 0 && round.refused.iter().all(|s| *s == 403) {
+                // Every range refused as forbidden, all at once with the same URL: the URL has
+                // expired, not the parallelism. The segments stay recorded; a fresh URL
+                // continues every one of them in parallel.
                 run.ledger.save();
                 return Err(fetch.renew_or_refuse(host, 403, "every range was refused".into()));
             }
-            // Some ranges came and the extra connections were refused: the rest of the
-            // segments, one at a time over one connection; nothing received is thrown away.
-            fetcher.remember_single_stream(&host);
+            if round.refused.iter().any(|s| *s != 403) {
+                // 429 or a 200 to the extra connections: a rule of the host, for every file.
+                fetcher.remember_single_stream(&host);
+            } else {
+                // Some ranges came and others were forbidden with the same URL at the same
+                // moment: this file's rest goes one range at a time; the next file tries again,
+                // since a 403 is more often about a URL than about a host.
+                tracing::info!(
+                    "{}: {host} refused some parallel ranges; continuing one at a time",
+                    file.label
+                );
+            }
             parallel = false;
         }
     }
-    if !parallel && failure.is_none() {
+    if !parallel && round.failure.is_none() {
         let indices: Vec<usize> = pending().collect();
         for i in indices {
-            match run.fetch_segment(i, false).await {
-                Ok(written) => transferred += written,
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
+            round.add(run.segment_attempt(i, false).await);
+            if round.failure.is_some() {
+                break;
             }
         }
     }
     run.ledger.save();
-    if let Some(error) = failure {
+    if let Some(error) = round.failure {
         if matches!(error, DownloadError::BadRange { .. }) {
             // The file is not what the record says any more: start over.
             part.discard().await?;
         }
-        return Err(error);
+        return Err(error.with_written(round.written));
     }
     sync(part).await?;
     let (size, sha256) = hash_file(&part.path, 0).await?;
@@ -146,9 +148,47 @@ pub(super) async fn transfer(
     }
     Ok(Transferred {
         total: size,
-        transferred,
+        transferred: round.written,
         sha256,
     })
+}
+
+/// What one attempt at a file's unfinished segments came to: each unfinished segment was asked
+/// for once. The file's retry policy decides about the next attempt, so a segment never has a
+/// retry loop of its own nested inside the file's (one budget per file).
+#[derive(Default)]
+struct Round {
+    /// Bytes all segments wrote.
+    written: u64,
+    /// Segments that finished.
+    finished: usize,
+    /// Statuses of ranges the host refused while other ranges were open.
+    refused: Vec<u16>,
+    /// What failed, a fatal failure before a passing one.
+    failure: Option<DownloadError>,
+}
+
+impl Round {
+    fn add(&mut self, result: Result<u64, DownloadError>) {
+        match result {
+            Ok(written) => {
+                self.written += written;
+                self.finished += 1;
+            }
+            Err(DownloadError::RangesRefused { status, .. }) => self.refused.push(status),
+            Err(error) => {
+                self.written += error.written();
+                let fatal = |e: &DownloadError| e.retry_class() == RetryClass::Fatal;
+                if self
+                    .failure
+                    .as_ref()
+                    .is_none_or(|kept| !fatal(kept) && fatal(&error))
+                {
+                    self.failure = Some(error);
+                }
+            }
+        }
+    }
 }
 
 /// Learn the file's size with a one-byte range (as hf_transfer does); `None` when the host
@@ -183,32 +223,6 @@ struct Segments<'a> {
 }
 
 impl Segments<'_> {
-    /// One segment, retried and resumed on its own; returns the bytes it wrote.
-    async fn fetch_segment(&self, index: usize, parallel: bool) -> Result<u64, DownloadError> {
-        let fetcher = self.fetch.fetcher;
-        let written = std::sync::atomic::AtomicU64::new(0);
-        fetcher
-            .retry
-            .run(
-                &fetcher.cancel,
-                |_| async {
-                    let result = self.segment_attempt(index, parallel).await;
-                    if let Ok(n) | Err(DownloadError::Network { written: n, .. }) = &result {
-                        written.fetch_add(*n, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    fetcher.record_attempt(&result);
-                    result
-                },
-                announce(
-                    fetcher.reporter.as_ref(),
-                    format!("{} segment {}", self.fetch.file.label, index + 1),
-                ),
-            )
-            .await
-            .result?;
-        Ok(written.into_inner())
-    }
-
     /// One request for what is missing of a segment.
     async fn segment_attempt(&self, index: usize, parallel: bool) -> Result<u64, DownloadError> {
         let fetcher = self.fetch.fetcher;

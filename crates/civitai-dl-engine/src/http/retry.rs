@@ -34,6 +34,10 @@ pub enum RetryClass {
         /// What the server asked for in `Retry-After`, if anything.
         retry_after: Option<Duration>,
     },
+    /// The request's credential was renewed (an expired signed URL was forgotten): try again at
+    /// once. Nothing is wrong with the server, so no stage of the budget is spent; the caller
+    /// bounds how often it renews.
+    Renewed,
 }
 
 /// Errors that know whether they are worth retrying.
@@ -95,8 +99,10 @@ impl RetryPolicy {
         class: RetryClass,
         jitter: impl Fn(Duration) -> Duration,
     ) -> Option<Duration> {
-        let RetryClass::Transient { retry_after } = class else {
-            return None;
+        let retry_after = match class {
+            RetryClass::Fatal => return None,
+            RetryClass::Renewed => return Some(Duration::ZERO),
+            RetryClass::Transient { retry_after } => retry_after,
         };
         let stage = jitter(*self.delays.get(failures.checked_sub(1)?)?);
         let asked = retry_after
@@ -134,16 +140,18 @@ impl RetryPolicy {
                 Ok(value) => break Ok(value),
                 Err(error) => error,
             };
+            let class = error.retry_class();
             failures = if error.made_progress() {
                 1
+            } else if class == RetryClass::Renewed {
+                failures
             } else {
                 failures + 1
             };
             if attempts >= self.max_attempts() * PROGRESS_ATTEMPTS_FACTOR {
                 break Err(error);
             }
-            let Some(delay) = self.next_delay(failures, error.retry_class(), |d| self.jittered(d))
-            else {
+            let Some(delay) = self.next_delay(failures, class, |d| self.jittered(d)) else {
                 break Err(error);
             };
             on_retry(&error, failures, delay);
@@ -309,6 +317,31 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(waits, vec![ms(5), ms(15), ms(30)]);
         assert!(started.elapsed() >= ms(50));
+    }
+
+    /// A renewed credential is tried again at once and leaves the whole budget to real faults.
+    #[tokio::test]
+    async fn a_renewal_retries_at_once_without_spending_a_stage() {
+        let policy = RetryPolicy::new(vec![ms(5), ms(15), ms(30)], 0.0);
+        let mut waits = Vec::new();
+        let tried: Tried<(), Fault> = policy
+            .run(
+                &CancellationToken::new(),
+                |attempt| async move {
+                    Err(Fault(if attempt == 1 {
+                        RetryClass::Renewed
+                    } else {
+                        TIMEOUT
+                    }))
+                },
+                |_, _, delay| waits.push(delay),
+            )
+            .await;
+        assert_eq!(
+            tried.attempts, 5,
+            "the renewal and four attempts of the budget"
+        );
+        assert_eq!(waits, vec![Duration::ZERO, ms(5), ms(15), ms(30)]);
     }
 
     #[tokio::test]

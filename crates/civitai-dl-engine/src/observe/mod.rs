@@ -40,7 +40,9 @@ impl Attempt {
             Ok(_) => Some(Attempt::Success),
             Err(error) if is_timeout(error) => Some(Attempt::Timeout),
             Err(error) => match error.retry_class() {
-                RetryClass::Fatal => None,
+                // A renewed credential (an expired signed URL) says nothing about the server's
+                // health, so the failsafe and the error rate do not see it.
+                RetryClass::Fatal | RetryClass::Renewed => None,
                 RetryClass::Transient { .. } => Some(Attempt::Error),
             },
         }
