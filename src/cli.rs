@@ -147,6 +147,10 @@ pub struct SelectionArgs {
     #[arg(long, value_name = "pruned|full")]
     pub size: Option<String>,
 
+    /// Only GGUF files with this quantisation (Q4_K_M, Q8_0, …).
+    #[arg(long, value_name = "QUANT")]
+    pub quant_type: Option<String>,
+
     /// Also fetch up to N preview images of each chosen version.
     #[arg(long, value_name = "N")]
     pub images: Option<usize>,

@@ -78,6 +78,7 @@ fn describe(f: &FileFacts) -> String {
         f.format.clone(),
         f.fp.clone(),
         f.size_kind.clone(),
+        f.quant_type.clone(),
         f.primary.then(|| "primary".to_string()),
         f.early_access.then(|| "early access".to_string()),
     ]

@@ -149,6 +149,7 @@ pub(super) fn selection(settings: &Settings, args: &SelectionArgs) -> Selection 
         format: args.format.clone(),
         fp: args.fp.clone(),
         size: args.size.clone(),
+        quant_type: args.quant_type.clone(),
         images: args.images.unwrap_or(settings.images),
         include_nsfw: settings.include_nsfw && !args.sfw_only,
     }

@@ -12,8 +12,9 @@ use civitai_dl_fake::{
 use serde_json::json;
 
 use crate::support::{
-    Sandbox, assert_verified, download, download_with_retries, first_file, info, interrupt, model,
-    range_start, ranges_of, run, serve, start_download_until_part_grows, wait_with_timeout,
+    FAST_RETRIES, Sandbox, assert_verified, civitai_dl, download, download_with_retries,
+    first_file, info, interrupt, model, range_start, ranges_of, run, serve,
+    start_download_until_part_grows, wait_with_timeout,
 };
 
 const KIB: u64 = 1024;
@@ -735,4 +736,65 @@ fn a_creators_model_that_cannot_be_planned_fails_the_run() {
     let report = ran.json();
     let failed = report["failed_targets"].to_string();
     assert!(failed.contains("archived"), "{report:#}");
+}
+
+// Regression (issue 8.11): there was no way to choose a GGUF quantisation, and a filter matching
+// several files took whichever the server listed first, so a rerun could fetch another multi-GB
+// file. `--quant-type` selects one; ties are broken by a stated order, whatever the listing order.
+#[test]
+fn quant_type_selects_the_gguf_file_and_ties_break_the_same_way_in_any_order() {
+    let gguf = |id: u64, quant: &str, size: u64| {
+        let mut file = FakeFile::new(id, &format!("flux-{quant}.gguf"), size);
+        file.format = Some("GGUF".into());
+        file.quant_type = Some(quant.into());
+        file.primary = false;
+        file
+    };
+    let files = vec![
+        gguf(111_601, "Q8_0", 48 * KIB),
+        gguf(111_602, "Q4_K_M", 24 * KIB),
+        gguf(111_603, "Q4_K_M", 16 * KIB),
+    ];
+    let mut reversed = files.clone();
+    reversed.reverse();
+    let listed = |id, files| {
+        FakeModel::new(
+            id,
+            "Flux GGUF",
+            "Checkpoint",
+            vec![FakeVersion::new(id * 10, "v1", files)],
+        )
+    };
+    let server = serve(
+        vec![listed(1116, files.clone()), listed(1117, reversed)],
+        Knobs::default(),
+    );
+    let sandbox = Sandbox::new();
+    let download_to = |out: &Path| {
+        let mut cmd = civitai_dl(&server.api_url(), &sandbox, FAST_RETRIES);
+        cmd.arg("download").arg("-o").arg(out);
+        cmd
+    };
+    let mut cmd = download_to(&sandbox.out.join("q8"));
+    cmd.args(["1116", "--quant-type", "q8_0"]);
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join("q8").join(&files[0].name), &files[0]);
+
+    for id in ["1116", "1117"] {
+        let out = sandbox.out.join(id);
+        let mut cmd = download_to(&out);
+        cmd.args([id, "--format", "GGUF"]);
+        run(cmd).expect_code(0);
+        let got: Vec<_> = std::fs::read_dir(&out)
+            .expect("output")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+            .filter_map(|e| Some(e.metadata().ok()?.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![16 * KIB],
+            "the smallest matching file, in model {id}"
+        );
+    }
 }

@@ -86,6 +86,8 @@ pub struct FakeFile {
     pub fp: Option<String>,
     /// `metadata.size`: "pruned" or "full".
     pub size_kind: Option<String>,
+    /// GGUF quantisation (`Q4_K_M`, `Q8_0`, …), sent as `metadata.quantType`.
+    pub quant_type: Option<String>,
     /// Whether this is the version's primary file.
     pub primary: bool,
     /// What the API publishes as the SHA-256.
@@ -173,6 +175,7 @@ impl FakeFile {
             format: Some("SafeTensor".to_owned()),
             fp: None,
             size_kind: None,
+            quant_type: None,
             primary: true,
             published_hash: PublishedHash::Correct,
             faults: FileFaults::default(),

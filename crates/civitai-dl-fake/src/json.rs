@@ -206,6 +206,7 @@ impl Shared {
             ("format", &file.format),
             ("size", &file.size_kind),
             ("fp", &file.fp),
+            ("quantType", &file.quant_type),
         ] {
             if let Some(value) = value {
                 metadata.insert(key.to_owned(), json!(value));
@@ -249,6 +250,7 @@ impl Shared {
             ("format", format),
             ("size", file.size_kind.as_ref()),
             ("fp", file.fp.as_ref()),
+            ("quantType", file.quant_type.as_ref()),
         ]
         .into_iter()
         .filter_map(|(key, value)| value.map(|v| format!("{key}={}", percent_encode(v))))

@@ -42,6 +42,8 @@ pub struct Selection {
     pub fp: Option<String>,
     /// Only pruned or full.
     pub size: Option<String>,
+    /// Only this GGUF quantisation (`Q4_K_M`, `Q8_0`, …).
+    pub quant_type: Option<String>,
     /// Preview images per version.
     pub images: usize,
     /// Ask listings for NSFW models too.
@@ -54,6 +56,7 @@ impl Selection {
             || self.format.is_some()
             || self.fp.is_some()
             || self.size.is_some()
+            || self.quant_type.is_some()
     }
 
     fn describe_filters(&self) -> String {
@@ -66,6 +69,7 @@ impl Selection {
             ("format", &self.format),
             ("fp", &self.fp),
             ("size", &self.size),
+            ("quant-type", &self.quant_type),
         ] {
             if let Some(value) = value {
                 parts.push(format!("{name}={value}"));
@@ -87,6 +91,7 @@ impl Selection {
             && same(&self.format, &file.metadata.format)
             && same(&self.fp, &file.metadata.fp)
             && same(&self.size, &file.metadata.size)
+            && same(&self.quant_type, &file.metadata.quant_type)
     }
 }
 
@@ -201,6 +206,8 @@ pub struct FileFacts {
     pub fp: Option<String>,
     /// Pruned or full.
     pub size_kind: Option<String>,
+    /// GGUF quantisation.
+    pub quant_type: Option<String>,
     /// Size from the API (a hint).
     pub size_bytes: Option<u64>,
     /// Published SHA-256.
@@ -476,6 +483,7 @@ impl Planner {
                 format: file.metadata.format.clone(),
                 fp: file.metadata.fp.clone(),
                 size_kind: file.metadata.size.clone(),
+                quant_type: file.metadata.quant_type.clone(),
                 size_bytes: file.size_bytes(),
                 sha256,
                 primary: file.primary,
@@ -510,15 +518,15 @@ impl Planner {
                 .filter(|f| self.selection.accepts(f))
                 .collect()
         } else if self.selection.has_filters() {
-            let mut matching: Vec<&ModelFile> = version
+            version
                 .files
                 .iter()
                 .filter(|f| self.selection.accepts(f))
-                .collect();
-            matching.sort_by_key(|f| !f.primary);
-            matching.into_iter().take(1).collect()
+                .min_by_key(|f| f.preference())
+                .into_iter()
+                .collect()
         } else {
-            version.primary_file().into_iter().collect()
+            version.preferred_file().into_iter().collect()
         };
         if chosen.is_empty() {
             let wanted = match only_file {
@@ -627,6 +635,7 @@ fn describe_files(files: &[ModelFile]) -> String {
                 f.metadata.format.as_deref(),
                 f.metadata.fp.as_deref(),
                 f.metadata.size.as_deref(),
+                f.metadata.quant_type.as_deref(),
             ]
             .into_iter()
             .flatten()

@@ -162,12 +162,10 @@ pub struct ModelVersion {
 }
 
 impl ModelVersion {
-    /// The file the bare download URL serves: the one flagged primary, else the first one.
-    pub fn primary_file(&self) -> Option<&ModelFile> {
-        self.files
-            .iter()
-            .find(|file| file.primary)
-            .or_else(|| self.files.first())
+    /// The file taken when nothing narrows the choice: the best by [`ModelFile::preference`],
+    /// which is the primary file whenever one is flagged.
+    pub fn preferred_file(&self) -> Option<&ModelFile> {
+        self.files.iter().min_by_key(|file| file.preference())
     }
 
     /// Whether the version is behind a (paid) early-access gate.
@@ -242,6 +240,29 @@ const SHA256_HEX_LEN: usize = 64;
 const BYTES_PER_KIB: f64 = 1024.0;
 
 impl ModelFile {
+    /// The order in which one file of a version is preferred over another, smallest best: the
+    /// primary file, then weights over other files (as Civitai's own download route prefers
+    /// them), then SafeTensor, then the smallest, then the lowest id. It is total and does not
+    /// depend on the order the API lists files in, so a rerun never picks another multi-GB file.
+    pub fn preference(&self) -> impl Ord + use<> {
+        let weights = matches!(
+            self.file_type.as_str(),
+            "Model" | "Pruned Model" | "Diffusion Model" | "UNet"
+        );
+        let safetensor = self
+            .metadata
+            .format
+            .as_deref()
+            .is_some_and(|f| f.eq_ignore_ascii_case("SafeTensor"));
+        (
+            !self.primary,
+            !weights,
+            !safetensor,
+            self.size_bytes().unwrap_or(u64::MAX),
+            self.id,
+        )
+    }
+
     /// Size in bytes derived from `sizeKB`; `None` when missing or zero.
     ///
     /// Only a hint (the uploader's client reports it and some responses round it): the storage
@@ -731,7 +752,7 @@ mod tests {
         assert_eq!(version.base_model.as_deref(), Some("Flux.1 D"));
         assert_eq!(version.trained_words, ["ppstorybook"]);
         assert!(!version.is_early_access());
-        let primary = version.primary_file().unwrap();
+        let primary = version.preferred_file().unwrap();
         assert_eq!(primary.id, 1289799);
         assert_eq!(primary.file_type, FileType::Model);
         assert_eq!(primary.metadata.format.as_deref(), Some("SafeTensor"));
@@ -761,7 +782,7 @@ mod tests {
         assert_eq!(model.model_type, Some(ModelType::Lora));
         assert_eq!(model.name.as_deref(), Some("Enchanted Whimsy style (Flux)"));
         assert_eq!(model.mode, None);
-        let primary = version.primary_file().unwrap();
+        let primary = version.preferred_file().unwrap();
         assert_eq!(primary.id, 1160774);
         assert!(primary.primary);
         assert_eq!(primary.metadata.size, None);
@@ -792,7 +813,7 @@ mod tests {
         assert_eq!(model.allow_commercial_use, ["Image", "RentCivit"]);
         let version = &model.model_versions[0];
         assert!(version.images.is_empty());
-        let primary = version.primary_file().unwrap();
+        let primary = version.preferred_file().unwrap();
         assert_eq!(primary.id, 2402203);
         assert_eq!(primary.hashes.sha256.as_deref(), Some("A5F58EB1C3..."));
         assert_eq!(primary.sha256(), None, "a truncated hash cannot verify");
@@ -818,7 +839,7 @@ mod tests {
         }
         let version = &page.items[0].model_versions[0];
         assert_eq!((version.id, version.model_id), (9857, Some(3036)));
-        let primary = version.primary_file().unwrap();
+        let primary = version.preferred_file().unwrap();
         assert_eq!(primary.hashes.auto_v1, None);
         assert_eq!(primary.size_bytes(), Some(17_426));
         assert_eq!(primary.metadata.format.as_deref(), Some("PickleTensor"));
@@ -1130,7 +1151,7 @@ mod tests {
     }
 
     #[test]
-    fn primary_file_prefers_the_flag_then_the_first_file() {
+    fn preferred_file_is_the_flagged_one_then_by_the_stated_order() {
         let cases = [
             (json!([{"id": 1}, {"id": 2, "primary": true}]), Some(2)),
             (json!([{"id": 1}, {"id": 2}]), Some(1)),
@@ -1139,11 +1160,36 @@ mod tests {
                 Some(1),
             ),
             (json!([]), None),
+            // No primary: weights before other files, SafeTensor, the smallest, the lowest id.
+            (
+                json!([{"id": 1, "type": "Training Data", "sizeKB": 1},
+                       {"id": 2, "type": "Model", "sizeKB": 9}]),
+                Some(2),
+            ),
+            (
+                json!([{"id": 1, "type": "Model", "metadata": {"format": "PickleTensor"}},
+                       {"id": 2, "type": "Model", "metadata": {"format": "SafeTensor"}}]),
+                Some(2),
+            ),
+            (
+                json!([{"id": 3, "type": "Model", "sizeKB": 9},
+                       {"id": 2, "type": "Model", "sizeKB": 4},
+                       {"id": 1, "type": "Model", "sizeKB": 4}]),
+                Some(1),
+            ),
         ];
         for (files, expected) in cases {
             let version: ModelVersion = from_json(json!({"id": 5, "files": files.clone()}));
+            let mut reversed = files.as_array().cloned().unwrap_or_default();
+            reversed.reverse();
+            let listed_backwards: ModelVersion = from_json(json!({"id": 5, "files": reversed}));
             assert_eq!(
-                version.primary_file().map(|file| file.id),
+                listed_backwards.preferred_file().map(|file| file.id),
+                expected,
+                "{files} listed backwards"
+            );
+            assert_eq!(
+                version.preferred_file().map(|file| file.id),
                 expected,
                 "{files}"
             );
