@@ -41,10 +41,11 @@ fn hashing(c: &mut Criterion) {
     group.bench_function("raw_sha2_in_memory", |b| {
         b.iter(|| Sha256::digest(black_box(&buffer)))
     });
+    let never = tokio_util::sync::CancellationToken::new();
     group.bench_function("hash_file_streaming", |b| {
         b.iter(|| {
             runtime
-                .block_on(hash_file(black_box(&path), 0))
+                .block_on(hash_file(black_box(&path), 0, &never))
                 .expect("hash")
         })
     });

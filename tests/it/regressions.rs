@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::support::{
     FAST_RETRIES, Sandbox, assert_verified, civitai_dl, download, download_with_retries,
-    first_file, info, interrupt, model, range_start, ranges_of, run, serve,
+    first_file, info, interrupt, model, poll_until, range_start, ranges_of, run, serve,
     start_download_until_part_grows, wait_with_timeout,
 };
 
@@ -38,6 +38,27 @@ fn served_prefix(seed: u64, len: u64) -> Vec<u8> {
     let mut bytes = vec![0; len as usize];
     fill_bytes(seed, 0, &mut bytes);
     bytes
+}
+
+/// Sends Ctrl-C and asserts that the run ends as interrupted (130) within two seconds.
+fn assert_ctrl_c_ends_promptly(mut child: std::process::Child) {
+    let interrupted = Instant::now();
+    interrupt(&child);
+    assert_eq!(wait_with_timeout(&mut child, PROMPT_EXIT * 6), Some(130));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(2),
+        "exited {:?} after Ctrl-C",
+        interrupted.elapsed()
+    );
+}
+
+/// Bytes a process has read so far (Linux's `/proc/<pid>/io`), 0 when unknown.
+fn bytes_read_by(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: ")?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Asserts that `path` still holds exactly `bytes`, without dumping a whole model on failure.
@@ -797,4 +818,52 @@ fn quant_type_selects_the_gguf_file_and_ties_break_the_same_way_in_any_order() {
             "the smallest matching file, in model {id}"
         );
     }
+}
+
+// Regression (issue 8.16): Ctrl-C waited for a running hash to end. A multi-GB file at the
+// final path (or a resumed prefix) is hashed on the blocking pool, which only looked at the
+// cancellation when it was done: seconds to minutes on a large file or a slow disk.
+#[test]
+fn ctrl_c_stops_a_run_while_it_hashes_a_large_file() {
+    let m = model(1118, "Checkpoint", 16 * KIB);
+    let file = first_file(&m).clone();
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    // Sparse: 4 GiB to hash (seconds at any speed), no disk used.
+    let big = std::fs::File::create(sandbox.out.join(&file.name)).expect("create");
+    big.set_len(4 * 1024 * MIB).expect("sparse file");
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1118").stdout(Stdio::null()).stderr(Stdio::null());
+    let child = cmd.spawn().expect("spawn civitai-dl");
+    assert!(
+        poll_until(Duration::from_secs(10), || bytes_read_by(child.id())
+            > 64 * MIB),
+        "the run did not start hashing within 10 s"
+    );
+    assert_ctrl_c_ends_promptly(child);
+}
+
+// Regression (issue 8.16): Ctrl-C waited for an API answer that was on its way (each can take
+// up to the read timeout).
+#[test]
+fn ctrl_c_stops_a_run_waiting_for_an_api_answer() {
+    let server = serve(
+        vec![model(1119, "LORA", 16 * KIB)],
+        Knobs {
+            api_latency: Duration::from_secs(30),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1119").stdout(Stdio::null()).stderr(Stdio::null());
+    let child = cmd.spawn().expect("spawn civitai-dl");
+    assert!(
+        poll_until(Duration::from_secs(10), || !server
+            .stats()
+            .api_request_times()
+            .is_empty()),
+        "no API request within 10 s"
+    );
+    assert_ctrl_c_ends_promptly(child);
 }

@@ -291,7 +291,11 @@ impl ApiClient {
             return Err(ApiError::Cancelled);
         }
         let started = Instant::now();
-        let result = self.exchange(url, expect).await;
+        // An answer can take up to the read timeout to arrive; Ctrl-C does not wait for it.
+        let result = tokio::select! {
+            () = self.cancel.cancelled() => return Err(ApiError::Cancelled),
+            result = self.exchange(url, expect) => result,
+        };
         let latency = started.elapsed();
         let answered = !matches!(result, Err(ApiError::Network { .. }));
         if answered {

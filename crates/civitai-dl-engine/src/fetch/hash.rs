@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::fetch::error::{DownloadError, io_error};
 
@@ -17,23 +18,25 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// SHA-256 of a whole file (size, lowercase hex), read in a blocking task.
-pub async fn hash_file(path: &Path, limit: u64) -> Result<(u64, String), DownloadError> {
-    let owned = path.to_path_buf();
-    let (len, hasher) = tokio::task::spawn_blocking(move || hash_blocking(&owned, limit))
-        .await
-        .map_err(|e| io_error("hash", path, std::io::Error::other(e)))?
-        .map_err(|e| io_error("hash", path, e))?;
+/// SHA-256 of a whole file (size, lowercase hex), read in a blocking task; `limit` > 0 hashes
+/// only that many bytes. Stops with [`DownloadError::Cancelled`] within one buffer of `cancel`
+/// firing: a multi-GB file on a slow disk takes minutes, and Ctrl-C must not wait for it.
+pub async fn hash_file(
+    path: &Path,
+    limit: u64,
+    cancel: &CancellationToken,
+) -> Result<(u64, String), DownloadError> {
+    let (len, hasher) = hash_in_background(path, limit, cancel).await?;
     Ok((len, hex(&hasher.finalize())))
 }
 
 /// The hasher state after the first `len` bytes of a file (to continue a resumed download).
-pub(crate) async fn hash_prefix(path: &Path, len: u64) -> Result<Sha256, DownloadError> {
-    let owned = path.to_path_buf();
-    let (read, hasher) = tokio::task::spawn_blocking(move || hash_blocking(&owned, len))
-        .await
-        .map_err(|e| io_error("hash", path, std::io::Error::other(e)))?
-        .map_err(|e| io_error("hash", path, e))?;
+pub(crate) async fn hash_prefix(
+    path: &Path,
+    len: u64,
+    cancel: &CancellationToken,
+) -> Result<Sha256, DownloadError> {
+    let (read, hasher) = hash_in_background(path, len, cancel).await?;
     if read != len {
         return Err(io_error(
             "hash",
@@ -44,8 +47,28 @@ pub(crate) async fn hash_prefix(path: &Path, len: u64) -> Result<Sha256, Downloa
     Ok(hasher)
 }
 
-/// Hash up to `limit` bytes (0 = all) of a file.
-fn hash_blocking(path: &Path, limit: u64) -> std::io::Result<(u64, Sha256)> {
+async fn hash_in_background(
+    path: &Path,
+    limit: u64,
+    cancel: &CancellationToken,
+) -> Result<(u64, Sha256), DownloadError> {
+    let (owned, token) = (path.to_path_buf(), cancel.clone());
+    let hashed = tokio::task::spawn_blocking(move || hash_blocking(&owned, limit, &token))
+        .await
+        .map_err(|e| io_error("hash", path, std::io::Error::other(e)))?;
+    match hashed {
+        Ok(done) => Ok(done),
+        Err(_) if cancel.is_cancelled() => Err(DownloadError::Cancelled),
+        Err(e) => Err(io_error("hash", path, e)),
+    }
+}
+
+/// Hash up to `limit` bytes (0 = all) of a file, looking at `cancel` before each buffer.
+fn hash_blocking(
+    path: &Path,
+    limit: u64,
+    cancel: &CancellationToken,
+) -> std::io::Result<(u64, Sha256)> {
     let file = std::fs::File::open(path)?;
     let mut reader: Box<dyn Read> = if limit > 0 {
         Box::new(file.take(limit))
@@ -56,6 +79,9 @@ fn hash_blocking(path: &Path, limit: u64) -> std::io::Result<(u64, Sha256)> {
     let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
     let mut total = 0u64;
     loop {
+        if cancel.is_cancelled() {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
         let n = reader.read(&mut buffer)?;
         if n == 0 {
             return Ok((total, hasher));
@@ -79,14 +105,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"hello world").unwrap();
-        let (len, sha) = hash_file(&path, 0).await.unwrap();
+        let never = CancellationToken::new();
+        let (len, sha) = hash_file(&path, 0, &never).await.unwrap();
         assert_eq!(len, 11);
         assert!(sha.eq_ignore_ascii_case(
             "B94D27B9934D3E08A52E52D7DA7DABFAC484EFE37A5380EE9088F7ACE2EFCDE9"
         ));
-        let mut prefix = hash_prefix(&path, 6).await.unwrap();
+        let mut prefix = hash_prefix(&path, 6, &never).await.unwrap();
         prefix.update(b"world");
         assert_eq!(hex(&prefix.finalize()), sha);
-        assert!(hash_prefix(&path, 20).await.is_err());
+        assert!(hash_prefix(&path, 20, &never).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_hash_stops_as_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello world").unwrap();
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        assert!(matches!(
+            hash_file(&path, 0, &cancelled).await,
+            Err(DownloadError::Cancelled)
+        ));
+        assert!(matches!(
+            hash_prefix(&path, 6, &cancelled).await,
+            Err(DownloadError::Cancelled)
+        ));
     }
 }

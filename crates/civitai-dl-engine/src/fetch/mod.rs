@@ -280,7 +280,7 @@ impl Downloader {
         };
         let sha256 = match file.expected_sha256.as_ref().or(file.known_sha256.as_ref()) {
             Some(wanted) => {
-                let (_, actual) = hash_file(path, 0).await?;
+                let (_, actual) = hash_file(path, 0, &self.cancel).await?;
                 if !actual.eq_ignore_ascii_case(wanted) {
                     return Ok(None);
                 }

@@ -137,7 +137,7 @@ pub(super) async fn transfer(
         return Err(error.with_written(round.written));
     }
     sync(part).await?;
-    let (size, sha256) = hash_file(&part.path, 0).await?;
+    let (size, sha256) = hash_file(&part.path, 0, &fetcher.cancel).await?;
     if size != total {
         part.discard().await?;
         return Err(DownloadError::Truncated {

@@ -71,7 +71,7 @@ impl FileFetch<'_> {
                 part.discard().await?;
                 return Err(DownloadError::StalePart);
             }
-            let (total, sha256) = hash_file(&part.path, 0).await?;
+            let (total, sha256) = hash_file(&part.path, 0, &fetcher.cancel).await?;
             self.progress.set(total, Some(total));
             return Ok(Transferred {
                 total,
@@ -119,7 +119,7 @@ impl FileFetch<'_> {
         part.save_meta(&meta).await?;
 
         let mut hasher = if offset > 0 {
-            hash_prefix(&part.path, offset).await?
+            hash_prefix(&part.path, offset, &self.fetcher.cancel).await?
         } else {
             Sha256::new()
         };
@@ -211,7 +211,7 @@ impl FileFetch<'_> {
                 offset,
             });
         }
-        let (total, sha256) = hash_file(&part.path, 0).await?;
+        let (total, sha256) = hash_file(&part.path, 0, &self.fetcher.cancel).await?;
         Ok(Transferred {
             total,
             transferred: 0,

@@ -100,7 +100,9 @@ async fn a_resumed_download_sends_the_right_range_and_ends_verified() {
         server.stats().ranges(),
         vec![(31, Some(format!("bytes={prefix_len}-")))]
     );
-    let (len, sha) = hash_file(&planned.dest, 0).await.unwrap();
+    let (len, sha) = hash_file(&planned.dest, 0, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(len, SIZE);
     assert!(sha.eq_ignore_ascii_case(planned.expected_sha256.as_deref().unwrap()));
     assert!(!part.path.exists() && !part.meta_path.exists());
