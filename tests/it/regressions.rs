@@ -867,3 +867,58 @@ fn ctrl_c_stops_a_run_waiting_for_an_api_answer() {
     );
     assert_ctrl_c_ends_promptly(child);
 }
+
+// Regression (issue 8.4): a rerun with another `--layout` reported the finished file "present" at
+// the old path, where the new app never looks. The verified file and its sidecars move to the
+// newly planned path, without fetching anything again.
+#[test]
+fn a_changed_layout_moves_the_finished_file_and_its_sidecars() {
+    let mut m = model(1120, "LORA", 64 * KIB);
+    m.versions[0].images = 1;
+    let file = first_file(&m).clone();
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut first = download(&server, &sandbox);
+    first.args(["1120", "--images", "1"]);
+    run(first).expect_code(0);
+    let stem = file.name.trim_end_matches(".safetensors");
+    let old_dir = sandbox.out.clone();
+    let sidecars = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(stem))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let before = sidecars(&old_dir);
+    assert!(before.len() >= 3, "model, info and preview: {before:?}");
+    let storage_before = server.stats().storage_requests();
+
+    let mut rerun = download(&server, &sandbox);
+    rerun.args(["1120", "--images", "1", "--layout", "comfyui"]);
+    let ran = run(rerun);
+    ran.expect_code(0);
+    let new_dir = sandbox.out.join("models/loras");
+    assert_verified(&new_dir.join(&file.name), &file);
+    assert_eq!(sidecars(&new_dir), before, "{}", ran.stderr);
+    assert!(sidecars(&old_dir).is_empty(), "{:?}", sidecars(&old_dir));
+    assert!(
+        ran.stderr.contains("moved"),
+        "the move is reported: {}",
+        ran.stderr
+    );
+    assert_eq!(
+        server.stats().storage_requests(),
+        storage_before,
+        "nothing is fetched again"
+    );
+    assert_eq!(
+        sandbox.state_record(file.id)["relative_path"],
+        format!("models/loras/{}", file.name)
+    );
+}

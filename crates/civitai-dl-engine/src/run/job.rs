@@ -24,6 +24,7 @@ use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, Targ
 use crate::observe::{ActiveFile, Reporter};
 use crate::plan::naming::join_inside;
 use crate::plan::{Job, PlanError, Planner, info_path, preview_path};
+use crate::run::relocate::{Relocated, relocate};
 use crate::run::{JobOutcome, Mode, Performance, PlanOutcome, Unit, emergency};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
 
@@ -107,14 +108,24 @@ impl Run {
     pub async fn process(&self, job: Job, mode: Mode) -> JobOutcome<Job, DownloadError> {
         let _active = ActiveFile::start(self.reporter.as_ref());
         let finished = self.finished_record(&job);
-        let dest = finished
+        let mut dest = finished
             .as_ref()
             .and_then(|r| self.inside_output(&r.relative_path))
             .unwrap_or_else(|| job.file.dest.clone());
-        let result = match finished
+        let known = finished
             .as_ref()
-            .and_then(|r| self.known_outcome(&job, r, &dest))
-        {
+            .and_then(|r| self.known_outcome(&job, r, &dest));
+        let result = match known {
+            Some(Outcome::AlreadyPresent { bytes, sha256, .. })
+                if dest != job.file.dest && self.move_to_planned(&job, &dest) =>
+            {
+                dest = job.file.dest.clone();
+                Ok(Outcome::AlreadyPresent {
+                    path: dest.clone(),
+                    bytes,
+                    sha256,
+                })
+            }
             Some(outcome) => Ok(outcome),
             None => {
                 self.download_model(&job, dest.clone(), finished.as_ref(), mode)
@@ -429,6 +440,46 @@ impl Run {
             && record.expected_sha256 == job.file.expected_sha256
             && join_inside(&self.output, &record.relative_path).is_ok())
         .then(|| record.clone())
+    }
+
+    /// Move a finished file at `from` and its sidecars to the path the plan now gives it;
+    /// whether it moved. The new path is recorded when the outcome is.
+    fn move_to_planned(&self, job: &Job, from: &Path) -> bool {
+        let to = &job.file.dest;
+        let mut sidecars = vec![(info_path(from), info_path(to))];
+        sidecars.extend(
+            job.previews
+                .iter()
+                .enumerate()
+                .map(|(n, (_, ext))| (preview_path(from, n, ext), preview_path(to, n, ext))),
+        );
+        let label = &job.file.label;
+        match relocate(from, to, &sidecars) {
+            Ok(Relocated::Moved) => {
+                tracing::info!(
+                    "{label}: moved {} to {}, where the layout now puts it",
+                    from.display(),
+                    to.display()
+                );
+                true
+            }
+            Ok(Relocated::Taken) => {
+                tracing::warn!(
+                    "{label}: the layout now puts this file at {}, which is taken; it stays at {}",
+                    to.display(),
+                    from.display()
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(
+                    "{label}: cannot move {} to {} ({error}); it stays where it is",
+                    from.display(),
+                    to.display()
+                );
+                false
+            }
+        }
     }
 
     /// What an earlier run left, when the disk still agrees on the size: no need to hash

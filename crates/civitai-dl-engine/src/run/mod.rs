@@ -21,6 +21,7 @@ pub mod concurrent;
 pub mod emergency;
 pub mod failsafe;
 pub mod job;
+mod relocate;
 pub mod sequential;
 #[cfg(test)]
 mod tests;
