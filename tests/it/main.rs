@@ -18,3 +18,4 @@ mod safety;
 mod state;
 mod strategy;
 mod support;
+mod tls;

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 
 use crate::civitai::wire::parse_error_body;
 use crate::http::retry::{RetryClass, Retryable};
-use crate::http::snippet;
+use crate::http::{Cause, snippet};
 
 /// A failed API request, one variant per failure state Civitai really produces.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ pub enum ApiError {
         message: String,
     },
     /// Connection, TLS, timeout or body errors.
-    #[error("network error talking to {host}: {source}")]
+    #[error("network error talking to {host}: {}", Cause::of(source))]
     Network {
         /// The host (never a full URL: it could hold secrets).
         host: String,
@@ -141,6 +141,10 @@ impl Retryable for ApiError {
             // A request that could not even be built (a key with control characters, a bad
             // URL) will not build next time either.
             ApiError::Network { source, .. } if source.is_builder() => RetryClass::Fatal,
+            // A refused certificate or a name that does not exist fails the same way again.
+            ApiError::Network { source, .. } if Cause::of(source).is_permanent() => {
+                RetryClass::Fatal
+            }
             ApiError::Network { .. } | ApiError::NotJson { .. } => {
                 RetryClass::Transient { retry_after: None }
             }

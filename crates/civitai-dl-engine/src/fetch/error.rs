@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::civitai::ApiError;
 use crate::fs::WriteError;
+use crate::http::Cause;
 use crate::http::retry::{RetryClass, Retryable};
 
 /// A failed attempt that wrote at least this much counts as progress (see `Retryable::made_progress`).
@@ -62,7 +63,7 @@ pub enum DownloadError {
     #[error("the remote file changed since the partial download began; starting over")]
     RemoteChanged,
     /// Connection, timeout or body error.
-    #[error("transfer failed: {source}")]
+    #[error("transfer failed: {}", Cause::of(source))]
     Network {
         /// The error (its URL removed).
         source: reqwest::Error,
@@ -184,6 +185,9 @@ impl Retryable for DownloadError {
             | DownloadError::Busy { .. }
             | DownloadError::Cancelled
             | DownloadError::RangesRefused { .. } => RetryClass::Fatal,
+            DownloadError::Network { source, .. } if Cause::of(source).is_permanent() => {
+                RetryClass::Fatal
+            }
             DownloadError::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut => transient,
                 _ => RetryClass::Fatal,

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+mod cause;
 pub mod limiter;
 pub mod retry;
 mod signed_url;
 
+pub use cause::Cause;
 pub use signed_url::SignedUrl;
 
 /// The honest User-Agent every request carries.
