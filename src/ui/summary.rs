@@ -37,6 +37,9 @@ pub fn render(report: &RunReport) -> String {
         // The reason names the model, version or creator it is about.
         out.push_str(&format!("\n  failed: {}", failure.reason));
     }
+    for skipped in &report.skipped_versions {
+        out.push_str(&format!("\n  skipped: {skipped}"));
+    }
     for file in &report.files {
         let tag = match (file.status, file.preview) {
             (FileStatus::Failed, true) => "preview failed",

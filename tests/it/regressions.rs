@@ -607,7 +607,7 @@ fn a_fresh_url_refused_again_is_final_and_resolved_only_once_more() {
     let server = serve(vec![m], Knobs::default());
     let sandbox = Sandbox::new();
     let mut cmd = download(&server, &sandbox);
-    cmd.arg("1105");
+    cmd.args(["1105", "--json"]);
     let ran = run(cmd);
     ran.expect_code(1);
     assert_eq!(
@@ -615,6 +615,11 @@ fn a_fresh_url_refused_again_is_final_and_resolved_only_once_more() {
         2,
         "the first URL and one fresh one: {}",
         ran.stderr
+    );
+    let report = ran.json();
+    assert_eq!(
+        report["files"][0]["resolves"], 2,
+        "each file's resolves are in --json: {report:#}"
     );
     assert!(
         ran.stderr.contains("Blocked by the storage firewall"),
@@ -733,11 +738,23 @@ fn all_versions_with_a_filter_skips_the_versions_without_a_match_only() {
     let ran = run(cmd);
     ran.expect_code(0);
     assert_verified(&sandbox.out.join(&new.name), &new);
+    let summary = ran
+        .stderr
+        .lines()
+        .skip_while(|l| !l.contains("downloaded,"));
     assert!(
-        ran.stderr.contains("v1") || ran.stderr.contains("11131"),
-        "{}",
+        summary
+            .clone()
+            .any(|l| l.contains("skipped:") && l.contains("11131")),
+        "the summary lists the skipped version: {}",
         ran.stderr
     );
+
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["1113", "--all-versions", "--format", "SafeTensor", "--json"]);
+    let report = run(cmd).json();
+    let skipped = report["skipped_versions"].to_string();
+    assert!(skipped.contains("11131"), "{report:#}");
 }
 
 // Regression: under a creator, a model that could not be planned was only a warning and the run

@@ -124,6 +124,8 @@ pub struct Downloader {
     options: DownloadOptions,
     cancel: CancellationToken,
     signed: Mutex<HashMap<u64, SignedUrl>>,
+    /// Resolves per file id in this run.
+    resolves: Mutex<HashMap<u64, u32>>,
     reporter: Arc<dyn Reporter>,
     /// Storage hosts that refused parallel ranges: their files are fetched as one stream for
     /// the rest of the run (knowledge about the host, not a limit set from outside).
@@ -174,6 +176,7 @@ impl Downloader {
             options,
             cancel,
             signed: Mutex::new(HashMap::new()),
+            resolves: Mutex::new(HashMap::new()),
             reporter,
             single_stream_hosts: Mutex::new(HashSet::new()),
         })
@@ -325,9 +328,21 @@ impl Downloader {
         if let Some(url) = self.signed_urls().get(&file_id) {
             return Ok(url.clone());
         }
+        *lock(&self.resolves).entry(file_id).or_default() += 1;
         let url = self.api.resolve_download(version_id, Some(file_id)).await?;
         self.signed_urls().insert(file_id, url.clone());
         Ok(url)
+    }
+
+    /// How many times this run asked Civitai's download route for `file` (each counts against
+    /// the download quota).
+    pub fn resolves(&self, file: &PlannedFile) -> u32 {
+        match &file.source {
+            Source::Civitai { file_id, .. } => {
+                lock(&self.resolves).get(file_id).copied().unwrap_or(0)
+            }
+            Source::Direct(_) => 0,
+        }
     }
 
     fn forget_signed_url(&self, file: &PlannedFile) {

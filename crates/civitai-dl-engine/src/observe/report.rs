@@ -45,6 +45,10 @@ pub struct FileResult {
     /// extras, and one that Civitai no longer serves must not fail every rerun).
     #[serde(default)]
     pub preview: bool,
+    /// Download-route resolves this file cost in this run: each one counts against Civitai's
+    /// download quota, so a file that needed many says its storage host kept refusing.
+    #[serde(default)]
+    pub resolves: u32,
 }
 
 impl FileResult {
@@ -65,6 +69,7 @@ impl FileResult {
             transferred,
             reason,
             preview: false,
+            resolves: 0,
         }
     }
 }
@@ -90,6 +95,9 @@ pub struct RunReport {
     pub files: Vec<FileResult>,
     /// Targets that could not be planned, with the reason.
     pub failed_targets: Vec<TargetFailure>,
+    /// Versions left out because no file matched the filters (other versions of their model
+    /// did), with the files they offer.
+    pub skipped_versions: Vec<String>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<StopReason>,
     /// Wall time in seconds.

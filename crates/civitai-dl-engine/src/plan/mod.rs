@@ -95,12 +95,23 @@ impl Selection {
     }
 }
 
-/// What planning one target gave: its jobs, and the parts of it that failed (a creator's model
-/// that is archived or matches no filter) while the rest went on.
+/// What planning one target gave: its jobs, the parts of it that failed (a creator's model
+/// that is archived or matches no filter) while the rest went on, and the versions left out
+/// because no file matched the filters while other versions of the model did.
 #[derive(Debug, Default)]
 pub struct Planned {
     pub jobs: Vec<Job>,
     pub failures: Vec<PlanError>,
+    pub skipped: Vec<PlanError>,
+}
+
+impl Planned {
+    fn jobs(jobs: Vec<Job>) -> Planned {
+        Planned {
+            jobs,
+            ..Planned::default()
+        }
+    }
 }
 
 /// Why a target could not be planned.
@@ -253,18 +264,14 @@ impl Planner {
 
     /// The jobs for one target (files already planned by an earlier target are left out).
     pub async fn plan(&self, target: &Target) -> Result<Planned, PlanError> {
-        let whole = |jobs| Planned {
-            jobs,
-            failures: Vec::new(),
-        };
         match target {
-            Target::Model { id, version } => self.plan_model(*id, *version).await.map(whole),
-            Target::Version { id, file } => self.plan_version(*id, *file).await.map(whole),
+            Target::Model { id, version } => self.plan_model(*id, *version).await,
+            Target::Version { id, file } => self.plan_version(*id, *file).await.map(Planned::jobs),
             Target::User { username } => self.plan_user(username).await,
         }
     }
 
-    async fn plan_model(&self, id: u64, version: Option<u64>) -> Result<Vec<Job>, PlanError> {
+    async fn plan_model(&self, id: u64, version: Option<u64>) -> Result<Planned, PlanError> {
         let model = self.api.model(id).await.map_err(|source| PlanError::Api {
             what: format!("model {id}"),
             source,
@@ -283,7 +290,9 @@ impl Planner {
                     model: id,
                 });
             }
-            return self.jobs_for_version(&model_view(&model.value), &found, None);
+            return self
+                .jobs_for_version(&model_view(&model.value), &found, None)
+                .map(Planned::jobs);
         }
         self.plan_listed_model(&model, version)
     }
@@ -293,7 +302,7 @@ impl Planner {
         &self,
         model: &WithRaw<Model>,
         only_version: Option<u64>,
-    ) -> Result<Vec<Job>, PlanError> {
+    ) -> Result<Planned, PlanError> {
         let view = model_view(&model.value);
         if matches!(model.value.mode, Some(ModelMode::Archived)) {
             return Err(PlanError::Archived {
@@ -320,8 +329,7 @@ impl Planner {
                 model: view.label(),
             });
         }
-        let mut jobs = Vec::new();
-        let mut unmatched = None;
+        let mut planned = Planned::default();
         let several = chosen.len() > 1;
         let mut matched = 0;
         for index in chosen {
@@ -335,21 +343,23 @@ impl Planner {
             match self.jobs_for_version(&view, &version, None) {
                 Ok(more) => {
                     matched += 1;
-                    jobs.extend(more);
+                    planned.jobs.extend(more);
                 }
                 // Among several versions, one without a matching file (an old version that
                 // ships only a .ckpt) is skipped; the model fails only if none matches.
                 Err(error @ PlanError::NoMatchingFile { .. }) if several => {
                     tracing::warn!("{error}; skipping that version");
-                    unmatched = Some(error);
+                    planned.skipped.push(error);
                 }
                 Err(error) => return Err(error),
             }
         }
-        match unmatched {
-            Some(error) if matched == 0 => Err(error),
-            _ => Ok(jobs),
+        if matched == 0
+            && let Some(error) = planned.skipped.pop()
+        {
+            return Err(error);
         }
+        Ok(planned)
     }
 
     async fn plan_version(&self, id: u64, file: Option<u64>) -> Result<Vec<Job>, PlanError> {
@@ -385,7 +395,10 @@ impl Planner {
         let mut planned = Planned::default();
         for model in &models {
             match self.plan_listed_model(model, None) {
-                Ok(more) => planned.jobs.extend(more),
+                Ok(more) => {
+                    planned.jobs.extend(more.jobs);
+                    planned.skipped.extend(more.skipped);
+                }
                 // One archived or empty model must not hide the creator's other models, nor be
                 // forgotten: it fails the run like a failed target.
                 Err(error) => planned.failures.push(error),

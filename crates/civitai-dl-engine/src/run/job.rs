@@ -295,7 +295,7 @@ impl Run {
                 return Ok(None);
             }
         };
-        self.settled(entry);
+        self.settled(job, entry);
         Ok(Some(real_path))
     }
 
@@ -312,20 +312,22 @@ impl Run {
             r.status = state::RecordStatus::Failed;
             r.last_error = Some(reason.clone());
         });
-        self.settled(FileResult::model_file(
+        let entry = FileResult::model_file(
             job.file.label.clone(),
             dest.to_path_buf(),
             FileStatus::Failed,
             0,
             0,
             Some(reason),
-        ));
+        );
+        self.settled(job, entry);
     }
 
     /// A model file's outcome is final for this run.
-    fn settled(&self, entry: FileResult) {
+    fn settled(&self, job: &Job, entry: FileResult) {
         self.reporter.on_model_file_settled();
-        self.report().files.push(entry);
+        let resolves = self.downloader.resolves(&job.file);
+        self.report().files.push(FileResult { resolves, ..entry });
     }
 
     /// Where the last attempt at `job` wrote: the path its state record names.
@@ -561,6 +563,9 @@ impl Unit for Run {
                 for error in planned.failures {
                     self.give_up_target(target, error);
                 }
+                self.report()
+                    .skipped_versions
+                    .extend(planned.skipped.iter().map(ToString::to_string));
                 self.reporter.on_planned(planned.jobs.len() as u64);
                 PlanOutcome::Planned(planned.jobs)
             }
