@@ -398,3 +398,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props;
