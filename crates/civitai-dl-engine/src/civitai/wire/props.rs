@@ -6,8 +6,9 @@
 //!   bool, null, array or object, still decodes, and every id and list of ids keeps its value.
 //! - A `null` decodes exactly as the key's absence, anywhere (both fail or both give one value).
 //! - An unknown key added to any object changes nothing.
-//! - A body cut short is an end-of-input error; junk inserted anywhere decodes or gives a
-//!   located serde error; nothing panics.
+//! - A body cut short never decodes: it is an end-of-input error (a syntax error when the cut
+//!   leaves a number like `0.`); junk inserted anywhere decodes or gives a located serde error;
+//!   nothing panics.
 //! - `parse_error_body`: any text gives `None` or a body with an error or message, each one
 //!   trimmed line; non-objects are `None`; an unknown key changes nothing.
 
@@ -87,20 +88,28 @@ enum Step {
     Index(usize),
 }
 
-fn paths(value: &Value, prefix: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
-    out.push(prefix.clone());
+/// The paths of the nodes of `value` that `pick` keeps.
+fn paths(
+    value: &Value,
+    prefix: &mut Vec<Step>,
+    pick: fn(&Value, &[Step]) -> bool,
+    out: &mut Vec<Vec<Step>>,
+) {
+    if pick(value, prefix) {
+        out.push(prefix.clone());
+    }
     match value {
         Value::Object(fields) => {
             for (key, child) in fields {
                 prefix.push(Step::Key(key.clone()));
-                paths(child, prefix, out);
+                paths(child, prefix, pick, out);
                 prefix.pop();
             }
         }
         Value::Array(items) => {
             for (index, child) in items.iter().enumerate() {
                 prefix.push(Step::Index(index));
-                paths(child, prefix, out);
+                paths(child, prefix, pick, out);
                 prefix.pop();
             }
         }
@@ -189,14 +198,29 @@ fn mutated(sample: &Value, path: &[Step], mutation: &Mutation) -> Value {
     value
 }
 
-/// A sample (its kind and JSON) and a path into it, chosen among all its nodes.
-fn sample_and_path() -> impl Strategy<Value = (&'static str, Value, Vec<Step>)> {
-    select(SAMPLES.to_vec()).prop_flat_map(|(kind, text)| {
+/// A sample (its kind and JSON) and a path into it, chosen among the nodes `pick` keeps (picked
+/// up front rather than filtered, so long runs do not hit proptest's limit on rejected cases).
+fn sample_and_path(
+    pick: fn(&Value, &[Step]) -> bool,
+) -> impl Strategy<Value = (&'static str, Value, Vec<Step>)> {
+    select(SAMPLES.to_vec()).prop_flat_map(move |(kind, text)| {
         let value: Value = serde_json::from_str(text).unwrap();
-        let mut all = Vec::new();
-        paths(&value, &mut Vec::new(), &mut all);
-        (Just(kind), Just(value), select(all))
+        let mut picked = Vec::new();
+        paths(&value, &mut Vec::new(), pick, &mut picked);
+        (Just(kind), Just(value), select(picked))
     })
+}
+
+fn any_node(_: &Value, _: &[Step]) -> bool {
+    true
+}
+
+fn object_member(_: &Value, path: &[Step]) -> bool {
+    matches!(path.last(), Some(Step::Key(_)))
+}
+
+fn object(node: &Value, _: &[Step]) -> bool {
+    node.is_object()
 }
 
 fn error_bodies() -> Vec<Value> {
@@ -248,7 +272,7 @@ proptest! {
 
     #[test]
     fn mutations_outside_the_ids_decode_and_keep_the_ids(
-        (kind, sample, path) in sample_and_path(),
+        (kind, sample, path) in sample_and_path(any_node),
         mutation in mutation(),
     ) {
         let original = decode(kind, &sample.to_string()).unwrap();
@@ -266,8 +290,7 @@ proptest! {
     }
 
     #[test]
-    fn null_decodes_as_absence((kind, sample, path) in sample_and_path()) {
-        prop_assume!(matches!(path.last(), Some(Step::Key(_))));
+    fn null_decodes_as_absence((kind, sample, path) in sample_and_path(object_member)) {
         let null = decode(kind, &mutated(&sample, &path, &Mutation::Replace(Value::Null)).to_string());
         let absent = decode(kind, &mutated(&sample, &path, &Mutation::Remove).to_string());
         match (null, absent) {
@@ -278,12 +301,12 @@ proptest! {
 
     #[test]
     fn unknown_keys_change_nothing(
-        (kind, sample, path) in sample_and_path(),
+        (kind, sample, path) in sample_and_path(object),
         junk in small_value(),
     ) {
         let mut value = sample.clone();
         let Value::Object(fields) = node(&mut value, &path) else {
-            return Ok(());
+            unreachable!("an object was picked");
         };
         fields.insert("zzUnknownKey".to_owned(), junk);
         let original = decode(kind, &sample.to_string()).unwrap();
@@ -298,7 +321,8 @@ proptest! {
         let end = text.trim_end().len() - 1;
         let at = (0..end).filter(|&at| text.is_char_boundary(at)).nth(cut.index(end)).unwrap_or(0);
         let error = decode(kind, &text[..at]).unwrap_err();
-        prop_assert!(error.is_eof(), "cut at {}: {}", at, error);
+        // A cut inside a number can leave `0.`, which serde_json calls invalid before it sees the end.
+        prop_assert!(error.is_eof() || error.is_syntax(), "cut at {}: {}", at, error);
     }
 
     #[test]
@@ -341,8 +365,9 @@ proptest! {
     }
 
     #[test]
-    fn non_objects_are_not_error_bodies(value in json_value()) {
-        prop_assume!(!value.is_object());
+    fn non_objects_are_not_error_bodies(
+        value in json_value().prop_map(|v| if v.is_object() { Value::Array(vec![v]) } else { v }),
+    ) {
         prop_assert_eq!(parse_error_body(&value.to_string()), None);
     }
 
