@@ -918,3 +918,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props;

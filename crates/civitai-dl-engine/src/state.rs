@@ -888,3 +888,6 @@ mod tests {
         assert!(now.as_str() > "2026-01-01T00:00:00Z", "{now}");
     }
 }
+
+#[cfg(test)]
+mod props;

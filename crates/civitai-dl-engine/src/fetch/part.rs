@@ -39,8 +39,10 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Zero for a backwards segment, which only a damaged record holds (and
+    /// [`recorded_segments_usable`] refuses).
     pub(crate) fn len(&self) -> u64 {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -168,8 +170,15 @@ impl PartFile {
             .open(&self.path)
             .await
         {
+            // Never longer: a record claiming more than the `.part` holds (cut short behind
+            // its back) must not turn the missing bytes into zeros that the stream resumes after.
+            let len = handle
+                .metadata()
+                .await
+                .map_err(|e| self.io("read the length of", e))?
+                .len();
             handle
-                .set_len(prefix)
+                .set_len(prefix.min(len))
                 .await
                 .map_err(|e| self.io("trim", e))?;
         }
@@ -335,7 +344,8 @@ pub(crate) fn recorded_segments_usable(meta: &PartMeta, part_len: Option<u64>) -
     };
     let tiles = segments.first().is_some_and(|s| s.start == 0)
         && segments.last().is_some_and(|s| s.end == total)
-        && segments.windows(2).all(|w| w[0].end == w[1].start);
+        && segments.windows(2).all(|w| w[0].end == w[1].start)
+        && segments.iter().all(|s| s.start <= s.end);
     part_len == Some(total) && tiles && segments.iter().all(|s| s.done <= s.len())
 }
 
@@ -499,3 +509,6 @@ mod tests {
         assert!(!dest.exists() && !part.path.exists());
     }
 }
+
+#[cfg(test)]
+mod props;

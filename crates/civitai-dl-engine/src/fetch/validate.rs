@@ -90,7 +90,9 @@ pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
         "*" => None,
         t => Some(t.parse().ok()?),
     };
-    (start <= end && total.is_none_or(|t| end < t)).then_some((start, end, total))
+    // `end < u64::MAX`: callers compute `end + 1`, which a `bytes 0-18446744073709551615/*`
+    // from a hostile host would overflow (with a total, `end < total` already ensures it).
+    (start <= end && end < u64::MAX && total.is_none_or(|t| end < t)).then_some((start, end, total))
 }
 
 /// Whether a server's length agrees with the API's rounded `sizeKB` hint.
@@ -162,6 +164,7 @@ mod tests {
             ("bytes 10-5/100", None),
             ("bytes 0-100/100", None),
             ("bytes */100", None),
+            ("bytes 0-18446744073709551615/*", None),
             ("items 0-1/2", None),
             ("", None),
         ];
@@ -232,3 +235,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -431,3 +431,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -17,6 +17,8 @@ use serde_json::Value;
 
 mod error_body;
 mod lenient;
+#[cfg(test)]
+mod props;
 
 pub use error_body::{ApiErrorBody, parse_error_body};
 
