@@ -20,7 +20,7 @@ use civitai_dl_engine::observe::monitor::{Monitor, MonitorOptions};
 use civitai_dl_engine::observe::report::{RunReport, StopReason};
 use civitai_dl_engine::observe::{Fanout, Reporter};
 use civitai_dl_engine::plan::naming::Layout;
-use civitai_dl_engine::plan::{Planner, Selection};
+use civitai_dl_engine::plan::{Planner, Selection, Step};
 use civitai_dl_engine::run::{Failsafe, Performance, Run, RunParts, Work, run_with_failsafe};
 use civitai_dl_engine::state::StateStore;
 
@@ -140,7 +140,11 @@ pub(super) async fn execute(
         run.clone()
             .watch_emergency_stop(request.performance.emergency_stop_file.clone()),
     );
-    let queue = request.targets.into_iter().map(Work::Plan).collect();
+    let queue = request
+        .targets
+        .into_iter()
+        .map(|target| Work::Plan(Step::Target(target)))
+        .collect();
     let mut monitor = Monitor::start(metrics.clone(), request.monitor);
     run_with_failsafe(&run, &failsafe, &request.performance, queue).await;
     monitor.stop().await;

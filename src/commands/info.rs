@@ -1,5 +1,6 @@
 //! `civitai-dl info` and `download --dry-run`: what would be fetched, and where, without fetching.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -9,7 +10,7 @@ use crate::cli::InfoArgs;
 use crate::settings::Settings;
 use civitai_dl_engine::civitai::target::Target;
 use civitai_dl_engine::observe::metrics::Metrics;
-use civitai_dl_engine::plan::{FileFacts, Planner};
+use civitai_dl_engine::plan::{FileFacts, Planner, Step};
 
 pub(super) async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<Exit> {
     let targets = collect_targets(&args.targets)?;
@@ -36,14 +37,18 @@ pub(super) async fn show_plan(
 ) -> anyhow::Result<Exit> {
     let mut all: Vec<FileFacts> = Vec::new();
     let mut failed = false;
-    for target in targets {
-        match planner.plan(target).await {
+    let mut steps: VecDeque<Step> = targets.iter().cloned().map(Step::Target).collect();
+    while let Some(step) = steps.pop_front() {
+        match planner.plan(&step).await {
             Ok(planned) => {
                 for error in &planned.failures {
                     eprintln!("error: {error}");
                     failed = true;
                 }
                 all.extend(planned.jobs.into_iter().map(|job| job.facts));
+                if let Some(next) = planned.next {
+                    steps.push_front(Step::Page(next));
+                }
             }
             Err(_) if cancel.is_cancelled() => return Ok(Exit::Interrupted),
             Err(error) => {

@@ -939,3 +939,103 @@ fn a_changed_layout_moves_the_finished_file_and_its_sidecars() {
         format!("models/loras/{}", file.name)
     );
 }
+
+/// How many model files (not sidecars) the sandbox's output holds.
+fn model_files(sandbox: &Sandbox) -> usize {
+    sandbox
+        .downloads()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .count()
+}
+
+/// `count` small LORA models by "tester", enough for more than one listing page.
+fn creators_models(first_id: u64, count: u64) -> Vec<FakeModel> {
+    (first_id..first_id + count)
+        .map(|id| model(id, "LORA", 4 * KIB))
+        .collect()
+}
+
+// Regression (issue 8.10): a creator's listing was all or nothing. Every page was fetched before
+// the first download, and one failed page threw away the pages already listed. Pages now stream
+// into the downloads, what was listed is kept, and a rerun resumes the listing at the page that
+// failed (then lists the start once more, for anything left unfinished there).
+#[test]
+fn a_creators_listing_streams_keeps_what_was_listed_and_resumes_at_its_cursor() {
+    let models = creators_models(12_001, 120);
+    let server = serve(
+        models.clone(),
+        Knobs {
+            listing_fails_from_page: Some(2),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["--user", "tester"]);
+    let ran = run(cmd);
+    ran.expect_code(1);
+    assert_eq!(model_files(&sandbox), 100, "page 1 is kept: {}", ran.stderr);
+    let first_run = server.stats().listings();
+    let page_two = first_run.last().expect("page 2 was asked for").clone();
+    assert!(
+        page_two.cursor.is_some() && page_two.storage_requests_before >= 100,
+        "page 1's files were fetched before page 2 was asked for: {first_run:?}"
+    );
+
+    server.set_knobs(Knobs::default());
+    let storage_before = server.stats().storage_requests();
+    let mut rerun = download(&server, &sandbox);
+    rerun.args(["--user", "tester"]);
+    let ran = run(rerun);
+    ran.expect_code(0);
+    for m in &models {
+        assert_verified(&sandbox.out.join(&first_file(m).name), first_file(m));
+    }
+    let rerun_listings = server.stats().listings().split_off(first_run.len());
+    assert_eq!(
+        rerun_listings.first().map(|l| &l.cursor),
+        Some(&page_two.cursor),
+        "the rerun resumes at the page that failed: {rerun_listings:?}"
+    );
+    assert!(
+        rerun_listings.iter().any(|l| l.cursor.is_none()),
+        "then lists the start once more: {rerun_listings:?}"
+    );
+    assert_eq!(
+        server.stats().storage_requests() - storage_before,
+        20,
+        "only the 20 files of the failed page are fetched"
+    );
+}
+
+// Regression (issue 8.10): a listing page that kept failing (a page too big to build before a
+// gateway's timeout) failed the whole creator; smaller pages are asked for instead.
+#[test]
+fn a_listing_page_that_keeps_failing_is_asked_for_in_smaller_pages() {
+    let models = creators_models(12_201, 120);
+    let server = serve(
+        models.clone(),
+        Knobs {
+            listing_max_limit: Some(50),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["--user", "tester"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    assert_eq!(model_files(&sandbox), 120, "{}", ran.stderr);
+    let limits: Vec<Option<String>> = server
+        .stats()
+        .listings()
+        .into_iter()
+        .map(|l| l.limit)
+        .collect();
+    assert_eq!(limits.first().cloned().flatten().as_deref(), Some("100"));
+    assert!(
+        limits.iter().skip(1).all(|l| l.as_deref() == Some("50")),
+        "the smaller size is kept for the later pages: {limits:?}"
+    );
+}

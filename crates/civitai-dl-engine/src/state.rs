@@ -31,7 +31,7 @@
 //! expire anyway, and users attach state files to bug reports.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
@@ -238,6 +238,9 @@ pub enum StateError {
 struct Snapshot<'a> {
     version: u32,
     files: Cow<'a, [FileRecord]>,
+    /// Creators whose listing broke part-way: where a rerun resumes it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    listings: Cow<'a, BTreeMap<String, String>>,
 }
 
 /// Read before the full snapshot, so a future format is reported as such rather than as damage.
@@ -281,6 +284,8 @@ pub struct StateStore {
     journal_len: u64,
     updates_since_compaction: u64,
     compactions: u64,
+    /// Creator (lowercase) → the cursor their broken listing resumes at.
+    listings: BTreeMap<String, String>,
     /// Never read: holding the handle holds the lock, dropping it releases it.
     _lock: File,
 }
@@ -292,7 +297,7 @@ impl StateStore {
         let dir = crate::fs::parent_dir(path);
         fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
         let lock = acquire_lock(path)?;
-        let mut table = load_snapshot(path)?;
+        let (mut table, listings) = load_snapshot(path)?;
         let journal_path = sibling(path, JOURNAL_SUFFIX);
         let left_behind = replay_journal(&journal_path, &mut table)?;
         let journal = OpenOptions::new()
@@ -307,6 +312,7 @@ impl StateStore {
             journal_len: 0,
             updates_since_compaction: 0,
             compactions: 0,
+            listings,
             _lock: lock,
         };
         // Compacting now also cuts a torn last line, which the next append would otherwise extend
@@ -368,6 +374,28 @@ impl StateStore {
         self.upsert(record)
     }
 
+    /// Where the listing of `username` resumes, when an earlier run's walk broke part-way.
+    pub fn listing_cursor(&self, username: &str) -> Option<&str> {
+        self.listings
+            .get(&username.to_lowercase())
+            .map(String::as_str)
+    }
+
+    /// Record where the listing of `username` resumes (`None`: it completed). Rare, so it is
+    /// written at once with the snapshot rather than journalled.
+    pub fn set_listing_cursor(
+        &mut self,
+        username: &str,
+        cursor: Option<String>,
+    ) -> Result<(), StateError> {
+        let key = username.to_lowercase();
+        let changed = match cursor {
+            Some(cursor) => self.listings.insert(key, cursor.clone()) != Some(cursor),
+            None => self.listings.remove(&key).is_some(),
+        };
+        if changed { self.compact() } else { Ok(()) }
+    }
+
     /// Rewrites the snapshot now and empties the journal.
     pub fn flush(&mut self) -> Result<(), StateError> {
         self.compact()
@@ -401,6 +429,7 @@ impl StateStore {
         let snapshot = Snapshot {
             version: FORMAT_VERSION,
             files: Cow::Borrowed(&self.table.records),
+            listings: Cow::Borrowed(&self.listings),
         };
         let bytes = serde_json::to_vec_pretty(&snapshot).map_err(|cause| StateError::Encode {
             path: self.path.clone(),
@@ -492,10 +521,10 @@ fn acquire_lock(path: &Path) -> Result<File, StateError> {
     }
 }
 
-fn load_snapshot(path: &Path) -> Result<FileTable, StateError> {
+fn load_snapshot(path: &Path) -> Result<(FileTable, BTreeMap<String, String>), StateError> {
     let mut table = FileTable::default();
     let Some(bytes) = read_if_exists(path)? else {
-        return Ok(table);
+        return Ok((table, BTreeMap::new()));
     };
     let corrupt = |cause| StateError::CorruptSnapshot {
         path: path.to_owned(),
@@ -512,7 +541,7 @@ fn load_snapshot(path: &Path) -> Result<FileTable, StateError> {
     for record in snapshot.files.into_owned() {
         table.insert(record);
     }
-    Ok(table)
+    Ok((table, snapshot.listings.into_owned()))
 }
 
 /// Applies the journal's complete lines to `table`; returns whether the journal held anything.
@@ -578,6 +607,28 @@ fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> S
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_listings_resume_cursor_survives_a_reopen_until_it_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        {
+            let mut store = StateStore::open(&path).unwrap();
+            store.upsert(record("a")).unwrap();
+            store
+                .set_listing_cursor("Alice", Some("10|2".into()))
+                .unwrap();
+        }
+        let mut store = StateStore::open(&path).unwrap();
+        assert_eq!(store.listing_cursor("alice"), Some("10|2"));
+        assert!(store.get("a").is_some(), "the records are kept beside it");
+        store.set_listing_cursor("ALICE", None).unwrap();
+        drop(store);
+        assert_eq!(
+            StateStore::open(&path).unwrap().listing_cursor("alice"),
+            None
+        );
+    }
 
     fn record(key: &str) -> FileRecord {
         FileRecord::new(

@@ -16,7 +16,8 @@ use crate::response::{
     json_response, response,
 };
 use crate::state::Shared;
-use crate::{FakeModel, FakeVersion};
+use crate::stats::ListingRequest;
+use crate::{FakeModel, FakeVersion, lock};
 
 /// Default and maximum `limit` on `/api/v1/models`.
 const MAX_PAGE_LIMIT: usize = 100;
@@ -316,8 +317,35 @@ pub(crate) async fn list_models(
     headers: HeaderMap,
 ) -> Response {
     let params = QueryParams::parse(query.as_deref());
+    lock(&shared.stats.listings).push(ListingRequest {
+        cursor: params.get("cursor").map(str::to_owned),
+        limit: params.get("limit").map(str::to_owned),
+        storage_requests_before: shared.stats.storage_requests(),
+    });
+    if let Some(fault) = shared.listing_fault(&params) {
+        return respond(Err(fault));
+    }
     let signed_in = shared.signed_in(&headers, &params);
     respond(shared.models_page(&params, signed_in))
+}
+
+impl Shared {
+    /// The 503 of the listing knobs, if this page gets one.
+    fn listing_fault(&self, params: &QueryParams) -> Option<ApiError> {
+        let knobs = self.knob_state().knobs.clone();
+        let page = match params.get("cursor").and_then(parse_cursor) {
+            Some(PageStart::Cursor { page, .. }) => page,
+            _ => 1,
+        };
+        let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok());
+        let broken = knobs
+            .listing_fails_from_page
+            .is_some_and(|from| page >= from)
+            || knobs
+                .listing_max_limit
+                .is_some_and(|max| limit.is_none_or(|l| l > max));
+        broken.then(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"))
+    }
 }
 
 pub(crate) async fn login_page() -> Response {

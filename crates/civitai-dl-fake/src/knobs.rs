@@ -41,6 +41,12 @@ pub struct Knobs {
     /// Every request to the download route answers 429 with an HTML page and no `Retry-After`
     /// (a proxy's wording, not Civitai's quota message).
     pub download_route_429_html: bool,
+    /// Cursor listing pages from this page number on (the first page is 1) answer 503: a
+    /// listing that breaks part-way, as deep listings do.
+    pub listing_fails_from_page: Option<u64>,
+    /// Listing pages asking for more than this many models answer 503 (a page too big to
+    /// build before the gateway's timeout).
+    pub listing_max_limit: Option<usize>,
 }
 
 impl Default for Knobs {
@@ -60,6 +66,8 @@ impl Default for Knobs {
             download_route_503_first: 0,
             omit_next_cursor: false,
             download_route_429_html: false,
+            listing_fails_from_page: None,
+            listing_max_limit: None,
         }
     }
 }

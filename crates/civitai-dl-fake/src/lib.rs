@@ -42,7 +42,7 @@ mod tests;
 pub use catalog::{Access, Catalog, FakeFile, FakeModel, FakeVersion, FileFaults, PublishedHash};
 pub use content::{content_sha256, fill_bytes};
 pub use knobs::Knobs;
-pub use stats::Stats;
+pub use stats::{ListingRequest, Stats};
 
 use std::future::Future;
 use std::io;

@@ -64,6 +64,19 @@ pub struct Stats {
     pub(crate) ranges: Mutex<Vec<(u64, Option<String>)>>,
     api_request_times: Mutex<Vec<Duration>>,
     user_agents: Mutex<Vec<String>>,
+    pub(crate) listings: Mutex<Vec<ListingRequest>>,
+}
+
+/// The paging of one `GET /api/v1/models` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingRequest {
+    /// The `cursor` parameter, if any.
+    pub cursor: Option<String>,
+    /// The `limit` parameter, if any.
+    pub limit: Option<String>,
+    /// Storage requests the server had seen when this listing request arrived (whether
+    /// downloads of earlier pages started before this page was asked for).
+    pub storage_requests_before: u64,
 }
 
 impl Stats {
@@ -81,6 +94,7 @@ impl Stats {
             ranges: Mutex::default(),
             api_request_times: Mutex::default(),
             user_agents: Mutex::default(),
+            listings: Mutex::default(),
         }
     }
 
@@ -112,6 +126,11 @@ impl Stats {
     /// Arrival offsets of API requests since the server started.
     pub fn api_request_times(&self) -> Vec<Duration> {
         lock(&self.api_request_times).clone()
+    }
+
+    /// Every listing request (`GET /api/v1/models`), in arrival order.
+    pub fn listings(&self) -> Vec<ListingRequest> {
+        lock(&self.listings).clone()
     }
 
     /// Distinct User-Agents seen on the API, in order of first appearance.

@@ -29,7 +29,9 @@ use crate::lock;
 use crate::observe::{Attempt, Operation, Reporter, announce};
 
 /// Page size for listings: the API's maximum.
-const PAGE_LIMIT: u32 = 100;
+pub const PAGE_LIMIT: u32 = 100;
+/// The smallest page a listing shrinks to when pages keep failing.
+pub const MIN_PAGE_LIMIT: u32 = 10;
 /// Error bodies are small; an HTML page is read no further than this.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// A page of 100 models with their versions runs to a few MB; anything past this is not an API
@@ -43,6 +45,17 @@ pub struct WithRaw<T> {
     pub value: T,
     /// The JSON as Civitai sent it.
     pub raw: Value,
+}
+
+/// One page of a creator's listing.
+#[derive(Debug)]
+pub struct CreatorPage {
+    /// The models on it that could be read.
+    pub models: Vec<WithRaw<Model>>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
+    /// The page size that worked (smaller than asked when bigger pages kept failing).
+    pub limit: u32,
 }
 
 /// The client. Cheap to share behind an `Arc`.
@@ -127,63 +140,66 @@ impl ApiClient {
         self.get_json(&format!("/api/v1/model-versions/{id}")).await
     }
 
-    /// Every model of a creator, following cursors until the last page. Short pages that still
-    /// carry a cursor are normal on Civitai and do not end the walk. Without `include_nsfw` the
-    /// API's default SFW-only filter applies.
-    pub async fn models_by_user(
+    /// One page of a creator's models, starting at `cursor` (the first page without one). Each
+    /// retry asks for half as many models as the attempt before, down to [`MIN_PAGE_LIMIT`]: a
+    /// page of 100 models with all their versions is the request most likely to outlast a
+    /// gateway's timeout. Without `include_nsfw` the API's default SFW-only filter applies.
+    pub async fn creator_page(
         &self,
         username: &str,
         include_nsfw: bool,
-    ) -> Result<Vec<WithRaw<Model>>, ApiError> {
-        let mut models = Vec::new();
-        let mut seen_cursors = std::collections::HashSet::new();
-        let mut cursor: Option<String> = None;
-        loop {
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<CreatorPage, ApiError> {
+        let asked = std::sync::atomic::AtomicU32::new(limit);
+        let path = |attempt: usize| {
+            let shrunk =
+                (limit >> attempt.saturating_sub(1).min(31)).max(MIN_PAGE_LIMIT.min(limit));
+            asked.store(shrunk, Ordering::Relaxed);
             let mut query = format!(
-                "/api/v1/models?username={}&limit={PAGE_LIMIT}",
+                "/api/v1/models?username={}&limit={shrunk}",
                 encode(username)
             );
             if include_nsfw {
                 query.push_str("&nsfw=true");
             }
-            if let Some(cursor) = &cursor {
+            if let Some(cursor) = cursor {
                 query.push_str(&format!("&cursor={}", encode(cursor)));
             }
-            let page: WithRaw<Page<Value>> = self.get_json(&query).await?;
-            for raw in page.value.items {
-                // One odd model must not sink the whole listing; it is reported, not dropped
-                // silently.
-                match Model::deserialize(&raw) {
-                    Ok(value) => models.push(WithRaw { value, raw }),
-                    Err(error) => tracing::warn!(
-                        "creator {username}: skipped model {} that could not be read: {error}",
-                        raw.get("id").cloned().unwrap_or_default()
-                    ),
-                }
-            }
-            let metadata = page.value.metadata;
-            let next_page = metadata.next_page.as_deref();
-            let next = metadata
-                .next_cursor
-                .clone()
-                .filter(|c| !c.is_empty())
-                .or_else(|| next_page.and_then(cursor_of_next_page));
-            if next.is_none() && next_page.is_some() {
-                tracing::warn!(
-                    "creator {username}: Civitai says more pages follow but gives no cursor; \
-                     the listing may be incomplete"
-                );
-            }
-            match next {
-                Some(next) => {
-                    if !seen_cursors.insert(next.clone()) {
-                        return Err(ApiError::CursorLoop { cursor: next });
-                    }
-                    cursor = Some(next);
-                }
-                None => return Ok(models),
+            query
+        };
+        let page: WithRaw<Page<Value>> = self.get_json_at(&path).await?;
+        let mut models = Vec::new();
+        for raw in page.value.items {
+            // One odd model must not sink the whole listing; it is reported, not dropped
+            // silently.
+            match Model::deserialize(&raw) {
+                Ok(value) => models.push(WithRaw { value, raw }),
+                Err(error) => tracing::warn!(
+                    "creator {username}: skipped model {} that could not be read: {error}",
+                    raw.get("id").cloned().unwrap_or_default()
+                ),
             }
         }
+        // Short pages that still carry a cursor are normal on Civitai and do not end the walk.
+        let metadata = page.value.metadata;
+        let next_page = metadata.next_page.as_deref();
+        let next = metadata
+            .next_cursor
+            .clone()
+            .filter(|c| !c.is_empty())
+            .or_else(|| next_page.and_then(cursor_of_next_page));
+        if next.is_none() && next_page.is_some() {
+            tracing::warn!(
+                "creator {username}: Civitai says more pages follow but gives no cursor; the \
+                 listing may be incomplete"
+            );
+        }
+        Ok(CreatorPage {
+            models,
+            next,
+            limit: asked.into_inner(),
+        })
     }
 
     /// `GET /api/v1/me`: whether the key is valid. Civitai silently treats a bad key as
@@ -219,7 +235,15 @@ impl ApiClient {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<WithRaw<T>, ApiError> {
-        let Reply::Json(text) = self.send(path, Expect::Json).await? else {
+        self.get_json_at(&|_| path.to_string()).await
+    }
+
+    /// [`Self::get_json`] at a path that may change from one attempt to the next.
+    async fn get_json_at<T: DeserializeOwned>(
+        &self,
+        path: &(dyn Fn(usize) -> String + Sync),
+    ) -> Result<WithRaw<T>, ApiError> {
+        let Reply::Json(text) = self.send_at(path, Expect::Json).await? else {
             unreachable!("send honours Expect::Json");
         };
         let raw: Value = serde_json::from_str(&text).map_err(|e| ApiError::Decode {
@@ -235,18 +259,31 @@ impl ApiClient {
     /// failing with connection errors or 5xx. The answer is read and checked inside each attempt,
     /// so a maintenance page under status 200 is retried like any other transient failure.
     async fn send(&self, path: &str, expect: Expect) -> Result<Reply, ApiError> {
+        self.send_at(&|_| path.to_string(), expect).await
+    }
+
+    /// [`Self::send`] where attempt `n` (1-based) asks for `path(n)`.
+    async fn send_at(
+        &self,
+        path: &(dyn Fn(usize) -> String + Sync),
+        expect: Expect,
+    ) -> Result<Reply, ApiError> {
         loop {
             let index = self.current_host.load(Ordering::Relaxed);
             let host = &self.hosts[index.min(self.hosts.len() - 1)];
-            let url = Url::parse(&format!("{host}{path}")).map_err(|e| ApiError::Rejected {
-                status: 0,
-                message: format!("bad URL {host}{path}: {e}"),
-            })?;
+            let url_of = |attempt: usize| {
+                let path = path(attempt);
+                Url::parse(&format!("{host}{path}")).map_err(|e| ApiError::Rejected {
+                    status: 0,
+                    message: format!("bad URL {host}{path}: {e}"),
+                })
+            };
+            let url = url_of(1)?;
             let Tried { result, attempts } = self
                 .retry
                 .run(
                     &self.cancel,
-                    |_| self.attempt(url.clone(), expect),
+                    |attempt| async move { self.attempt(url_of(attempt)?, expect).await },
                     announce(
                         self.reporter.as_ref(),
                         format!("{} {}", host_of(&url), url.path()),

@@ -5,9 +5,11 @@
 //! are told apart by their file id, never overwritten.
 
 mod file;
+mod listing;
 pub mod naming;
 
 pub use file::{FileKind, PlannedFile, Source};
+pub use listing::{After, ListingPage, Step};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -103,6 +105,9 @@ pub struct Planned {
     pub jobs: Vec<Job>,
     pub failures: Vec<PlanError>,
     pub skipped: Vec<PlanError>,
+    /// The next page of a creator's listing, planned as a step of its own so this page's
+    /// downloads can start first.
+    pub next: Option<ListingPage>,
 }
 
 impl Planned {
@@ -262,12 +267,18 @@ impl Planner {
         }
     }
 
-    /// The jobs for one target (files already planned by an earlier target are left out).
-    pub async fn plan(&self, target: &Target) -> Result<Planned, PlanError> {
-        match target {
-            Target::Model { id, version } => self.plan_model(*id, *version).await,
-            Target::Version { id, file } => self.plan_version(*id, *file).await.map(Planned::jobs),
-            Target::User { username } => self.plan_user(username).await,
+    /// The jobs for one step (files already planned by an earlier step are left out). A
+    /// creator's listing gives one page's jobs and the next page as [`Planned::next`].
+    pub async fn plan(&self, step: &Step) -> Result<Planned, PlanError> {
+        match step {
+            Step::Target(Target::Model { id, version }) => self.plan_model(*id, *version).await,
+            Step::Target(Target::Version { id, file }) => {
+                self.plan_version(*id, *file).await.map(Planned::jobs)
+            }
+            Step::Target(Target::User { username }) => {
+                self.plan_page(&ListingPage::first(username)).await
+            }
+            Step::Page(page) => self.plan_page(page).await,
         }
     }
 
@@ -383,17 +394,23 @@ impl Planner {
         self.jobs_for_version(&view, &version, file)
     }
 
-    async fn plan_user(&self, username: &str) -> Result<Planned, PlanError> {
-        let models = self
+    /// One page of a creator's listing: the jobs of its models, and the page after it.
+    async fn plan_page(&self, page: &ListingPage) -> Result<Planned, PlanError> {
+        let listed = self
             .api
-            .models_by_user(username, self.selection.include_nsfw)
+            .creator_page(
+                &page.username,
+                self.selection.include_nsfw,
+                page.cursor.as_deref(),
+                page.limit,
+            )
             .await
             .map_err(|source| PlanError::Api {
-                what: format!("creator {username}"),
+                what: page.to_string(),
                 source,
             })?;
         let mut planned = Planned::default();
-        for model in &models {
+        for model in &listed.models {
             match self.plan_listed_model(model, None) {
                 Ok(more) => {
                     planned.jobs.extend(more.jobs);
@@ -403,6 +420,14 @@ impl Planner {
                 // forgotten: it fails the run like a failed target.
                 Err(error) => planned.failures.push(error),
             }
+        }
+        match page.after(listed.next, listed.limit) {
+            After::Page(next) => planned.next = Some(next),
+            After::Done => {}
+            After::Loop(cursor) => planned.failures.push(PlanError::Api {
+                what: page.to_string(),
+                source: ApiError::CursorLoop { cursor },
+            }),
         }
         Ok(planned)
     }

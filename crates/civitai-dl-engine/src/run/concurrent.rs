@@ -2,6 +2,8 @@
 //! downloads under another. It stops starting work when the run stops or the failsafe trips, lets
 //! what is in flight finish, and returns what it did not do, so nothing is lost in a hand-over.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -67,8 +69,16 @@ pub async fn run_concurrent<U: Unit>(
 }
 
 impl<U: Unit> Driver<U> {
-    /// Plan one target under an API permit; its jobs start as soon as they are known.
-    async fn spawn_plan(self: &Arc<Self>, target: U::Target) {
+    /// Plan one target under an API permit; its jobs start as soon as they are known. Boxed
+    /// because a listing's page plans the page after it from inside its task.
+    fn spawn_plan(
+        self: &Arc<Self>,
+        target: U::Target,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.spawn_plan_now(target))
+    }
+
+    async fn spawn_plan_now(self: &Arc<Self>, target: U::Target) {
         let Some(permit) = self.acquire(&self.api).await else {
             lock(&self.not_started).push(Work::Plan(target));
             return;
@@ -78,9 +88,13 @@ impl<U: Unit> Driver<U> {
             let outcome = driver.unit.plan(&target).await;
             drop(permit);
             match outcome {
-                PlanOutcome::Planned(jobs) => {
+                PlanOutcome::Planned { jobs, next } => {
                     for job in jobs {
                         driver.spawn_fetch(job).await;
+                    }
+                    // Once this page's jobs hold their permits, the next page is asked for.
+                    if let Some(next) = next {
+                        driver.spawn_plan(next).await;
                     }
                 }
                 PlanOutcome::Transient(error) => driver.settle_target(target, error),

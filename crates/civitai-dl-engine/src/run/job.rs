@@ -23,7 +23,7 @@ use crate::lock;
 use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
 use crate::observe::{ActiveFile, Reporter};
 use crate::plan::naming::join_inside;
-use crate::plan::{Job, PlanError, Planner, info_path, preview_path};
+use crate::plan::{Job, ListingPage, PlanError, Planned, Planner, Step, info_path, preview_path};
 use crate::run::relocate::{Relocated, relocate};
 use crate::run::{JobOutcome, Mode, Performance, PlanOutcome, Unit, emergency};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
@@ -542,6 +542,36 @@ impl Run {
         }
     }
 
+    /// A creator's listing that broke in an earlier run resumes at the page that failed.
+    fn resume_listing(&self, step: &Step) -> Step {
+        if let Step::Target(Target::User { username }) = step
+            && let Some(cursor) = self.state().listing_cursor(username)
+        {
+            tracing::info!("creator {username}: resuming the listing where the last run broke off");
+            return Step::Page(ListingPage::resumed(username, cursor));
+        }
+        step.clone()
+    }
+
+    /// Remember where a creator's listing stands: the cursor of a page that failed, for the
+    /// rerun to resume at; nothing once the walk is complete.
+    fn keep_listing_place(&self, step: &Step, result: &Result<Planned, PlanError>) {
+        let (username, cursor) = match step {
+            Step::Target(Target::User { username }) => (username, None),
+            Step::Page(page) => (&page.username, page.cursor.clone()),
+            Step::Target(_) => return,
+        };
+        let resume_at = match result {
+            Ok(planned) if planned.next.is_none() => None,
+            Err(_) if cursor.is_some() => cursor,
+            // Mid-walk, or the first page failed: the saved place (if any) still holds.
+            Ok(_) | Err(_) => return,
+        };
+        if let Err(error) = self.state().set_listing_cursor(username, resume_at) {
+            tracing::warn!("creator {username}: where the listing stands was not saved: {error}");
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, StateStore> {
         lock(&self.state)
     }
@@ -552,41 +582,47 @@ impl Run {
 }
 
 impl Unit for Run {
-    type Target = Target;
+    type Target = Step;
     type Job = Job;
     type Error = DownloadError;
     type PlanError = PlanError;
 
-    async fn plan(&self, target: &Target) -> PlanOutcome<Job, PlanError> {
-        match self.planner.plan(target).await {
+    async fn plan(&self, step: &Step) -> PlanOutcome<Step, Job, PlanError> {
+        let step = self.resume_listing(step);
+        let result = self.planner.plan(&step).await;
+        self.keep_listing_place(&step, &result);
+        match result {
             Ok(planned) => {
                 for error in planned.failures {
-                    self.give_up_target(target, error);
+                    self.give_up_target(&step, error);
                 }
                 self.report()
                     .skipped_versions
                     .extend(planned.skipped.iter().map(ToString::to_string));
                 self.reporter.on_planned(planned.jobs.len() as u64);
-                PlanOutcome::Planned(planned.jobs)
+                PlanOutcome::Planned {
+                    jobs: planned.jobs,
+                    next: planned.next.map(Step::Page),
+                }
             }
-            Err(_) if self.cancel.is_cancelled() => PlanOutcome::Planned(Vec::new()),
+            Err(_) if self.cancel.is_cancelled() => PlanOutcome::nothing(),
             Err(error) if error.is_transient() => PlanOutcome::Transient(error),
             Err(error) => {
-                self.give_up_target(target, error);
-                PlanOutcome::Planned(Vec::new())
+                self.give_up_target(&step, error);
+                PlanOutcome::nothing()
             }
         }
     }
 
-    fn give_up_target(&self, target: &Target, error: PlanError) {
+    fn give_up_target(&self, step: &Step, error: PlanError) {
         tracing::error!("{error}");
         self.report().failed_targets.push(TargetFailure {
-            target: target.to_string(),
+            target: step.to_string(),
             reason: error.to_string(),
         });
     }
 
-    fn defer_target(&self, _target: &Target, error: &PlanError) {
+    fn defer_target(&self, _step: &Step, error: &PlanError) {
         tracing::warn!("{error}; the sequential path will try it again");
     }
 

@@ -113,11 +113,22 @@ pub enum JobOutcome<J, E> {
 
 /// What planning one target gave.
 #[derive(Debug, PartialEq)]
-pub enum PlanOutcome<J, E> {
-    /// Its jobs (none when it failed for good, which the unit has recorded).
-    Planned(Vec<J>),
+pub enum PlanOutcome<T, J, E> {
+    /// Its jobs (none when it failed for good, which the unit has recorded), and what to plan
+    /// after them: the next page of a listing, planned once this page's jobs are under way.
+    Planned { jobs: Vec<J>, next: Option<T> },
     /// It failed for a passing reason; the driver decides, as for a job's.
     Transient(E),
+}
+
+impl<T, J, E> PlanOutcome<T, J, E> {
+    /// Nothing to do, and nothing after it.
+    pub fn nothing() -> Self {
+        PlanOutcome::Planned {
+            jobs: Vec::new(),
+            next: None,
+        }
+    }
 }
 
 /// What the drivers run. Futures are `Send` so the concurrent driver can spawn them.
@@ -135,7 +146,7 @@ pub trait Unit: Send + Sync + 'static {
     fn plan(
         &self,
         target: &Self::Target,
-    ) -> impl Future<Output = PlanOutcome<Self::Job, Self::PlanError>> + Send;
+    ) -> impl Future<Output = PlanOutcome<Self::Target, Self::Job, Self::PlanError>> + Send;
     /// Record a transient planning failure as final.
     fn give_up_target(&self, target: &Self::Target, error: Self::PlanError);
     /// Record that a transiently failed target goes back to the queue.

@@ -68,7 +68,7 @@ impl Unit for Stub {
     type Error = String;
     type PlanError = String;
 
-    async fn plan(&self, target: &u32) -> PlanOutcome<u32, String> {
+    async fn plan(&self, target: &u32) -> PlanOutcome<u32, u32, String> {
         let first = !self.events().contains(&Event::Planned(*target));
         self.push(Event::Planned(*target));
         if self.trips_on == Some(*target) {
@@ -79,7 +79,11 @@ impl Unit for Stub {
         if first && self.plan_fails_once.contains(target) {
             return PlanOutcome::Transient(format!("target {target} failed"));
         }
-        PlanOutcome::Planned(vec![target * 10 + 1, target * 10 + 2])
+        PlanOutcome::Planned {
+            jobs: vec![target * 10 + 1, target * 10 + 2],
+            // Targets of 100 and more are pages of a listing: each has a next page, down to 100.
+            next: (*target > 100).then(|| target - 1),
+        }
     }
 
     fn give_up_target(&self, target: &u32, _error: String) {
@@ -310,4 +314,30 @@ fn modes() {
             connections: Connections::One
         }
     );
+}
+
+/// Each page's jobs, the page after it, then the rest of the queue: the listing pages of one
+/// creator in order, on either driver.
+#[tokio::test]
+async fn a_listings_next_page_is_planned_after_its_jobs_on_both_drivers() {
+    for concurrent in [false, true] {
+        let mut queue = vec![Work::Plan(102)];
+        queue.extend(fetches([5]));
+        let stub = run(Stub::default(), concurrent, queue).await;
+        let planned: Vec<u32> = stub
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Planned(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(planned, [102, 101, 100], "concurrent: {concurrent}");
+        let mut processed: Vec<u32> = stub.processed().into_iter().map(|(j, _)| j).collect();
+        if !concurrent {
+            assert_eq!(processed, [1021, 1022, 1011, 1012, 1001, 1002, 5]);
+        }
+        processed.sort_unstable();
+        assert_eq!(processed, [5, 1001, 1002, 1011, 1012, 1021, 1022]);
+    }
 }

@@ -124,6 +124,7 @@ fn snapshot_bytes(records: &[FileRecord]) -> Vec<u8> {
     serde_json::to_vec_pretty(&Snapshot {
         version: FORMAT_VERSION,
         files: Cow::Borrowed(records),
+        listings: Cow::Owned(Default::default()),
     })
     .unwrap()
 }
@@ -200,7 +201,7 @@ proptest! {
         let path = dir.path().join("state.json");
         fs::write(&path, &bytes).unwrap();
         match load_snapshot(&path) {
-            Ok(table) => {
+            Ok((table, _)) => {
                 let snapshot: Snapshot = serde_json::from_slice(&bytes).unwrap();
                 prop_assert_eq!(snapshot.version, FORMAT_VERSION);
                 prop_assert!(table.records.len() <= snapshot.files.len());
