@@ -17,8 +17,8 @@ use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
 use serde_json::Value;
 
 use crate::support::{
-    FAST_RETRIES, Sandbox, Scenario, assert_verified, download, first_file, model, poll_until,
-    range_start, ranges_of, run, serve,
+    FAST_RETRIES, Sandbox, Scenario, assert_verified, download, download_with_retries, first_file,
+    model, poll_until, range_start, ranges_of, run, serve, wait_with_timeout,
 };
 
 const KIB: u64 = 1024;
@@ -122,7 +122,17 @@ fn low_threshold_config(sandbox: &Sandbox) -> PathBuf {
 
 /// `download <model>` with 4 segments above a 1 MiB threshold.
 fn segmented_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Command {
-    let mut cmd = download(server, sandbox);
+    segmented_download_with_retries(server, sandbox, model, FAST_RETRIES)
+}
+
+/// [`segmented_download`] with other retry waits (milliseconds, comma-separated).
+fn segmented_download_with_retries(
+    server: &FakeCivitai,
+    sandbox: &Sandbox,
+    model: &FakeModel,
+    retry_delays_ms: &str,
+) -> Command {
+    let mut cmd = download_with_retries(server, sandbox, retry_delays_ms);
     cmd.arg(model.id.to_string())
         .args([EXPERIMENTAL, "--segments", &SEGMENTS.to_string()])
         .arg("--config")
@@ -710,4 +720,30 @@ fn segments_share_the_files_retry_budget() {
         recorded_segments(&dest).is_some_and(|s| s.iter().all(|s| s.done > 0)),
         "every segment keeps what it received for the next run"
     );
+}
+
+// Regression: `--min-speed` was judged on the one-stream path only, so a segment crawling far
+// below it held its connection (and the file) for hours.
+#[test]
+fn a_crawling_segment_is_abandoned_by_the_minimum_speed() {
+    let m = model(508, "Checkpoint", 6 * MIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            bandwidth: Some(512),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    // One retry: each attempt takes a whole window to judge.
+    let mut cmd = segmented_download_with_retries(&server, &sandbox, &m, "20");
+    let log = sandbox.root().join("stderr.log");
+    cmd.args(["--min-speed", "4096", "--min-speed-window", "1"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    let code = wait_with_timeout(&mut child, Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("minimum speed"), "{stderr}");
 }

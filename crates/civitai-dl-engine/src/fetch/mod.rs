@@ -372,6 +372,11 @@ impl Downloader {
         }
     }
 
+    /// `--min-speed` and its window, for each body copy.
+    fn min_speed(&self) -> (u64, Duration) {
+        (self.options.min_speed, self.options.min_speed_window)
+    }
+
     fn refuses_ranges(&self, host: &str) -> bool {
         lock(&self.single_stream_hosts).contains(host)
     }

@@ -275,6 +275,7 @@ impl Segments<'_> {
             part,
             limit: segment.len() - segment.done,
             flush: FlushEvery::Bytes(FLUSH_BYTES),
+            min_speed: fetcher.min_speed(),
         };
         let written = copy
             .run(

@@ -1,7 +1,7 @@
 //! The one-stream transfer: continue the `.part` from its length with one request, hashing as
 //! the bytes arrive (a resumed transfer first re-hashes the prefix it continues), then fsync.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, ETAG};
@@ -126,10 +126,7 @@ impl FileFetch<'_> {
         let handle = part.open(offset).await?;
         let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, handle);
         self.progress.set(offset, total);
-        let options = &fetcher.options;
-        let mut speed = SpeedCheck::new(options.min_speed, options.min_speed_window);
         let mut first_chunk = offset == 0;
-        let mut received = 0u64;
         let copy = BodyCopy {
             cancel: &fetcher.cancel,
             progress: self.progress,
@@ -137,18 +134,12 @@ impl FileFetch<'_> {
             part,
             limit: u64::MAX,
             flush: FlushEvery::Interval(FLUSH_EVERY),
+            min_speed: fetcher.min_speed(),
         };
         let content_type = header(&response, CONTENT_TYPE).unwrap_or_default();
         let inspect = |chunk: &[u8]| {
             if std::mem::take(&mut first_chunk) {
                 reject_markup(file.kind, &content_type, chunk)?;
-            }
-            received += chunk.len() as u64;
-            if let Some(bytes_per_sec) = speed.record(chunk.len() as u64) {
-                return Err(DownloadError::TooSlow {
-                    bytes_per_sec,
-                    written: received,
-                });
             }
             hasher.update(chunk);
             Ok(())
@@ -228,56 +219,4 @@ fn read_at(path: &std::path::Path, offset: u64, len: usize) -> std::io::Result<V
     let mut bytes = vec![0; len];
     file.read_exact(&mut bytes)?;
     Ok(bytes)
-}
-
-/// Tracks speed over a window for `--min-speed`.
-struct SpeedCheck {
-    min: u64,
-    window: Duration,
-    started: Instant,
-    bytes: u64,
-}
-
-impl SpeedCheck {
-    fn new(min: u64, window: Duration) -> SpeedCheck {
-        SpeedCheck {
-            min,
-            window,
-            started: Instant::now(),
-            bytes: 0,
-        }
-    }
-
-    /// Count bytes; at the end of each window, the speed if it was too low.
-    fn record(&mut self, bytes: u64) -> Option<u64> {
-        if self.min == 0 {
-            return None;
-        }
-        self.bytes += bytes;
-        let elapsed = self.started.elapsed();
-        if elapsed < self.window {
-            return None;
-        }
-        let speed = (self.bytes as f64 / elapsed.as_secs_f64()) as u64;
-        self.started = Instant::now();
-        self.bytes = 0;
-        (speed < self.min).then_some(speed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn speed_check_only_judges_full_windows() {
-        let mut off = SpeedCheck::new(0, Duration::ZERO);
-        assert_eq!(off.record(1), None);
-        let mut strict = SpeedCheck::new(1_000_000_000, Duration::from_millis(1));
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(
-            strict.record(1).is_some(),
-            "a full window below the minimum"
-        );
-    }
 }

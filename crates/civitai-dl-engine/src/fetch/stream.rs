@@ -35,6 +35,9 @@ pub(crate) struct BodyCopy<'a> {
     /// Bytes this copy may write at most.
     pub(crate) limit: u64,
     pub(crate) flush: FlushEvery,
+    /// `--min-speed`: bytes per second over a window (0 = off). Judged per connection, so a
+    /// segment crawling far below it gives up its connection like a one-stream transfer.
+    pub(crate) min_speed: (u64, Duration),
 }
 
 impl BodyCopy<'_> {
@@ -51,6 +54,7 @@ impl BodyCopy<'_> {
         let mut written = 0u64;
         let mut unflushed = 0u64;
         let mut flushed_at = Instant::now();
+        let mut speed = SpeedCheck::new(self.min_speed.0, self.min_speed.1);
         let ended = loop {
             let chunk = tokio::select! {
                 () = self.cancel.cancelled() => break Err(DownloadError::Cancelled),
@@ -74,6 +78,12 @@ impl BodyCopy<'_> {
             unflushed += data.len() as u64;
             self.progress.advance(data.len() as u64);
             self.reporter.on_bytes(data.len() as u64);
+            if let Some(bytes_per_sec) = speed.record(data.len() as u64) {
+                break Err(DownloadError::TooSlow {
+                    bytes_per_sec,
+                    written,
+                });
+            }
             let due = match self.flush {
                 FlushEvery::Interval(every) => flushed_at.elapsed() >= every,
                 FlushEvery::Bytes(bytes) => unflushed >= bytes,
@@ -92,5 +102,57 @@ impl BodyCopy<'_> {
 
     async fn flush(&self, writer: &mut BufWriter<File>) -> Result<(), DownloadError> {
         writer.flush().await.map_err(|e| self.part.io("write", e))
+    }
+}
+
+/// Tracks speed over a window for `--min-speed`.
+struct SpeedCheck {
+    min: u64,
+    window: Duration,
+    started: Instant,
+    bytes: u64,
+}
+
+impl SpeedCheck {
+    fn new(min: u64, window: Duration) -> SpeedCheck {
+        SpeedCheck {
+            min,
+            window,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Count bytes; at the end of each window, the speed if it was too low.
+    fn record(&mut self, bytes: u64) -> Option<u64> {
+        if self.min == 0 {
+            return None;
+        }
+        self.bytes += bytes;
+        let elapsed = self.started.elapsed();
+        if elapsed < self.window {
+            return None;
+        }
+        let speed = (self.bytes as f64 / elapsed.as_secs_f64()) as u64;
+        self.started = Instant::now();
+        self.bytes = 0;
+        (speed < self.min).then_some(speed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_check_only_judges_full_windows() {
+        let mut off = SpeedCheck::new(0, Duration::ZERO);
+        assert_eq!(off.record(1), None);
+        let mut strict = SpeedCheck::new(1_000_000_000, Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            strict.record(1).is_some(),
+            "a full window below the minimum"
+        );
     }
 }
