@@ -82,7 +82,7 @@ pub(super) async fn transfer(
             part,
             meta: Mutex::new(meta),
             last_save: Mutex::new(Instant::now()),
-            saving: Mutex::new(()),
+            saving: Mutex::new(None),
         },
     };
     let segments = run.ledger.lock().segments.clone().unwrap_or_default();
@@ -101,7 +101,7 @@ pub(super) async fn transfer(
                 // Every range refused as forbidden, all at once with the same URL: the URL has
                 // expired, not the parallelism. The segments stay recorded; a fresh URL
                 // continues every one of them in parallel.
-                run.ledger.save();
+                run.ledger.save().await;
                 return Err(fetch.renew_or_refuse(host, 403, "every range was refused".into()));
             }
             if round.refused.iter().any(|s| *s != 403) {
@@ -128,7 +128,7 @@ pub(super) async fn transfer(
             }
         }
     }
-    run.ledger.save();
+    run.ledger.save().await;
     if let Some(error) = round.failure {
         if matches!(error, DownloadError::BadRange { .. }) {
             // The file is not what the record says any more: start over.
@@ -302,8 +302,10 @@ struct Ledger<'a> {
     part: &'a PartFile,
     meta: Mutex<PartMeta>,
     last_save: Mutex<Instant>,
-    /// Held while a record is written: saves share one temp file.
-    saving: Mutex<()>,
+    /// The save under way, if any. Saves sync the `.part`, so they run on the blocking pool,
+    /// not on the runtime thread that streams the segments; one at a time, since they share a
+    /// temp file.
+    saving: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Ledger<'_> {
@@ -328,36 +330,46 @@ impl Ledger<'_> {
             *last = Instant::now();
             meta.clone()
         };
-        // Saved outside the record's lock, so the other segments keep streaming while this one
-        // syncs; a save already under way makes this one unnecessary (it claims as much or less,
-        // and a record claiming less than is on disk only costs re-fetching a range).
-        if let Ok(_saving) = self.saving.try_lock() {
-            self.write(&snapshot);
+        // A save still under way makes this one unnecessary: it claims as much or less, and a
+        // record claiming less than is on disk only costs re-fetching a range.
+        let mut saving = lock(&self.saving);
+        if saving
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished)
+        {
+            *saving = Some(self.write_in_background(snapshot));
         }
     }
 
-    fn save(&self) {
+    /// The final record of this attempt, once any save under way has landed (so an older
+    /// record can never be written over it, nor after the file is committed).
+    async fn save(&self) {
+        let under_way = lock(&self.saving).take();
+        if let Some(handle) = under_way {
+            let _ = handle.await;
+        }
         let snapshot = self.lock().clone();
-        let _saving = lock(&self.saving);
-        self.write(&snapshot);
+        let _ = self.write_in_background(snapshot).await;
     }
 
     /// A lost progress record only costs re-downloading a range, so a failed write here is
     /// logged, not fatal. The record itself is Replace, not Durable (losing the latest one only
     /// rewinds progress); the data it claims is synced before it is written.
-    fn write(&self, meta: &PartMeta) {
-        // The data first: a record must never claim bytes a power cut could still lose (they
-        // would read back as zeros, which nothing catches in a file without a published hash).
-        let synced = std::fs::File::open(&self.part.path).and_then(|f| f.sync_data());
-        if let Err(error) = synced {
-            tracing::debug!("cannot sync segment data, progress not recorded: {error}");
-            return;
-        }
-        let json = serde_json::to_vec(meta).unwrap_or_default();
-        if let Err(error) = write_atomic_blocking(&self.part.meta_path, &json, Durability::Replace)
-        {
-            tracing::debug!("cannot record segment progress: {error}");
-        }
+    fn write_in_background(&self, meta: PartMeta) -> tokio::task::JoinHandle<()> {
+        let (path, meta_path) = (self.part.path.clone(), self.part.meta_path.clone());
+        tokio::task::spawn_blocking(move || {
+            // The data first: a record must never claim bytes a power cut could still lose
+            // (they would read back as zeros, which nothing catches in a file without a
+            // published hash).
+            if let Err(error) = std::fs::File::open(&path).and_then(|f| f.sync_data()) {
+                tracing::debug!("cannot sync segment data, progress not recorded: {error}");
+                return;
+            }
+            let json = serde_json::to_vec(&meta).unwrap_or_default();
+            if let Err(error) = write_atomic_blocking(&meta_path, &json, Durability::Replace) {
+                tracing::debug!("cannot record segment progress: {error}");
+            }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PartMeta> {
