@@ -396,6 +396,9 @@ fn segmented_download_falls_back_to_one_stream_when_ranges_are_refused() {
         vec![m.clone()],
         Knobs {
             storage_refuses_ranges_when_concurrent: true,
+            // Slow enough that the parallel GETs overlap however loaded the machine is (at full
+            // speed one could end before the next arrived, and nothing would be refused).
+            bandwidth: Some(2 * MIB),
             ..Knobs::default()
         },
     );
