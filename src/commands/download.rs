@@ -105,6 +105,7 @@ pub(super) async fn execute(
         request.layout,
         request.metadata,
     );
+    planner.expect(&request.targets).await;
     if request.dry_run {
         return show_plan(&planner, &request.targets, json, &cancel).await;
     }

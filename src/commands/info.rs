@@ -35,6 +35,7 @@ pub(super) async fn show_plan(
     json: bool,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Exit> {
+    planner.expect(targets).await;
     let mut all: Vec<FileFacts> = Vec::new();
     let mut failed = false;
     let mut steps: VecDeque<Step> = targets.iter().cloned().map(Step::Target).collect();

@@ -1039,3 +1039,35 @@ fn a_listing_page_that_keeps_failing_is_asked_for_in_smaller_pages() {
         "the smaller size is kept for the later pages: {limits:?}"
     );
 }
+
+// Regression (issue 9.3, 11.1): a list of model ids cost one metadata request per id, so 10,000
+// ids took 33 minutes at the default rate before the first download, and again on every rerun.
+// Ids are asked for 100 at a time (`/models?ids=`); what the batch lacks is asked for alone.
+#[test]
+fn a_list_of_model_ids_is_planned_in_batches_of_a_hundred() {
+    let models = creators_models(12_401, 150);
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let list = sandbox.root().join("ids.txt");
+    let mut ids: Vec<String> = models.iter().map(|m| m.id.to_string()).collect();
+    ids.push("999999".into());
+    std::fs::write(&list, ids.join("\n")).expect("write the list");
+    let per_model_requests = |server: &FakeCivitai| {
+        let stats = server.stats();
+        stats.api_requests() - stats.listings().len() as u64 - stats.download_route_requests()
+    };
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("--from-file").arg(&list);
+    let ran = run(cmd);
+    ran.expect_code(1);
+    assert!(ran.stderr.contains("999999"), "{}", ran.stderr);
+    assert_eq!(model_files(&sandbox), 150, "{}", ran.stderr);
+    let batches = server.stats().listings();
+    assert_eq!(batches.len(), 2, "{batches:?}");
+    assert!(batches.iter().all(|b| !b.ids.is_empty()));
+    assert_eq!(
+        per_model_requests(&server),
+        1,
+        "only the id the batch lacks is asked for alone"
+    );
+}

@@ -172,6 +172,8 @@ struct ModelQuery<'a> {
     username: Option<String>,
     types: Vec<&'a str>,
     search: Option<String>,
+    /// `ids=1,2,3` and `ids=1&ids=2` alike, as Civitai accepts both.
+    ids: Vec<u64>,
 }
 
 impl<'a> ModelQuery<'a> {
@@ -215,6 +217,12 @@ impl<'a> ModelQuery<'a> {
             username: params.get("username").map(str::to_lowercase),
             types: params.all("types"),
             search,
+            ids: params
+                .all("ids")
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(|id| id.trim().parse().map_err(|_| bad("ids must be integers")))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -224,6 +232,7 @@ impl<'a> ModelQuery<'a> {
             .as_ref()
             .is_none_or(|u| model.creator.to_lowercase() == *u)
             && (self.types.is_empty() || self.types.contains(&model.model_type.as_str()))
+            && (self.ids.is_empty() || self.ids.contains(&model.id))
     }
 
     /// Filters the real server applies after the LIMIT, which is why pages can come up short.
@@ -320,6 +329,7 @@ pub(crate) async fn list_models(
     lock(&shared.stats.listings).push(ListingRequest {
         cursor: params.get("cursor").map(str::to_owned),
         limit: params.get("limit").map(str::to_owned),
+        ids: params.all("ids").join(","),
         storage_requests_before: shared.stats.storage_requests(),
     });
     if let Some(fault) = shared.listing_fault(&params) {

@@ -74,6 +74,8 @@ pub struct ListingRequest {
     pub cursor: Option<String>,
     /// The `limit` parameter, if any.
     pub limit: Option<String>,
+    /// The `ids` asked for, comma-joined (empty when none).
+    pub ids: String,
     /// Storage requests the server had seen when this listing request arrived (whether
     /// downloads of earlier pages started before this page was asked for).
     pub storage_requests_before: u64,

@@ -498,6 +498,14 @@ async fn listing_filters_nsfw_and_pages_with_short_pages() {
     assert_eq!(ids, [2, 5]);
     let (ids, _) = walk(&client, &server, "query=alpha").await;
     assert_eq!(ids, [1]);
+    let (ids, _) = walk(&client, &server, "ids=5,2,9&nsfw=true").await;
+    assert_eq!(ids, [2, 5], "comma-joined ids, unknown ones left out");
+    let (ids, _) = walk(&client, &server, "ids=1&ids=2&ids=3").await;
+    assert_eq!(
+        ids,
+        [1, 3],
+        "repeated ids keys; the nsfw filter still applies"
+    );
 
     let (_, first) = get_json(
         &client,

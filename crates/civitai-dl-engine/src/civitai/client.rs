@@ -47,15 +47,17 @@ pub struct WithRaw<T> {
     pub raw: Value,
 }
 
-/// One page of a creator's listing.
+/// One page of a model listing.
 #[derive(Debug)]
-pub struct CreatorPage {
+pub struct ModelsPage {
     /// The models on it that could be read.
     pub models: Vec<WithRaw<Model>>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<String>,
     /// The page size that worked (smaller than asked when bigger pages kept failing).
     pub limit: u32,
+    /// `nextPage` said more follow, without a cursor to get there.
+    more_without_cursor: bool,
 }
 
 /// The client. Cheap to share behind an `Arc`.
@@ -140,29 +142,67 @@ impl ApiClient {
         self.get_json(&format!("/api/v1/model-versions/{id}")).await
     }
 
-    /// One page of a creator's models, starting at `cursor` (the first page without one). Each
-    /// retry asks for half as many models as the attempt before, down to [`MIN_PAGE_LIMIT`]: a
-    /// page of 100 models with all their versions is the request most likely to outlast a
-    /// gateway's timeout. Without `include_nsfw` the API's default SFW-only filter applies.
+    /// One page of a creator's models, starting at `cursor` (the first page without one).
+    /// Without `include_nsfw` the API's default SFW-only filter applies.
     pub async fn creator_page(
         &self,
         username: &str,
         include_nsfw: bool,
         cursor: Option<&str>,
         limit: u32,
-    ) -> Result<CreatorPage, ApiError> {
+    ) -> Result<ModelsPage, ApiError> {
+        let mut filter = format!("username={}", encode(username));
+        if include_nsfw {
+            filter.push_str("&nsfw=true");
+        }
+        let page = self.models_page(&filter, cursor, limit).await?;
+        if page.next.is_none() && page.more_without_cursor {
+            tracing::warn!(
+                "creator {username}: Civitai says more pages follow but gives no cursor; the \
+                 listing may be incomplete"
+            );
+        }
+        Ok(page)
+    }
+
+    /// The models with these ids (at most [`PAGE_LIMIT`]), in one request instead of one each:
+    /// `GET /api/v1/models?ids=…&nsfw=true`. Ids the answer leaves out (unknown, hidden) are
+    /// simply missing; the caller asks for them alone to learn why.
+    pub async fn models_by_ids(&self, ids: &[u64]) -> Result<Vec<WithRaw<Model>>, ApiError> {
+        let joined: Vec<String> = ids.iter().map(u64::to_string).collect();
+        // nsfw=true: without it the listing drops every model and version that is not PG.
+        let filter = format!("ids={}&nsfw=true", joined.join(","));
+        let mut models = Vec::new();
+        let mut cursor: Option<String> = None;
+        // Never more pages than ids: a cursor that keeps coming back cannot loop here.
+        for _ in 0..=ids.len() {
+            let page = self
+                .models_page(&filter, cursor.as_deref(), PAGE_LIMIT)
+                .await?;
+            models.extend(page.models);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(models)
+    }
+
+    /// One page of `GET /api/v1/models?<filter>`. Each retry asks for half as many models as
+    /// the attempt before, down to [`MIN_PAGE_LIMIT`]: a page of 100 models with all their
+    /// versions is the request most likely to outlast a gateway's timeout.
+    async fn models_page(
+        &self,
+        filter: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<ModelsPage, ApiError> {
         let asked = std::sync::atomic::AtomicU32::new(limit);
         let path = |attempt: usize| {
             let shrunk =
                 (limit >> attempt.saturating_sub(1).min(31)).max(MIN_PAGE_LIMIT.min(limit));
             asked.store(shrunk, Ordering::Relaxed);
-            let mut query = format!(
-                "/api/v1/models?username={}&limit={shrunk}",
-                encode(username)
-            );
-            if include_nsfw {
-                query.push_str("&nsfw=true");
-            }
+            let mut query = format!("/api/v1/models?{filter}&limit={shrunk}");
             if let Some(cursor) = cursor {
                 query.push_str(&format!("&cursor={}", encode(cursor)));
             }
@@ -176,7 +216,7 @@ impl ApiClient {
             match Model::deserialize(&raw) {
                 Ok(value) => models.push(WithRaw { value, raw }),
                 Err(error) => tracing::warn!(
-                    "creator {username}: skipped model {} that could not be read: {error}",
+                    "skipped model {} that could not be read: {error}",
                     raw.get("id").cloned().unwrap_or_default()
                 ),
             }
@@ -189,14 +229,9 @@ impl ApiClient {
             .clone()
             .filter(|c| !c.is_empty())
             .or_else(|| next_page.and_then(cursor_of_next_page));
-        if next.is_none() && next_page.is_some() {
-            tracing::warn!(
-                "creator {username}: Civitai says more pages follow but gives no cursor; the \
-                 listing may be incomplete"
-            );
-        }
-        Ok(CreatorPage {
+        Ok(ModelsPage {
             models,
+            more_without_cursor: next.is_none() && next_page.is_some(),
             next,
             limit: asked.into_inner(),
         })

@@ -8,5 +8,5 @@ mod error;
 pub mod target;
 pub mod wire;
 
-pub use client::{ApiClient, ApiOptions, CreatorPage, MIN_PAGE_LIMIT, PAGE_LIMIT, WithRaw};
+pub use client::{ApiClient, ApiOptions, MIN_PAGE_LIMIT, ModelsPage, PAGE_LIMIT, WithRaw};
 pub use error::{ApiError, classify_failure};

@@ -4,10 +4,12 @@
 //! directory with a check that it cannot escape it; two files that would land on the same path
 //! are told apart by their file id, never overwritten.
 
+mod batch;
 mod file;
 mod listing;
 pub mod naming;
 
+use batch::Prefetch;
 pub use file::{FileKind, PlannedFile, Source};
 pub use listing::{After, ListingPage, Step};
 
@@ -245,6 +247,9 @@ pub struct Planner {
     metadata: bool,
     taken_paths: Mutex<HashSet<PathBuf>>,
     planned_keys: Mutex<HashSet<String>>,
+    /// Models fetched ahead in batches; an async lock, so a plan that needs the batch under way
+    /// waits for it instead of asking again.
+    prefetch: tokio::sync::Mutex<Prefetch>,
 }
 
 impl Planner {
@@ -264,7 +269,18 @@ impl Planner {
             metadata,
             taken_paths: Mutex::new(HashSet::new()),
             planned_keys: Mutex::new(HashSet::new()),
+            prefetch: tokio::sync::Mutex::new(Prefetch::default()),
         }
+    }
+
+    /// Tell the planner which targets it will plan, so the models they name can be fetched
+    /// 100 at a time.
+    pub async fn expect(&self, targets: &[Target]) {
+        let ids = targets.iter().filter_map(|target| match target {
+            Target::Model { id, .. } => Some(*id),
+            _ => None,
+        });
+        self.prefetch.lock().await.expect(ids);
     }
 
     /// The jobs for one step (files already planned by an earlier step are left out). A
@@ -283,10 +299,14 @@ impl Planner {
     }
 
     async fn plan_model(&self, id: u64, version: Option<u64>) -> Result<Planned, PlanError> {
-        let model = self.api.model(id).await.map_err(|source| PlanError::Api {
-            what: format!("model {id}"),
-            source,
-        })?;
+        let batched = self.prefetch.lock().await.take(&self.api, id).await;
+        let model = match batched {
+            Some(model) => model,
+            None => self.api.model(id).await.map_err(|source| PlanError::Api {
+                what: format!("model {id}"),
+                source,
+            })?,
+        };
         if let Some(version_id) = version
             && !model
                 .value
