@@ -5,17 +5,11 @@ use serde_json::Value;
 
 use crate::support::{
     KEY, Sandbox, assert_verified, download, first_file, model, run, serve, sha256_file,
+    with_faults,
 };
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-
-/// A model whose only file carries `faults`.
-fn faulty(id: u64, size: u64, faults: FileFaults) -> FakeModel {
-    let mut m = model(id, "LORA", size);
-    m.versions[0].files[0].faults = faults;
-    m
-}
 
 fn with_hash(id: u64, size: u64, hash: PublishedHash) -> FakeModel {
     let mut m = model(id, "LORA", size);
@@ -83,7 +77,7 @@ fn clean_multi_model_run_verifies_files_sidecars_and_previews() {
 
 #[test]
 fn corrupted_first_attempt_is_downloaded_again() {
-    let m = faulty(
+    let m = with_faults(
         21,
         512 * KIB,
         FileFaults {
@@ -112,7 +106,7 @@ fn corrupted_first_attempt_is_downloaded_again() {
 
 #[test]
 fn html_page_instead_of_the_file_is_never_saved_as_the_model() {
-    let m = faulty(
+    let m = with_faults(
         31,
         256 * KIB,
         FileFaults {
@@ -130,7 +124,7 @@ fn html_page_instead_of_the_file_is_never_saved_as_the_model() {
 
 #[test]
 fn html_page_on_every_attempt_fails_without_a_model_file() {
-    let m = faulty(
+    let m = with_faults(
         32,
         256 * KIB,
         FileFaults {

@@ -7,25 +7,22 @@
 //! The fake server's counters are the witnesses: open connections per origin, API arrival times
 //! and the Range header of every storage GET.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use civitai_dl_engine::fetch::{Segment, split};
 use civitai_dl_engine::plan::preview_path;
-use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
+use civitai_dl_fake::{FakeModel, FileFaults, Knobs};
 use serde_json::Value;
 
 use crate::support::{
-    FAST_RETRIES, Sandbox, Scenario, assert_verified, download, first_file, model, poll_until,
-    range_start, ranges_of, run, serve,
+    EXPERIMENTAL, FAST_RETRIES, SEGMENTS, Sandbox, Scenario, assert_verified, download, first_file,
+    model, poll_until, range_start, ranges_of, run, segmented_download, serve, with_faults,
 };
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-const EXPERIMENTAL: &str = "--enable-experimental-performance";
-/// The segment count the segmented tests ask for.
-const SEGMENTS: usize = 4;
 
 /// `count` one-file LORA models with consecutive ids from `first_id`.
 fn models(first_id: u64, count: u64, size: u64) -> Vec<FakeModel> {
@@ -47,13 +44,6 @@ fn throttled(latency_ms: u64) -> Knobs {
 /// The models' ids as download targets.
 fn targets(models: &[FakeModel]) -> Vec<String> {
     models.iter().map(|m| m.id.to_string()).collect()
-}
-
-/// A model whose only file has `faults`.
-fn with_faults(id: u64, size: u64, faults: FileFaults) -> FakeModel {
-    let mut m = model(id, "LORA", size);
-    m.versions[0].files[0].faults = faults;
-    m
 }
 
 fn assert_all_verified(sandbox: &Sandbox, models: &[FakeModel]) {
@@ -111,23 +101,6 @@ fn failsafe_warnings(stderr: &str) -> Vec<&str> {
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("failsafe"))
         .collect()
-}
-
-/// A config file lowering the segment threshold to 1 MiB, so a few-MiB file is segmented.
-fn low_threshold_config(sandbox: &Sandbox) -> PathBuf {
-    let path = sandbox.root().join("segments.toml");
-    std::fs::write(&path, "[experimental]\nsegment_threshold_mib = 1\n").expect("write config");
-    path
-}
-
-/// `download <model>` with 4 segments above a 1 MiB threshold.
-fn segmented_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Command {
-    let mut cmd = download(server, sandbox);
-    cmd.arg(model.id.to_string())
-        .args([EXPERIMENTAL, "--segments", &SEGMENTS.to_string()])
-        .arg("--config")
-        .arg(low_threshold_config(sandbox));
-    cmd
 }
 
 /// The start offsets of ranged GETs (the `bytes=0-0` size probe excluded), sorted.
