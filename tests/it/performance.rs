@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use crate::support::{
     EXPERIMENTAL, FAST_RETRIES, SEGMENTS, Sandbox, Scenario, assert_verified, download, first_file,
-    model, poll_until, range_start, ranges_of, run, segmented_download, serve, with_faults,
+    len_or_zero, model, poll_until, range_start, ranges_of, run, segmented_download, serve,
+    with_faults,
 };
 
 const KIB: u64 = 1024;
@@ -490,8 +491,7 @@ fn emergency_stop_then_rerun(first_id: u64, extra_args: &[&str], stop: StopFile)
         ".part files are kept: {:?}",
         sandbox.downloads()
     );
-    let state = sandbox.state();
-    assert!(state["files"].is_array(), "state saved: {state:#}");
+    assert_stopped_state_is_resumable(&sandbox, models.len());
 
     std::fs::remove_file(&stop_file).expect("remove the stop file");
     server.set_knobs(Knobs::default());
@@ -500,6 +500,42 @@ fn emergency_stop_then_rerun(first_id: u64, extra_args: &[&str], stop: StopFile)
     assert!(
         !sandbox.downloads().iter().any(|p| is_part(p)),
         "{:?}",
+        sandbox.downloads()
+    );
+}
+
+/// The state saved by a stopped run: each model file recorded so far is `done` (and in place) or
+/// `pending` (the stop is no failure), at least one pending file keeps a non-empty `.part` for
+/// the rerun, and not every file was done.
+fn assert_stopped_state_is_resumable(sandbox: &Sandbox, files: usize) {
+    let state = sandbox.state();
+    let records = state["files"].as_array().expect("state has files");
+    let mut done = 0;
+    let mut resumable = 0;
+    for record in records {
+        let path = sandbox
+            .out
+            .join(record["relative_path"].as_str().expect("relative_path"));
+        let part = path.with_file_name(format!(
+            "{}.part",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        match record["status"].as_str() {
+            Some("done") => {
+                assert!(path.is_file(), "done but missing: {record:#}");
+                done += 1;
+            }
+            Some("pending") => {
+                assert!(!path.exists(), "pending but in place: {record:#}");
+                resumable += usize::from(len_or_zero(&part) > 0);
+            }
+            _ => panic!("a stopped file is done or pending: {record:#}"),
+        }
+    }
+    assert!(done < files, "the stop came before the end: {state:#}");
+    assert!(
+        resumable >= 1,
+        "a pending file keeps its .part: {state:#}\n{:?}",
         sandbox.downloads()
     );
 }
