@@ -17,20 +17,13 @@ use civitai_dl_fake::{FakeModel, FileFaults, Knobs};
 use serde_json::Value;
 
 use crate::support::{
-    EXPERIMENTAL, FAST_RETRIES, SEGMENTS, Sandbox, Scenario, assert_verified, download, first_file,
-    len_or_zero, model, poll_until, range_start, ranges_of, run, segmented_download, serve,
-    with_faults,
+    EXPERIMENTAL, FAST_RETRIES, SEGMENTS, Sandbox, Scenario, assert_verified, cut_after, download,
+    first_file, len_or_zero, model, models, poll_until, range_start, ranges_of, run,
+    segmented_download, serve, with_faults,
 };
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-
-/// `count` one-file LORA models with consecutive ids from `first_id`.
-fn models(first_id: u64, count: u64, size: u64) -> Vec<FakeModel> {
-    (first_id..first_id + count)
-        .map(|id| model(id, "LORA", size))
-        .collect()
-}
 
 /// API answers `latency_ms` late, storage at 1 MiB/s per connection: slow enough that work in
 /// flight overlaps observably.
@@ -240,16 +233,7 @@ fn rate_limit_holds_under_concurrency() {
 fn failsafe_switches_to_sequential_under_an_error_burst_and_finishes_everything() {
     const CUT: u64 = 128 * KIB;
     let models: Vec<FakeModel> = (401..413)
-        .map(|id| {
-            with_faults(
-                id,
-                512 * KIB,
-                FileFaults {
-                    reset_after: Some((CUT, 1)),
-                    ..FileFaults::default()
-                },
-            )
-        })
+        .map(|id| cut_after(id, 512 * KIB, CUT, 1))
         .collect();
     let server = serve(
         models.clone(),
@@ -320,14 +304,7 @@ fn segmented_download_uses_four_ranges_and_verifies() {
 fn segmented_download_survives_a_reset_in_one_segment() {
     const CUT: u64 = 256 * KIB;
     // Attempt 1 is the size probe, so attempt 2 is the first segment to arrive.
-    let m = with_faults(
-        502,
-        6 * MIB,
-        FileFaults {
-            reset_after: Some((CUT, 2)),
-            ..FileFaults::default()
-        },
-    );
+    let m = cut_after(502, 6 * MIB, CUT, 2);
     let server = serve(vec![m.clone()], Knobs::default());
     let sandbox = Sandbox::new();
     run(segmented_download(&server, &sandbox, &m)).expect_code(0);
@@ -642,14 +619,7 @@ fn files_failing_during_the_burst_are_handed_to_the_sequential_path() {
 fn an_expired_url_mid_file_is_renewed_and_the_host_keeps_its_parallel_ranges() {
     // 2 MiB segments at 1 MiB/s take 2 s; the URL lives 0.6 s and one segment is cut after
     // 1 MiB, so its retry asks with an expired URL while the other segments still stream.
-    let first = with_faults(
-        505,
-        8 * MIB,
-        FileFaults {
-            reset_after: Some((MIB, 2)),
-            ..FileFaults::default()
-        },
-    );
+    let first = cut_after(505, 8 * MIB, MIB, 2);
     let second = model(506, "Checkpoint", 8 * MIB);
     let server = serve(
         vec![first.clone(), second.clone()],
@@ -692,14 +662,7 @@ fn an_expired_url_mid_file_is_renewed_and_the_host_keeps_its_parallel_ranges() {
 // segment.
 #[test]
 fn segments_share_the_files_retry_budget() {
-    let m = with_faults(
-        507,
-        6 * MIB,
-        FileFaults {
-            reset_after: Some((64 * KIB, 1000)),
-            ..FileFaults::default()
-        },
-    );
+    let m = cut_after(507, 6 * MIB, 64 * KIB, 1000);
     let server = serve(vec![m.clone()], Knobs::default());
     let sandbox = Sandbox::new();
     let ran = run(segmented_download(&server, &sandbox, &m));

@@ -1,29 +1,23 @@
 //! Tests found missing by a mutation probe: one-line breakages of the engine that left the whole
 //! suite green. Each test names the breakage it catches; together they pin down the resume hash
 //! check, the key staying off the storage host on every path, the shared `Retry-After` pause, the
-//! failsafe's hand-over to the sequential path, 429s not counting as failures, the signed-URL
-//! cache and the body sniffing of files with a published hash.
+//! failsafe's hand-over to the sequential path, and 429s not counting as failures. The probe's
+//! other findings are checked beside the tests they complete (resume, state, strategy, bench,
+//! performance, regressions).
 
 use std::time::Duration;
 
 use civitai_dl_engine::plan::preview_path;
-use civitai_dl_fake::{FakeModel, FileFaults, Knobs};
+use civitai_dl_fake::Knobs;
 
 use crate::support::{
     EXPERIMENTAL, KEY, SEGMENTS, Sandbox, Scenario, assert_key_only_at_api, assert_verified,
-    download, download_with_retries, first_file, low_threshold_config, model, range_start,
-    ranges_of, run, segmented_download, serve, with_faults,
+    cut_after, download, download_with_retries, first_file, low_threshold_config, model, models,
+    range_start, ranges_of, run, segmented_download, serve,
 };
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-
-/// `count` one-file LORA models of `size` bytes with consecutive ids from `first_id`.
-fn models(first_id: u64, count: u64, size: u64) -> Vec<FakeModel> {
-    (first_id..first_id + count)
-        .map(|id| model(id, "LORA", size))
-        .collect()
-}
 
 /// The N of the failsafe's "finishing the remaining N item(s)" line, if it was logged.
 fn remaining_after_switch(stderr: &str) -> Option<usize> {
@@ -37,14 +31,7 @@ fn remaining_after_switch(stderr: &str) -> Option<usize> {
 #[test]
 fn a_resumed_part_with_a_corrupted_prefix_is_fetched_again_and_verified() {
     const CUT: u64 = 256 * KIB;
-    let m = with_faults(
-        1101,
-        MIB,
-        FileFaults {
-            reset_after: Some((CUT, 2)),
-            ..FileFaults::default()
-        },
-    );
+    let m = cut_after(1101, MIB, CUT, 2);
     let file = first_file(&m).clone();
     let server = serve(vec![m], Knobs::default());
     let sandbox = Sandbox::new();
@@ -98,14 +85,7 @@ fn the_key_stays_off_segment_requests() {
 #[test]
 fn the_key_stays_off_a_resumed_range_request() {
     const CUT: u64 = 128 * KIB;
-    let m = with_faults(
-        1112,
-        512 * KIB,
-        FileFaults {
-            reset_after: Some((CUT, 1)),
-            ..FileFaults::default()
-        },
-    );
+    let m = cut_after(1112, 512 * KIB, CUT, 1);
     let server = serve(vec![m.clone()], Knobs::default());
     let sandbox = Sandbox::new();
     let mut cmd = download(&server, &sandbox);
@@ -320,53 +300,4 @@ fn a_burst_of_429s_does_not_trip_the_failsafe() {
         scenario.server.stats().api_requests() >= 3 + 12,
         "the 429s were answered and retried"
     );
-}
-
-/// Catches: the body sniffing skipped when Civitai published a hash. A JSON error body sent as
-/// `application/octet-stream` without a length would then fail the hash twice the same way and
-/// be kept as `<name>.unverified`, as if Civitai's hash were wrong; it must be refused as what it
-/// is, and a later good answer downloaded.
-#[test]
-fn a_json_error_body_is_refused_even_when_a_hash_is_published() {
-    let always = with_faults(
-        1171,
-        256 * KIB,
-        FileFaults {
-            json_error_attempts: 100,
-            ..FileFaults::default()
-        },
-    );
-    let once = with_faults(
-        1172,
-        256 * KIB,
-        FileFaults {
-            json_error_attempts: 1,
-            ..FileFaults::default()
-        },
-    );
-    let server = serve(vec![always.clone(), once.clone()], Knobs::default());
-
-    let sandbox = Sandbox::new();
-    let mut cmd = download(&server, &sandbox);
-    cmd.args(["1171", "--json"]);
-    let ran = run(cmd);
-    let report = ran.expect_code(1).json();
-    assert_eq!(report["files"][0]["status"], "failed", "{report:#}");
-    let reason = report["files"][0]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("error document"), "{reason}");
-    assert!(
-        sandbox.downloads().is_empty(),
-        "nothing kept, not even as .unverified: {:?}",
-        sandbox.downloads()
-    );
-
-    let sandbox = Sandbox::new();
-    let mut cmd = download(&server, &sandbox);
-    cmd.arg("1172");
-    run(cmd).expect_code(0);
-    assert_verified(
-        &sandbox.out.join(&first_file(&once).name),
-        first_file(&once),
-    );
-    assert_eq!(ranges_of(&server, first_file(&once).id).len(), 2);
 }

@@ -6,26 +6,15 @@ use std::time::Duration;
 use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
 
 use crate::support::{
-    Sandbox, assert_verified, download, download_with_retries, first_file, interrupt, len_or_zero,
-    model, range_start, ranges_of, run, serve, start_download_until_part_grows, wait_with_timeout,
-    with_faults,
+    Sandbox, assert_verified, cut_after, download, download_with_retries, first_file, interrupt,
+    len_or_zero, model, range_start, ranges_of, run, serve, start_download_until_part_grows,
+    wait_with_timeout, with_faults,
 };
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 /// Slow enough that a 4 MiB file is still in flight when the test stops the run.
 const SLOW_BYTES_PER_SEC: u64 = 256 * KIB;
-
-fn cut_after(id: u64, size: u64, bytes: u64) -> FakeModel {
-    with_faults(
-        id,
-        size,
-        FileFaults {
-            reset_after: Some((bytes, 1)),
-            ..FileFaults::default()
-        },
-    )
-}
 
 /// Starts a download of `model_id` in the background and waits until its `.part` holds bytes.
 fn start_slow_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Child {
@@ -48,7 +37,7 @@ fn assert_resumed_from_offset(server: &FakeCivitai, file_id: u64) -> u64 {
 #[test]
 fn connection_cut_mid_file_resumes_with_a_range_request() {
     const CUT: u64 = 300 * KIB;
-    let m = cut_after(81, 2 * MIB, CUT);
+    let m = cut_after(81, 2 * MIB, CUT, 1);
     let server = serve(vec![m.clone()], Knobs::default());
     let sandbox = Sandbox::new();
     let mut cmd = download(&server, &sandbox);
@@ -129,7 +118,7 @@ fn ctrl_c_exits_130_keeps_the_part_and_a_rerun_completes() {
 
 #[test]
 fn expired_signed_url_is_resolved_again() {
-    let m = cut_after(84, MIB, 128 * KIB);
+    let m = cut_after(84, MIB, 128 * KIB, 1);
     let server = serve(
         vec![m.clone()],
         Knobs {

@@ -32,6 +32,25 @@ pub fn first_file(model: &FakeModel) -> &FakeFile {
     &model.versions[0].files[0]
 }
 
+/// `count` one-file LORA [`model`]s of `size` bytes with consecutive ids from `first_id`.
+pub fn models(first_id: u64, count: u64, size: u64) -> Vec<FakeModel> {
+    (first_id..first_id + count)
+        .map(|id| model(id, "LORA", size))
+        .collect()
+}
+
+/// A [`model`] LORA whose first `attempts` GETs are cut after `bytes` body bytes.
+pub fn cut_after(id: u64, size: u64, bytes: u64, attempts: u32) -> FakeModel {
+    with_faults(
+        id,
+        size,
+        FileFaults {
+            reset_after: Some((bytes, attempts)),
+            ..FileFaults::default()
+        },
+    )
+}
+
 /// A [`model`] LORA whose only file has `faults`.
 pub fn with_faults(id: u64, size: u64, faults: FileFaults) -> FakeModel {
     let mut m = model(id, "LORA", size);
