@@ -59,10 +59,15 @@ fn bench_saves_ratios_and_gates_on_a_baseline() {
         0,
         "{scenario:#}"
     );
-    assert!(matches!(
-        scenario["verdict"].as_str(),
-        Some("PASS" | "FAIL")
-    ));
+    // The speed-up of a 0.05-scale run is noise, so either verdict can come; but it must be the
+    // one the goal gives for the figures saved beside it.
+    let goal = civitai_dl_bench::GOALS
+        .iter()
+        .find(|g| g.scenario == "clean-fast")
+        .expect("clean-fast has a goal");
+    assert_eq!(scenario["target_ratio"].as_f64(), goal.min_speed_up);
+    let expected = if goal.reached(ratio) { "PASS" } else { "FAIL" };
+    assert_eq!(scenario["verdict"], expected, "{scenario:#}");
 
     // Ratios of a 0.05-scale run swing widely, so the gate is shown with baselines far on either
     // side (the exact boundary is unit-tested in bench.rs).

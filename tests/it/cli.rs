@@ -6,8 +6,8 @@ use civitai_dl_fake::{FakeModel, Knobs};
 use serde_json::Value;
 
 use crate::support::{
-    FAST_RETRIES, Sandbox, assert_verified, civitai_dl, download, first_file, info, model, run,
-    serve,
+    FAST_RETRIES, KEY, Sandbox, assert_key_only_at_api, assert_verified, civitai_dl, download,
+    first_file, info, model, run, serve,
 };
 
 const KIB: u64 = 1024;
@@ -115,13 +115,15 @@ fn targets_from_file_version_air_and_url() {
         .arg(&list)
         .args(["--version", "4030"])
         .arg("urn:air:sdxl:lora:civitai:404@4040")
-        .arg("https://civitai.com/models/405/some-slug?modelVersionId=4050");
+        .arg("https://civitai.com/models/405/some-slug?modelVersionId=4050")
+        // With a key, so that a key reaching storage would be seen.
+        .args(["--api-key", KEY]);
     let ran = run(cmd);
     ran.expect_code(0);
     for m in &models {
         assert_verified(&sandbox.out.join(&first_file(m).name), first_file(m));
     }
-    assert_eq!(server.stats().auth_at_storage(), 0);
+    assert_key_only_at_api(&server);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 
 use civitai_dl_fake::{Access, FakeModel, Knobs};
 
-use crate::support::{KEY, Sandbox, assert_verified, download, first_file, model, run, serve};
+use crate::support::{
+    KEY, Sandbox, assert_key_only_at_api, assert_verified, download, first_file, model, run, serve,
+};
 
 const KIB: u64 = 1024;
 
@@ -65,7 +67,7 @@ fn login_required_with_a_valid_key_downloads() {
     cmd.args(["103", "--api-key", KEY]);
     run(cmd).expect_code(0);
     assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
-    assert_eq!(server.stats().auth_at_storage(), 0);
+    assert_key_only_at_api(&server);
 }
 
 #[test]
@@ -77,6 +79,7 @@ fn login_required_with_the_key_from_the_environment_downloads() {
     cmd.arg("104").env("CIVITAI_TOKEN", KEY);
     run(cmd).expect_code(0);
     assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
+    assert_key_only_at_api(&server);
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod download;
 mod errors;
 mod monitor;
 mod performance;
+mod probes;
 mod regressions;
 mod resume;
 mod safety;

@@ -7,32 +7,23 @@
 //! The fake server's counters are the witnesses: open connections per origin, API arrival times
 //! and the Range header of every storage GET.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use civitai_dl_engine::fetch::{Segment, split};
 use civitai_dl_engine::plan::preview_path;
-use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
+use civitai_dl_fake::{FakeModel, FileFaults, Knobs};
 use serde_json::Value;
 
 use crate::support::{
-    FAST_RETRIES, Sandbox, Scenario, assert_verified, download, download_with_retries, first_file,
-    model, poll_until, range_start, ranges_of, run, serve, wait_with_timeout,
+    EXPERIMENTAL, FAST_RETRIES, SEGMENTS, Sandbox, Scenario, assert_verified, cut_after, download,
+    first_file, len_or_zero, model, models, poll_until, range_start, ranges_of, run,
+    segmented_download, segmented_download_with_retries, serve, wait_with_timeout, with_faults,
 };
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-const EXPERIMENTAL: &str = "--enable-experimental-performance";
-/// The segment count the segmented tests ask for.
-const SEGMENTS: usize = 4;
-
-/// `count` one-file LORA models with consecutive ids from `first_id`.
-fn models(first_id: u64, count: u64, size: u64) -> Vec<FakeModel> {
-    (first_id..first_id + count)
-        .map(|id| model(id, "LORA", size))
-        .collect()
-}
 
 /// API answers `latency_ms` late, storage at 1 MiB/s per connection: slow enough that work in
 /// flight overlaps observably.
@@ -47,13 +38,6 @@ fn throttled(latency_ms: u64) -> Knobs {
 /// The models' ids as download targets.
 fn targets(models: &[FakeModel]) -> Vec<String> {
     models.iter().map(|m| m.id.to_string()).collect()
-}
-
-/// A model whose only file has `faults`.
-fn with_faults(id: u64, size: u64, faults: FileFaults) -> FakeModel {
-    let mut m = model(id, "LORA", size);
-    m.versions[0].files[0].faults = faults;
-    m
 }
 
 fn assert_all_verified(sandbox: &Sandbox, models: &[FakeModel]) {
@@ -111,33 +95,6 @@ fn failsafe_warnings(stderr: &str) -> Vec<&str> {
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("failsafe"))
         .collect()
-}
-
-/// A config file lowering the segment threshold to 1 MiB, so a few-MiB file is segmented.
-fn low_threshold_config(sandbox: &Sandbox) -> PathBuf {
-    let path = sandbox.root().join("segments.toml");
-    std::fs::write(&path, "[experimental]\nsegment_threshold_mib = 1\n").expect("write config");
-    path
-}
-
-/// `download <model>` with 4 segments above a 1 MiB threshold.
-fn segmented_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Command {
-    segmented_download_with_retries(server, sandbox, model, FAST_RETRIES)
-}
-
-/// [`segmented_download`] with other retry waits (milliseconds, comma-separated).
-fn segmented_download_with_retries(
-    server: &FakeCivitai,
-    sandbox: &Sandbox,
-    model: &FakeModel,
-    retry_delays_ms: &str,
-) -> Command {
-    let mut cmd = download_with_retries(server, sandbox, retry_delays_ms);
-    cmd.arg(model.id.to_string())
-        .args([EXPERIMENTAL, "--segments", &SEGMENTS.to_string()])
-        .arg("--config")
-        .arg(low_threshold_config(sandbox));
-    cmd
 }
 
 /// The start offsets of ranged GETs (the `bytes=0-0` size probe excluded), sorted.
@@ -276,16 +233,7 @@ fn rate_limit_holds_under_concurrency() {
 fn failsafe_switches_to_sequential_under_an_error_burst_and_finishes_everything() {
     const CUT: u64 = 128 * KIB;
     let models: Vec<FakeModel> = (401..413)
-        .map(|id| {
-            with_faults(
-                id,
-                512 * KIB,
-                FileFaults {
-                    reset_after: Some((CUT, 1)),
-                    ..FileFaults::default()
-                },
-            )
-        })
+        .map(|id| cut_after(id, 512 * KIB, CUT, 1))
         .collect();
     let server = serve(
         models.clone(),
@@ -356,14 +304,7 @@ fn segmented_download_uses_four_ranges_and_verifies() {
 fn segmented_download_survives_a_reset_in_one_segment() {
     const CUT: u64 = 256 * KIB;
     // Attempt 1 is the size probe, so attempt 2 is the first segment to arrive.
-    let m = with_faults(
-        502,
-        6 * MIB,
-        FileFaults {
-            reset_after: Some((CUT, 2)),
-            ..FileFaults::default()
-        },
-    );
+    let m = cut_after(502, 6 * MIB, CUT, 2);
     let server = serve(vec![m.clone()], Knobs::default());
     let sandbox = Sandbox::new();
     run(segmented_download(&server, &sandbox, &m)).expect_code(0);
@@ -530,8 +471,7 @@ fn emergency_stop_then_rerun(first_id: u64, extra_args: &[&str], stop: StopFile)
         ".part files are kept: {:?}",
         sandbox.downloads()
     );
-    let state = sandbox.state();
-    assert!(state["files"].is_array(), "state saved: {state:#}");
+    assert_stopped_state_is_resumable(&sandbox, models.len());
 
     std::fs::remove_file(&stop_file).expect("remove the stop file");
     server.set_knobs(Knobs::default());
@@ -540,6 +480,42 @@ fn emergency_stop_then_rerun(first_id: u64, extra_args: &[&str], stop: StopFile)
     assert!(
         !sandbox.downloads().iter().any(|p| is_part(p)),
         "{:?}",
+        sandbox.downloads()
+    );
+}
+
+/// The state saved by a stopped run: each model file recorded so far is `done` (and in place) or
+/// `pending` (the stop is no failure), at least one pending file keeps a non-empty `.part` for
+/// the rerun, and not every file was done.
+fn assert_stopped_state_is_resumable(sandbox: &Sandbox, files: usize) {
+    let state = sandbox.state();
+    let records = state["files"].as_array().expect("state has files");
+    let mut done = 0;
+    let mut resumable = 0;
+    for record in records {
+        let path = sandbox
+            .out
+            .join(record["relative_path"].as_str().expect("relative_path"));
+        let part = path.with_file_name(format!(
+            "{}.part",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        match record["status"].as_str() {
+            Some("done") => {
+                assert!(path.is_file(), "done but missing: {record:#}");
+                done += 1;
+            }
+            Some("pending") => {
+                assert!(!path.exists(), "pending but in place: {record:#}");
+                resumable += usize::from(len_or_zero(&part) > 0);
+            }
+            _ => panic!("a stopped file is done or pending: {record:#}"),
+        }
+    }
+    assert!(done < files, "the stop came before the end: {state:#}");
+    assert!(
+        resumable >= 1,
+        "a pending file keeps its .part: {state:#}\n{:?}",
         sandbox.downloads()
     );
 }
@@ -646,14 +622,7 @@ fn files_failing_during_the_burst_are_handed_to_the_sequential_path() {
 fn an_expired_url_mid_file_is_renewed_and_the_host_keeps_its_parallel_ranges() {
     // 2 MiB segments at 1 MiB/s take 2 s; the URL lives 0.6 s and one segment is cut after
     // 1 MiB, so its retry asks with an expired URL while the other segments still stream.
-    let first = with_faults(
-        505,
-        8 * MIB,
-        FileFaults {
-            reset_after: Some((MIB, 2)),
-            ..FileFaults::default()
-        },
-    );
+    let first = cut_after(505, 8 * MIB, MIB, 2);
     let second = model(506, "Checkpoint", 8 * MIB);
     let server = serve(
         vec![first.clone(), second.clone()],
@@ -696,14 +665,7 @@ fn an_expired_url_mid_file_is_renewed_and_the_host_keeps_its_parallel_ranges() {
 // segment.
 #[test]
 fn segments_share_the_files_retry_budget() {
-    let m = with_faults(
-        507,
-        6 * MIB,
-        FileFaults {
-            reset_after: Some((64 * KIB, 1000)),
-            ..FileFaults::default()
-        },
-    );
+    let m = cut_after(507, 6 * MIB, 64 * KIB, 1000);
     let server = serve(vec![m.clone()], Knobs::default());
     let sandbox = Sandbox::new();
     let ran = run(segmented_download(&server, &sandbox, &m));

@@ -163,45 +163,62 @@ fn a_short_part_answered_with_416_is_downloaded_again_not_published() {
 /// Defect 3: a JSON error body disguised as a binary file must never become the model.
 #[test]
 fn a_json_error_body_served_as_a_binary_is_never_saved_as_the_model() {
-    let always = model_with(
-        1003,
-        256 * KIB,
-        PublishedHash::Missing,
-        FileFaults {
-            json_error_attempts: 100,
-            ..FileFaults::default()
-        },
-    );
-    let once = model_with(
-        1004,
-        256 * KIB,
-        PublishedHash::Missing,
-        FileFaults {
-            json_error_attempts: 1,
-            ..FileFaults::default()
-        },
-    );
+    json_error_body_is_refused_then_recovered_from(1003, PublishedHash::Missing);
+}
+
+// Catches: the body sniffing skipped when Civitai published a hash. The JSON error would then
+// fail the hash twice the same way and be kept as `<name>.unverified`, as if Civitai's hash were
+// wrong, instead of being refused as what it is.
+#[test]
+fn a_json_error_body_is_refused_even_when_a_hash_is_published() {
+    json_error_body_is_refused_then_recovered_from(1013, PublishedHash::Correct);
+}
+
+/// Files publishing `hash` served as a JSON error body (`application/octet-stream`, no length):
+/// model `id` on every attempt, which fails without keeping anything, and model `id + 1` on the
+/// first attempt only, which is then downloaded.
+fn json_error_body_is_refused_then_recovered_from(id: u64, hash: PublishedHash) {
+    let json_errors = |id, attempts| {
+        model_with(
+            id,
+            256 * KIB,
+            hash,
+            FileFaults {
+                json_error_attempts: attempts,
+                ..FileFaults::default()
+            },
+        )
+    };
+    let (always, once) = (json_errors(id, 100), json_errors(id + 1, 1));
     let server = serve(vec![always.clone(), once.clone()], Knobs::default());
 
     let sandbox = Sandbox::new();
     let mut cmd = download(&server, &sandbox);
-    cmd.arg("1003");
-    run(cmd).expect_code(1);
+    cmd.args([&always.id.to_string(), "--json"]);
+    let ran = run(cmd);
+    let report = ran.expect_code(1).json();
     assert!(
         ranges_of(&server, first_file(&always).id).len() > 1,
         "the error body was retried"
     );
-    let dest = sandbox.out.join(&first_file(&always).name);
-    assert!(!dest.exists(), "the JSON error became the model");
+    assert_eq!(report["files"][0]["status"], "failed", "{report:#}");
+    let reason = report["files"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("error document"), "{reason}");
+    assert!(
+        sandbox.downloads().is_empty(),
+        "the JSON error was kept, as the model or as .unverified: {:?}",
+        sandbox.downloads()
+    );
 
     let sandbox = Sandbox::new();
     let mut cmd = download(&server, &sandbox);
-    cmd.arg("1004");
+    cmd.arg(once.id.to_string());
     run(cmd).expect_code(0);
     assert_verified(
         &sandbox.out.join(&first_file(&once).name),
         first_file(&once),
     );
+    assert_eq!(ranges_of(&server, first_file(&once).id).len(), 2);
 }
 
 /// Defect 4: a file kept as `.unverified` stays one file across reruns and is moved, not fetched

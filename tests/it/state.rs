@@ -111,13 +111,26 @@ fn quota_stops_the_run_with_exit_3_and_saves_state() {
         "after the quota answer nothing else is tried"
     );
     assert_eq!(sandbox.state_record(first.id)["status"], "done");
-    let last = first_file(&models[2]).id;
+    // The second file met the quota (one attempt, recorded for the rerun); the run stopped
+    // before the third was even planned, so it has no record at all.
+    let second = sandbox.state_record(first_file(&models[1]).id);
+    assert_eq!(second["attempts"], 1, "{second:#}");
+    assert!(
+        second["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("quota")),
+        "{second:#}"
+    );
     let state = sandbox.state();
-    let untouched = state["files"]
+    let recorded: Vec<&serde_json::Value> = state["files"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["file"]["id"] == last)
-        .all(|r| r["attempts"] == 0);
-    assert!(untouched, "the third file was attempted: {state:#}");
+        .map(|r| &r["file"]["id"])
+        .collect();
+    assert_eq!(
+        recorded,
+        [first.id, first_file(&models[1]).id],
+        "the third file was touched: {state:#}"
+    );
 }

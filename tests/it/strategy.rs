@@ -21,9 +21,18 @@ fn ids(models: &[civitai_dl_fake::FakeModel]) -> Vec<String> {
 /// The plan's load test: 100 models in one run, success rate reported (> 99 %: here every one).
 #[test]
 fn load_one_hundred_models_in_one_run() {
+    // Every API answer takes at least this long, so the reported latencies have a floor.
+    const LATENCY_MS: u64 = 3;
     let models = models(100, 16 * KIB);
-    let server = serve(models.clone(), Knobs::default());
+    let server = serve(
+        models.clone(),
+        Knobs {
+            api_latency: Duration::from_millis(LATENCY_MS),
+            ..Knobs::default()
+        },
+    );
     for experimental in [false, true] {
+        let api_before = server.stats().api_requests();
         let sandbox = Sandbox::new();
         let mut cmd = download(&server, &sandbox);
         cmd.args(ids(&models)).args(["--no-metadata", "--json"]);
@@ -38,9 +47,18 @@ fn load_one_hundred_models_in_one_run() {
         assert_eq!(metrics["files_failed"], 0);
         assert_eq!(metrics["success_rate"], 1.0);
         assert!(metrics["files_per_hour"].as_f64().unwrap() > 0.0);
+        let api = &metrics["api"];
+        assert_eq!(
+            api["requests"].as_u64(),
+            Some(server.stats().api_requests() - api_before),
+            "every API request the server saw is counted: {metrics:#}"
+        );
+        let percentile = |p: &str| api[p].as_f64().unwrap();
         assert!(
-            metrics["api"]["p99_ms"].as_f64().unwrap()
-                >= metrics["api"]["p50_ms"].as_f64().unwrap()
+            LATENCY_MS as f64 <= percentile("p50_ms")
+                && percentile("p50_ms") <= percentile("p95_ms")
+                && percentile("p95_ms") <= percentile("p99_ms"),
+            "latencies are measured, at least the server's {LATENCY_MS} ms: {metrics:#}"
         );
         for m in &models {
             assert_verified(&sandbox.out.join(&first_file(m).name), first_file(m));

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use civitai_dl_fake::{Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, Knobs};
+use civitai_dl_fake::{Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, FileFaults, Knobs};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -30,6 +30,32 @@ pub fn model(id: u64, model_type: &str, size: u64) -> FakeModel {
 /// The only file of a model built by [`model`] (or the first file of its first version).
 pub fn first_file(model: &FakeModel) -> &FakeFile {
     &model.versions[0].files[0]
+}
+
+/// `count` one-file LORA [`model`]s of `size` bytes with consecutive ids from `first_id`.
+pub fn models(first_id: u64, count: u64, size: u64) -> Vec<FakeModel> {
+    (first_id..first_id + count)
+        .map(|id| model(id, "LORA", size))
+        .collect()
+}
+
+/// A [`model`] LORA whose first `attempts` GETs are cut after `bytes` body bytes.
+pub fn cut_after(id: u64, size: u64, bytes: u64, attempts: u32) -> FakeModel {
+    with_faults(
+        id,
+        size,
+        FileFaults {
+            reset_after: Some((bytes, attempts)),
+            ..FileFaults::default()
+        },
+    )
+}
+
+/// A [`model`] LORA whose only file has `faults`.
+pub fn with_faults(id: u64, size: u64, faults: FileFaults) -> FakeModel {
+    let mut m = model(id, "LORA", size);
+    m.versions[0].files[0].faults = faults;
+    m
 }
 
 /// Starts a fake Civitai serving `models`, accepting [`KEY`].
@@ -193,6 +219,38 @@ pub fn download_with_retries(
     cmd
 }
 
+/// The switch that turns on the experimental concurrent driver, segments and preview pool.
+pub const EXPERIMENTAL: &str = "--enable-experimental-performance";
+/// The segment count the segmented tests ask for.
+pub const SEGMENTS: usize = 4;
+
+/// A config file lowering the segment threshold to 1 MiB, so a few-MiB file is segmented.
+pub fn low_threshold_config(sandbox: &Sandbox) -> PathBuf {
+    let path = sandbox.root().join("segments.toml");
+    std::fs::write(&path, "[experimental]\nsegment_threshold_mib = 1\n").expect("write config");
+    path
+}
+
+/// `download <model>` with [`SEGMENTS`] segments above a 1 MiB threshold.
+pub fn segmented_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeModel) -> Command {
+    segmented_download_with_retries(server, sandbox, model, FAST_RETRIES)
+}
+
+/// [`segmented_download`] with other retry waits (milliseconds, comma-separated).
+pub fn segmented_download_with_retries(
+    server: &FakeCivitai,
+    sandbox: &Sandbox,
+    model: &FakeModel,
+    retry_delays_ms: &str,
+) -> Command {
+    let mut cmd = download_with_retries(server, sandbox, retry_delays_ms);
+    cmd.arg(model.id.to_string())
+        .args([EXPERIMENTAL, "--segments", &SEGMENTS.to_string()])
+        .arg("--config")
+        .arg(low_threshold_config(sandbox));
+    cmd
+}
+
 /// `civitai-dl info` against `server`; append targets and flags.
 pub fn info(server: &FakeCivitai, sandbox: &Sandbox) -> Command {
     let mut cmd = civitai_dl(&server.api_url(), sandbox, FAST_RETRIES);
@@ -272,6 +330,22 @@ pub fn assert_verified(path: &Path, file: &FakeFile) {
         civitai_dl_fake::content_sha256(file.seed, file.size),
         "{} does not hold the served bytes",
         path.display()
+    );
+}
+
+/// Asserts that the API key reached the API host and never the storage host, which did serve
+/// something.
+pub fn assert_key_only_at_api(server: &FakeCivitai) {
+    let stats = server.stats();
+    assert!(stats.auth_at_api() > 0, "the API host never got the key");
+    assert!(
+        stats.storage_requests() > 0,
+        "nothing was fetched from storage"
+    );
+    assert_eq!(
+        stats.auth_at_storage(),
+        0,
+        "the key leaked to the storage host"
     );
 }
 

@@ -59,6 +59,7 @@ pub struct Stats {
     pub(crate) storage_requests: AtomicU64,
     pub(crate) storage_bytes: AtomicU64,
     pub(crate) auth_at_storage: AtomicU64,
+    auth_at_api: AtomicU64,
     pub(crate) api_open: Arc<Gauge>,
     pub(crate) storage_open: Arc<Gauge>,
     pub(crate) ranges: Mutex<Vec<(u64, Option<String>)>>,
@@ -91,6 +92,7 @@ impl Stats {
             storage_requests: AtomicU64::new(0),
             storage_bytes: AtomicU64::new(0),
             auth_at_storage: AtomicU64::new(0),
+            auth_at_api: AtomicU64::new(0),
             api_open: Arc::default(),
             storage_open: Arc::default(),
             ranges: Mutex::default(),
@@ -113,6 +115,8 @@ impl Stats {
         storage_bytes;
         /// Storage requests that carried any `Authorization` header (a key leak; must stay 0).
         auth_at_storage;
+        /// API requests that carried an `Authorization` header (where the key belongs).
+        auth_at_api;
         /// High-water mark of concurrently open storage responses (open until the body ends or
         /// drops).
         max_concurrent_storage => storage_open.high_water;
@@ -142,6 +146,9 @@ impl Stats {
 
     pub(crate) fn record_api_request(&self, path: &str, headers: &HeaderMap) {
         self.api_requests.fetch_add(1, Ordering::SeqCst);
+        if headers.contains_key(header::AUTHORIZATION) {
+            self.auth_at_api.fetch_add(1, Ordering::SeqCst);
+        }
         if path.starts_with(DOWNLOAD_ROUTE_PREFIX) {
             self.download_route_requests.fetch_add(1, Ordering::SeqCst);
         }

@@ -585,6 +585,11 @@ async fn me_checks_the_key() {
         let res = request.send().await.expect("request");
         assert_eq!(res.status(), status, "{auth:?}");
     }
+    assert_eq!(
+        server.stats().auth_at_api(),
+        2,
+        "the two requests with a key"
+    );
     let (status, me) = get_json(&client, &format!("{url}?token={KEY}")).await;
     assert_eq!(
         (status, me["username"].as_str()),
