@@ -712,3 +712,39 @@ fn a_crawling_segment_is_abandoned_by_the_minimum_speed() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("minimum speed"), "{stderr}");
 }
+
+// Issue 9.2: the range a reset left went over one connection in the next attempt while the
+// others sat idle, which made a segmented file with one fault barely faster than one stream.
+// It is split over the idle connections (in pieces of at least 4 MiB).
+#[test]
+fn a_range_left_by_a_reset_is_split_over_the_idle_connections() {
+    const CUT: u64 = MIB;
+    let m = with_faults(
+        509,
+        40 * MIB,
+        FileFaults {
+            reset_after: Some((CUT, 2)),
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            bandwidth: Some(4 * MIB),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    run(segmented_download(&server, &sandbox, &m)).expect_code(0);
+    let file = first_file(&m);
+    assert_verified(&sandbox.out.join(&file.name), file);
+    let ranges = ranges_of(&server, file.id);
+    let retries = segment_starts(&ranges[1 + SEGMENTS..]);
+    let left = 10 * MIB - CUT;
+    assert_eq!(
+        retries.len(),
+        2,
+        "the 9 MiB left go over two connections: {ranges:?}"
+    );
+    assert_eq!(retries[1] - retries[0], left / 2, "{ranges:?}");
+}

@@ -70,6 +70,41 @@ pub fn split(total: u64, count: usize) -> Vec<Segment> {
         .collect()
 }
 
+/// The segments with the largest unfinished ranges split in two until `connections` ranges are
+/// unfinished (or no range left is worth splitting: under `2 × min_piece`). A range that a reset
+/// left for the next attempt, or the few left after a resume, then go over every connection
+/// instead of one. Done bytes stay where they are, so the result tiles the file like its input
+/// and a record of either is a valid one.
+pub(crate) fn rebalance(segments: &[Segment], connections: usize, min_piece: u64) -> Vec<Segment> {
+    let mut segments = segments.to_vec();
+    let remaining = |s: &Segment| s.len().saturating_sub(s.done);
+    while segments.iter().filter(|s| !s.is_done()).count() < connections {
+        let Some((index, largest)) = segments
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, s)| remaining(s))
+            .map(|(i, s)| (i, *s))
+        else {
+            break;
+        };
+        let left = remaining(&largest);
+        if left < 2 * min_piece.max(1) {
+            break;
+        }
+        let middle = largest.start + largest.done + left / 2;
+        segments[index].end = middle;
+        segments.insert(
+            index + 1,
+            Segment {
+                start: middle,
+                end: largest.end,
+                done: 0,
+            },
+        );
+    }
+    segments
+}
+
 /// Bytes from the start of the file that are on disk without a hole.
 pub fn contiguous_prefix(segments: &[Segment]) -> u64 {
     let mut prefix = 0;
@@ -420,6 +455,47 @@ pub(crate) async fn preallocate(part: &PartFile, total: u64) -> Result<(), Downl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rebalancing_splits_the_largest_unfinished_ranges_and_keeps_the_tiling() {
+        let mib = 1024 * 1024;
+        let segments = [
+            Segment {
+                start: 0,
+                end: 10 * mib,
+                done: mib,
+            },
+            Segment {
+                start: 10 * mib,
+                end: 20 * mib,
+                done: 10 * mib,
+            },
+        ];
+        let split = rebalance(&segments, 4, mib);
+        assert_eq!(
+            split.iter().filter(|s| !s.is_done()).count(),
+            4,
+            "{split:?}"
+        );
+        assert_eq!(split[0].start, 0);
+        assert_eq!(split[0].done, mib, "done bytes stay in their segment");
+        assert!(
+            split.windows(2).all(|w| w[0].end == w[1].start),
+            "{split:?}"
+        );
+        assert_eq!(split.last().map(|s| s.end), Some(20 * mib));
+        assert_eq!(contiguous_prefix(&split), mib);
+        assert_eq!(
+            rebalance(&segments, 4, 5 * mib).len(),
+            2,
+            "9 MiB left: not worth two 5 MiB pieces"
+        );
+        assert_eq!(
+            rebalance(&segments, 1, mib),
+            segments,
+            "enough ranges already"
+        );
+    }
 
     #[test]
     fn split_covers_every_byte_once() {

@@ -12,7 +12,9 @@
 //! file's retry policy decides about the next attempt, which resumes each segment where it
 //! stopped. One budget per file: a retry loop per segment inside the file's loop made a dead host
 //! cost attempts × attempts requests per segment. An expired URL is renewed once and every
-//! unfinished segment continues with the new one.
+//! unfinished segment continues with the new one. When fewer ranges are unfinished than there are
+//! connections (a range a reset left, or the few left after a resume), the largest are split in
+//! two, down to 4 MiB pieces, so the idle connections share them (`part::rebalance`).
 //!
 //! Hashing: ranges arrive out of order, so the hash cannot be streamed. The finished file is
 //! re-read once at the end; with hardware SHA-256 that costs about 0.6 s per GiB from the page
@@ -32,7 +34,8 @@ use tokio::io::AsyncSeekExt;
 use crate::fetch::error::DownloadError;
 use crate::fetch::hash::hash_file;
 use crate::fetch::part::{
-    PartFile, PartMeta, Segment, recorded_segments_usable, start_segments, sync, without_segments,
+    PartFile, PartMeta, Segment, rebalance, recorded_segments_usable, start_segments, sync,
+    without_segments,
 };
 use crate::fetch::stream::{BodyCopy, FlushEvery};
 use crate::fetch::validate::{check_size, check_type, parse_content_range};
@@ -46,6 +49,9 @@ use crate::lock;
 const FLUSH_BYTES: u64 = 4 * 1024 * 1024;
 /// `.part.json` is rewritten at most this often while segments run.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// A range is split for an idle connection only into pieces at least this large: below it, the
+/// extra request costs more than the connection would save.
+const MIN_PIECE_BYTES: u64 = 4 * 1024 * 1024;
 /// Write buffer of each segment.
 const SEGMENT_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -61,7 +67,7 @@ pub(super) async fn transfer(
     let url = fetcher.signed_url(file).await?;
     let host = host_of(url.as_url());
     let mut parallel = !fetcher.refuses_ranges(&host) && fetch.connections != Connections::One;
-    let meta = if recorded_segments_usable(&meta, file_len(&part.path).await) {
+    let mut meta = if recorded_segments_usable(&meta, file_len(&part.path).await) {
         meta
     } else if !parallel {
         return fetch.transfer(part, without_segments(meta)).await;
@@ -74,6 +80,11 @@ pub(super) async fn transfer(
             }
         }
     };
+    if parallel && let Some(segments) = &meta.segments {
+        // Fewer unfinished ranges than connections (a range a reset left, or a resume): split
+        // them, so no connection sits idle while one range finishes alone.
+        meta.segments = Some(rebalance(segments, count, MIN_PIECE_BYTES));
+    }
     let total = meta.total.unwrap_or_default();
     let run = Segments {
         fetch,

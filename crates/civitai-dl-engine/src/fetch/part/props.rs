@@ -76,6 +76,26 @@ fn segments() -> impl Strategy<Value = Vec<Segment>> {
     ]
 }
 
+/// Segments that tile a file, each partly done, as a usable record holds them.
+fn tiling() -> impl Strategy<Value = Vec<Segment>> {
+    (
+        proptest::collection::btree_set(1..2_000u64, 1..6),
+        proptest::collection::vec(0.0..=1.0f64, 6),
+    )
+        .prop_map(|(ends, fractions)| {
+            let mut start = 0;
+            ends.into_iter()
+                .zip(fractions)
+                .map(|(end, fraction)| {
+                    let done = ((end - start) as f64 * fraction) as u64;
+                    let segment = Segment { start, end, done };
+                    start = end;
+                    segment
+                })
+                .collect()
+        })
+}
+
 fn meta(source: String, sha256: Option<String>) -> impl Strategy<Value = PartMeta> {
     (
         proptest::option::of(any::<u64>()),
@@ -209,6 +229,30 @@ proptest! {
                 next = segment.end;
             }
             prop_assert_eq!(next, total);
+        }
+    }
+
+    #[test]
+    fn rebalancing_a_usable_record_keeps_it_usable_with_the_same_bytes_done(
+        segments in tiling(),
+        connections in 1..8usize,
+        min_piece in 1..300u64,
+    ) {
+        let total = segments.last().map_or(0, |s| s.end);
+        let meta = PartMeta { total: Some(total), segments: Some(segments.clone()), ..PartMeta::default() };
+        prop_assert!(recorded_segments_usable(&meta, Some(total)), "the generator tiles: {:?}", segments);
+        let split = rebalance(&segments, connections, min_piece);
+        let after = PartMeta { segments: Some(split.clone()), ..meta };
+        prop_assert!(recorded_segments_usable(&after, Some(total)), "{:?} -> {:?}", segments, split);
+        let done = |s: &[Segment]| s.iter().map(|s| s.done).sum::<u64>();
+        prop_assert_eq!(done(&split), done(&segments));
+        prop_assert_eq!(contiguous_prefix(&split), contiguous_prefix(&segments));
+        let unfinished = split.iter().filter(|s| !s.is_done()).count();
+        let before = segments.iter().filter(|s| !s.is_done()).count();
+        prop_assert!(unfinished >= before.min(connections));
+        let new_pieces = split.iter().filter(|s| !segments.iter().any(|o| o.start == s.start));
+        for piece in new_pieces {
+            prop_assert!(piece.len() >= min_piece, "{:?} below {} in {:?}", piece, min_piece, split);
         }
     }
 
