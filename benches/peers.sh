@@ -10,7 +10,8 @@
 #          civitai-dl 4 downloads x 4 segments
 #   raw    one RAW_SIZE-byte file, no cap: curl -o, curl -o + sync, civitai-dl
 # Each is run ROUNDS times, alternating tools; the median time is printed with our speed as a
-# ratio to each peer. aria2c rows are skipped when it is not installed (apt-get install aria2).
+# ratio to each peer. A peer's time includes resolving the signed URLs (one request per file),
+# as civitai-dl's includes its metadata and resolve requests. aria2c rows are skipped when it is not installed (apt-get install aria2).
 # curl and aria2c verify nothing and do not fsync; civitai-dl checks SHA-256, fsyncs and renames.
 #
 #   bash benches/peers.sh                                  # 200 MiB files at 25 MB/s, 3 rounds
@@ -47,6 +48,7 @@ start_server() {
   for _ in $(seq 1 1200); do grep -q '^fake Civitai API' "$WORK/server.txt" 2>/dev/null && break; sleep 0.1; done
   API=$(awk '/^fake Civitai API/ {print $NF}' "$WORK/server.txt")
   KEY=$(awk '/^valid API key/ {print $NF}' "$WORK/server.txt")
+  export API KEY
   [ -n "$API" ] || { cat "$WORK/server.txt"; echo "fake server did not start" >&2; exit 1; }
 }
 
@@ -54,6 +56,16 @@ start_server() {
 signed_url() {
   curl -s -o /dev/null -w '%{redirect_url}' -H "Authorization: Bearer $KEY" \
     "$API/api/download/models/$((2000 + $1))?fileId=$((3000 + $1))"
+}
+export -f signed_url
+
+# peer TOOL ARGS... -- N...: resolve the files' signed URLs (as a user of the peer must, so its
+# time covers the same Civitai request civitai-dl makes) and run TOOL with them appended
+peer() {
+  local tool=() urls=()
+  while [ "$1" != -- ]; do tool+=("$1"); shift; done; shift
+  for n in "$@"; do urls+=("$(signed_url "$n")"); done
+  "${tool[@]}" "${urls[@]}"
 }
 
 now() { date +%s.%N; }
@@ -85,8 +97,8 @@ for workload in $WORKLOADS; do
   one)
     start_server 1 "$SIZE" "$BW"
     for _ in $(seq 1 "$ROUNDS"); do
-      timed curl1 curl -s -o "$WORK/dl/f" "$(signed_url 0)"
-      if [ "$HAVE_ARIA" = 1 ]; then timed aria2c-x4 aria2c -q -x4 -s4 -d "$WORK/dl" -o f "$(signed_url 0)"; fi
+      timed curl1 peer curl -s -o "$WORK/dl/f" -- 0
+      if [ "$HAVE_ARIA" = 1 ]; then timed aria2c-x4 peer aria2c -q -x4 -s4 -d "$WORK/dl" -o f -- 0; fi
       timed seq ours 1000
       timed seg4 ours 1000 "${EXP[@]}" --segments 4
     done
@@ -100,11 +112,10 @@ for workload in $WORKLOADS; do
   four)
     start_server 4 "$SIZE" "$BW"
     for _ in $(seq 1 "$ROUNDS"); do
-      urls=(); for n in 0 1 2 3; do urls+=("$(signed_url $n)"); done
-      timed curl4 bash -c 'for u in "$@"; do curl -s -o "'"$WORK"'/dl/$RANDOM" "$u"; done' _ "${urls[@]}"
+      timed curl4 bash -c 'for n in 0 1 2 3; do curl -s -o "'"$WORK"'/dl/$n" "$(signed_url $n)"; done'
       if [ "$HAVE_ARIA" = 1 ]; then
-        printf '%s\n' "${urls[@]}" >"$WORK/urls.txt"
-        timed aria2c-j4 aria2c -q -j4 -x4 -s4 -d "$WORK/dl" -i "$WORK/urls.txt"
+        timed aria2c-j4 bash -c 'for n in 0 1 2 3; do signed_url $n; echo; done >"'"$WORK"'/urls.txt" &&
+          aria2c -q -j4 -x4 -s4 -d "'"$WORK"'/dl" -i "'"$WORK"'/urls.txt"'
       fi
       timed exp4 ours 1000 1001 1002 1003 "${EXP[@]}" --max-concurrent-downloads 4 --segments 4
     done
@@ -117,8 +128,8 @@ for workload in $WORKLOADS; do
   raw)
     start_server 1 "$RAW_SIZE"
     for _ in $(seq 1 "$ROUNDS"); do
-      timed curlraw curl -s -o "$WORK/dl/f" "$(signed_url 0)"
-      timed curlsync bash -c 'curl -s -o "$1" "$2" && sync "$1"' _ "$WORK/dl/f" "$(signed_url 0)"
+      timed curlraw peer curl -s -o "$WORK/dl/f" -- 0
+      timed curlsync bash -c 'curl -s -o "$1" "$(signed_url 0)" && sync "$1"' _ "$WORK/dl/f"
       timed raw ours 1000
     done
     echo; echo "one file of $((RAW_SIZE / 1048576)) MiB, no cap (loopback)"
