@@ -748,3 +748,67 @@ fn a_range_left_by_a_reset_is_split_over_the_idle_connections() {
     );
     assert_eq!(retries[1] - retries[0], left / 2, "{ranges:?}");
 }
+
+// Issue 9.2: a connection that finished its range early sat idle while a slow one finished
+// alone. It takes the second half of the busiest range's rest (work stealing), and the record
+// stays resumable: killed right after a steal, a rerun continues every recorded range.
+#[test]
+fn a_connection_that_finishes_early_takes_half_of_a_slow_range_and_a_kill_after_it_resumes() {
+    const STALL: u64 = MIB;
+    let m = with_faults(
+        510,
+        64 * MIB,
+        FileFaults {
+            stall_after: Some((STALL, 2)),
+            ..FileFaults::default()
+        },
+    );
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            bandwidth: Some(8 * MIB),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let file = first_file(&m);
+    let dest = sandbox.out.join(&file.name);
+    let mut cmd = segmented_download(&server, &sandbox, &m);
+    cmd.args(["--read-timeout", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    let stole = poll_until(Duration::from_secs(30), || {
+        recorded_segments(&dest).is_some_and(|s| s.len() > SEGMENTS)
+    });
+    child.kill().expect("kill civitai-dl");
+    child.wait().expect("reap civitai-dl");
+    assert!(
+        stole,
+        "no split recorded within 30 s: {:?}",
+        ranges_of(&server, file.id)
+    );
+    let ranges = ranges_of(&server, file.id);
+    let stalled = ranges[1]
+        .as_deref()
+        .and_then(range_start)
+        .expect("a segment range");
+    let rest = 16 * MIB - STALL;
+    assert!(
+        segment_starts(&ranges).contains(&(stalled + STALL + rest / 2)),
+        "the second half of the stalled range's rest was taken: {ranges:?}"
+    );
+    let recorded = recorded_segments(&dest).expect("record kept");
+    let first_run = ranges.len();
+
+    server.set_knobs(Knobs::default());
+    run(segmented_download(&server, &sandbox, &m)).expect_code(0);
+    assert_verified(&dest, file);
+    let rerun = ranges_of(&server, file.id).split_off(first_run);
+    for segment in recorded.iter().filter(|s| s.done < s.end - s.start) {
+        assert!(
+            segment_starts(&rerun).contains(&(segment.start + segment.done)),
+            "the rerun continues {segment:?}: {rerun:?}"
+        );
+    }
+}

@@ -105,6 +105,39 @@ pub(crate) fn rebalance(segments: &[Segment], connections: usize, min_piece: u64
     segments
 }
 
+/// Work stealing: split the busy segment with the most left to receive (counted from
+/// `received`, what its transfer has taken so far, at least its `done`) at the middle of what is
+/// left, and append the second half as a new segment. `None` when nothing busy has `2 ×
+/// min_piece` left. The split keeps the tiling (sorted by start), so a record saved at any
+/// instant stays valid; the busy transfer stops at the new end.
+pub(crate) fn steal(
+    segments: &mut Vec<Segment>,
+    received: &[u64],
+    busy: &[bool],
+    min_piece: u64,
+) -> Option<usize> {
+    let left = |i: usize| {
+        let s = &segments[i];
+        s.len().saturating_sub(received[i].max(s.done))
+    };
+    let index = (0..segments.len())
+        .filter(|&i| busy[i])
+        .max_by_key(|&i| left(i))?;
+    let remaining = left(index);
+    if remaining < 2 * min_piece.max(1) {
+        return None;
+    }
+    let victim = segments[index];
+    let middle = victim.start + received[index].max(victim.done) + remaining / 2;
+    segments[index].end = middle;
+    segments.push(Segment {
+        start: middle,
+        end: victim.end,
+        done: 0,
+    });
+    Some(segments.len() - 1)
+}
+
 /// Bytes from the start of the file that are on disk without a hole.
 pub fn contiguous_prefix(segments: &[Segment]) -> u64 {
     let mut prefix = 0;
@@ -455,6 +488,63 @@ pub(crate) async fn preallocate(part: &PartFile, total: u64) -> Result<(), Downl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stealing_splits_the_busy_segment_with_most_left_after_what_it_received() {
+        let mib = 1024 * 1024;
+        let mut segments = vec![
+            Segment {
+                start: 0,
+                end: 8 * mib,
+                done: 8 * mib,
+            },
+            Segment {
+                start: 8 * mib,
+                end: 24 * mib,
+                done: mib,
+            },
+            Segment {
+                start: 24 * mib,
+                end: 32 * mib,
+                done: 0,
+            },
+        ];
+        let received = [8 * mib, 2 * mib, 0];
+        let busy = [false, true, false];
+        let new = steal(&mut segments, &received, &busy, mib).unwrap();
+        assert_eq!(new, 3);
+        // 14 MiB left after the 2 MiB received: the busy one keeps 7 of them.
+        assert_eq!(segments[1].end, 17 * mib);
+        assert_eq!(
+            segments[3],
+            Segment {
+                start: 17 * mib,
+                end: 24 * mib,
+                done: 0
+            }
+        );
+        let mut sorted = segments.clone();
+        sorted.sort_by_key(|s| s.start);
+        assert!(
+            sorted.windows(2).all(|w| w[0].end == w[1].start),
+            "{sorted:?}"
+        );
+        assert_eq!(
+            steal(&mut segments, &[0; 4], &[false; 4], mib),
+            None,
+            "only busy ones"
+        );
+        let mut small = vec![Segment {
+            start: 0,
+            end: 3 * mib,
+            done: 0,
+        }];
+        assert_eq!(
+            steal(&mut small, &[0], &[true], 2 * mib),
+            None,
+            "too little left"
+        );
+    }
 
     #[test]
     fn rebalancing_splits_the_largest_unfinished_ranges_and_keeps_the_tiling() {

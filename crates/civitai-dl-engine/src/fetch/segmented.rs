@@ -12,9 +12,15 @@
 //! file's retry policy decides about the next attempt, which resumes each segment where it
 //! stopped. One budget per file: a retry loop per segment inside the file's loop made a dead host
 //! cost attempts × attempts requests per segment. An expired URL is renewed once and every
-//! unfinished segment continues with the new one. When fewer ranges are unfinished than there are
-//! connections (a range a reset left, or the few left after a resume), the largest are split in
-//! two, down to 4 MiB pieces, so the idle connections share them (`part::rebalance`).
+//! unfinished segment continues with the new one.
+//!
+//! No connection idles while a range is left (as aria2 splits ranges again): when fewer ranges
+//! are unfinished than there are connections (a range a reset left, or the few left after a
+//! resume), the largest are split at the start of the attempt (`part::rebalance`); and a
+//! connection that finishes early takes the second half of the busiest range's rest, the busy
+//! transfer stopping at the new end (`part::steal`, work stealing). Pieces are at least 4 MiB.
+//! A split is recorded at once and keeps the record a tiling of the file, so a kill at any
+//! instant leaves a record the next run can continue.
 //!
 //! Hashing: ranges arrive out of order, so the hash cannot be streamed. The finished file is
 //! re-read once at the end; with hardware SHA-256 that costs about 0.6 s per GiB from the page
@@ -34,10 +40,10 @@ use tokio::io::AsyncSeekExt;
 use crate::fetch::error::DownloadError;
 use crate::fetch::hash::hash_file;
 use crate::fetch::part::{
-    PartFile, PartMeta, Segment, rebalance, recorded_segments_usable, start_segments, sync,
+    PartFile, PartMeta, Segment, rebalance, recorded_segments_usable, start_segments, steal, sync,
     without_segments,
 };
-use crate::fetch::stream::{BodyCopy, FlushEvery};
+use crate::fetch::stream::{BodyCopy, FlushEvery, Limit};
 use crate::fetch::validate::{check_size, check_type, parse_content_range};
 use crate::fetch::{Connections, FileFetch, Transferred};
 use crate::fs::{Durability, file_len, write_atomic_blocking};
@@ -89,23 +95,22 @@ pub(super) async fn transfer(
     let run = Segments {
         fetch,
         url,
-        ledger: Ledger {
-            part,
-            meta: Mutex::new(meta),
-            last_save: Mutex::new(Instant::now()),
-            saving: Mutex::new(None),
-        },
+        ledger: Ledger::new(part, meta),
     };
-    let segments = run.ledger.lock().segments.clone().unwrap_or_default();
-    fetch
-        .progress
-        .set(segments.iter().map(|s| s.done).sum(), Some(total));
+    let done: u64 = run.ledger.segments().iter().map(|s| s.done).sum();
+    fetch.progress.set(done, Some(total));
     let mut round = Round::default();
-    let pending = || (0..segments.len()).filter(|i| !run.ledger.segment(*i).is_done());
+    // Read afresh each time: work stealing appends segments while the round runs.
+    let pending = || {
+        let segments = run.ledger.segments();
+        (0..segments.len()).filter(move |&i| !segments[i].is_done())
+    };
     if parallel {
-        let requests = pending().map(|i| run.segment_attempt(i, true));
-        for result in futures_util::future::join_all(requests).await {
-            round.add(result);
+        let workers = pending().map(|i| run.worker(i));
+        for results in futures_util::future::join_all(workers).await {
+            for result in results {
+                round.add(result);
+            }
         }
         if round.failure.is_none() && !round.refused.is_empty() {
             if round.finished == 0 && round.refused.iter().all(|s| *s == 403) {
@@ -234,6 +239,29 @@ struct Segments<'a> {
 }
 
 impl Segments<'_> {
+    /// One connection's share of an attempt: its segment, then, each time it finishes early,
+    /// the second half of the busiest segment's rest (work stealing), until nothing is worth
+    /// splitting. A connection whose request failed stops: the failure is the next attempt's
+    /// business, under the file's retry budget.
+    async fn worker(&self, first: usize) -> Vec<Result<u64, DownloadError>> {
+        let mut results = Vec::new();
+        let mut index = first;
+        self.ledger.set_busy(index, true);
+        loop {
+            let result = self.segment_attempt(index, true).await;
+            self.ledger.set_busy(index, false);
+            let finished = result.is_ok();
+            results.push(result);
+            if !finished || self.fetch.fetcher.cancel.is_cancelled() {
+                return results;
+            }
+            match self.ledger.steal() {
+                Some(stolen) => index = stolen,
+                None => return results,
+            }
+        }
+    }
+
     /// One request for what is missing of a segment.
     async fn segment_attempt(&self, index: usize, parallel: bool) -> Result<u64, DownloadError> {
         let fetcher = self.fetch.fetcher;
@@ -262,7 +290,7 @@ impl Segments<'_> {
         }
         self.fetch.url_served();
         let got = header(&response, CONTENT_RANGE).unwrap_or_default();
-        let total = self.ledger.lock().total;
+        let total = self.ledger.total();
         let matches_request = matches!(parse_content_range(&got),
             Some((a, b, t)) if a == from && b == last && (t.is_none() || t == total));
         if !matches_request {
@@ -284,7 +312,7 @@ impl Segments<'_> {
             progress: self.fetch.progress,
             reporter: fetcher.reporter.as_ref(),
             part,
-            limit: segment.len() - segment.done,
+            limit: Limit::Live(&|written, len| self.ledger.claim(index, from, written, len)),
             flush: FlushEvery::Bytes(FLUSH_BYTES),
             min_speed: fetcher.min_speed(),
         };
@@ -296,11 +324,13 @@ impl Segments<'_> {
                 |flushed| self.ledger.advance(index, segment.done + flushed),
             )
             .await?;
+        // The end may have moved closer while this ran (stolen by another connection).
+        let now = self.ledger.segment(index);
         let done = segment.done + written;
-        if done < segment.len() {
+        if done < now.len() {
             return Err(DownloadError::Truncated {
-                got: segment.start + done,
-                expected: segment.end,
+                got: now.start + done,
+                expected: now.end,
                 written,
             });
         }
@@ -311,7 +341,7 @@ impl Segments<'_> {
 /// The segments' shared record: progress of each, saved to `.part.json` now and then.
 struct Ledger<'a> {
     part: &'a PartFile,
-    meta: Mutex<PartMeta>,
+    book: Mutex<Book>,
     last_save: Mutex<Instant>,
     /// The save under way, if any. Saves sync the `.part`, so they run on the blocking pool,
     /// not on the runtime thread that streams the segments; one at a time, since they share a
@@ -319,19 +349,96 @@ struct Ledger<'a> {
     saving: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// The record and what only this attempt knows about each segment. Segments split by work
+/// stealing are appended, so an index names the same segment throughout; the record is sorted
+/// by start whenever it is written.
+struct Book {
+    meta: PartMeta,
+    /// Bytes of each segment its transfer has taken so far, flushed or not (at least `done`).
+    received: Vec<u64>,
+    /// Whether a connection is on each segment now.
+    busy: Vec<bool>,
+}
+
 impl Ledger<'_> {
+    fn new(part: &PartFile, meta: PartMeta) -> Ledger<'_> {
+        let received: Vec<u64> = meta.segments.iter().flatten().map(|s| s.done).collect();
+        let busy = vec![false; received.len()];
+        Ledger {
+            part,
+            book: Mutex::new(Book {
+                meta,
+                received,
+                busy,
+            }),
+            last_save: Mutex::new(Instant::now()),
+            saving: Mutex::new(None),
+        }
+    }
+
+    fn segments(&self) -> Vec<Segment> {
+        self.lock().meta.segments.clone().unwrap_or_default()
+    }
+
     fn segment(&self, index: usize) -> Segment {
         self.lock()
+            .meta
             .segments
             .as_ref()
             .map(|s| s[index])
             .unwrap_or_default()
     }
 
+    fn total(&self) -> Option<u64> {
+        self.lock().meta.total
+    }
+
+    fn set_busy(&self, index: usize, busy: bool) {
+        if let Some(flag) = self.lock().busy.get_mut(index) {
+            *flag = busy;
+        }
+    }
+
+    /// How many of the next `len` bytes of segment `index` (whose transfer started at byte
+    /// `from` and has written `written`) may be written; recorded as received, so a steal never
+    /// splits below them.
+    fn claim(&self, index: usize, from: u64, written: u64, len: usize) -> usize {
+        let mut book = self.lock();
+        let Some(segment) = book.meta.segments.as_ref().map(|s| s[index]) else {
+            return 0;
+        };
+        let allowed = segment.end.saturating_sub(from + written);
+        let granted = allowed.min(len as u64);
+        book.received[index] = from + written + granted - segment.start;
+        granted as usize
+    }
+
+    /// Split the busiest segment for an idle connection (see [`steal`]); the new segment's
+    /// index, marked busy.
+    fn steal(&self) -> Option<usize> {
+        let (stolen, snapshot) = {
+            let mut book = self.lock();
+            let Book {
+                meta,
+                received,
+                busy,
+            } = &mut *book;
+            let segments = meta.segments.as_mut()?;
+            let stolen = steal(segments, received, busy, MIN_PIECE_BYTES)?;
+            received.push(0);
+            busy.push(true);
+            (stolen, book.record())
+        };
+        // Recorded at once: a kill now must find the new layout, not redo the stolen range
+        // inside the old one.
+        self.save_in_background(snapshot, true);
+        Some(stolen)
+    }
+
     fn advance(&self, index: usize, done: u64) {
         let snapshot = {
-            let mut meta = self.lock();
-            if let Some(segments) = meta.segments.as_mut() {
+            let mut book = self.lock();
+            if let Some(segments) = book.meta.segments.as_mut() {
                 segments[index].done = done;
             }
             let mut last = lock(&self.last_save);
@@ -339,17 +446,22 @@ impl Ledger<'_> {
                 return;
             }
             *last = Instant::now();
-            meta.clone()
+            book.record()
         };
-        // A save still under way makes this one unnecessary: it claims as much or less, and a
-        // record claiming less than is on disk only costs re-fetching a range.
+        self.save_in_background(snapshot, false);
+    }
+
+    /// Save `snapshot` after any save under way. Progress alone may skip it instead (`must`
+    /// false): the save under way claims a little less, which only costs re-fetching a range.
+    /// A new layout (a steal) must not be skipped: the next save may be long in coming.
+    fn save_in_background(&self, snapshot: PartMeta, must: bool) {
         let mut saving = lock(&self.saving);
-        if saving
-            .as_ref()
-            .is_none_or(tokio::task::JoinHandle::is_finished)
-        {
-            *saving = Some(self.write_in_background(snapshot));
+        let under_way = saving.as_ref().is_some_and(|h| !h.is_finished());
+        if under_way && !must {
+            return;
         }
+        let earlier = saving.take();
+        *saving = Some(self.write_in_background(snapshot, earlier));
     }
 
     /// The final record of this attempt, once any save under way has landed (so an older
@@ -359,16 +471,25 @@ impl Ledger<'_> {
         if let Some(handle) = under_way {
             let _ = handle.await;
         }
-        let snapshot = self.lock().clone();
-        let _ = self.write_in_background(snapshot).await;
+        let snapshot = self.lock().record();
+        let _ = self.write_in_background(snapshot, None).await;
     }
 
     /// A lost progress record only costs re-downloading a range, so a failed write here is
     /// logged, not fatal. The record itself is Replace, not Durable (losing the latest one only
     /// rewinds progress); the data it claims is synced before it is written.
-    fn write_in_background(&self, meta: PartMeta) -> tokio::task::JoinHandle<()> {
+    fn write_in_background(
+        &self,
+        meta: PartMeta,
+        after: Option<tokio::task::JoinHandle<()>>,
+    ) -> tokio::task::JoinHandle<()> {
         let (path, meta_path) = (self.part.path.clone(), self.part.meta_path.clone());
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
+            // Saves share a temp file and must land in order.
+            if let Some(earlier) = after {
+                let _ = runtime.block_on(earlier);
+            }
             // The data first: a record must never claim bytes a power cut could still lose
             // (they would read back as zeros, which nothing catches in a file without a
             // published hash).
@@ -383,7 +504,18 @@ impl Ledger<'_> {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, PartMeta> {
-        lock(&self.meta)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        lock(&self.book)
+    }
+}
+
+impl Book {
+    /// The record as saved: segments in file order, as a record must tile the file.
+    fn record(&self) -> PartMeta {
+        let mut meta = self.meta.clone();
+        if let Some(segments) = meta.segments.as_mut() {
+            segments.sort_by_key(|s| s.start);
+        }
+        meta
     }
 }

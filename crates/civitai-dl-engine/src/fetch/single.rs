@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::fetch::error::{DownloadError, network};
 use crate::fetch::hash::{hash_file, hash_prefix, hex};
 use crate::fetch::part::{PartFile, PartMeta};
-use crate::fetch::stream::{BodyCopy, FlushEvery};
+use crate::fetch::stream::{BodyCopy, FlushEvery, Limit};
 use crate::fetch::validate::{parse_content_range, reject_markup, response_total, size_consistent};
 use crate::fetch::{FileFetch, Transferred};
 use crate::fs::file_len;
@@ -132,7 +132,7 @@ impl FileFetch<'_> {
             progress: self.progress,
             reporter: fetcher.reporter.as_ref(),
             part,
-            limit: u64::MAX,
+            limit: Limit::Fixed(u64::MAX),
             flush: FlushEvery::Interval(FLUSH_EVERY),
             min_speed: fetcher.min_speed(),
         };

@@ -25,6 +25,16 @@ pub(crate) enum FlushEvery {
     Bytes(u64),
 }
 
+/// How much of a body a copy may write.
+pub(crate) enum Limit<'a> {
+    /// At most this many bytes; anything the server sends beyond is read and dropped.
+    Fixed(u64),
+    /// Asked before each chunk with the bytes written so far and the chunk's length: how many
+    /// of the chunk's bytes may be written. Zero ends the copy: the range this copy serves was
+    /// cut short (work stealing handed its rest to another connection).
+    Live(&'a (dyn Fn(u64, usize) -> usize + Sync)),
+}
+
 /// One body copy and what it reports to.
 pub(crate) struct BodyCopy<'a> {
     pub(crate) cancel: &'a CancellationToken,
@@ -32,8 +42,8 @@ pub(crate) struct BodyCopy<'a> {
     pub(crate) reporter: &'a dyn Reporter,
     /// Names the file in I/O errors.
     pub(crate) part: &'a PartFile,
-    /// Bytes this copy may write at most.
-    pub(crate) limit: u64,
+    /// How much this copy may write.
+    pub(crate) limit: Limit<'a>,
     pub(crate) flush: FlushEvery,
     /// `--min-speed`: bytes per second over a window (0 = off). Judged per connection, so a
     /// segment crawling far below it gives up its connection like a one-stream transfer.
@@ -65,7 +75,13 @@ impl BodyCopy<'_> {
                 Ok(None) => break Ok(()),
                 Err(error) => break Err(network(error, written)),
             };
-            let room = (self.limit - written).min(chunk.len() as u64) as usize;
+            let room = match self.limit {
+                Limit::Fixed(limit) => (limit - written).min(chunk.len() as u64) as usize,
+                Limit::Live(room) => match room(written, chunk.len()) {
+                    0 => break Ok(()),
+                    room => room.min(chunk.len()),
+                },
+            };
             let data = &chunk[..room];
             if let Err(error) = inspect(data) {
                 break Err(error);

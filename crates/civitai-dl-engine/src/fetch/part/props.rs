@@ -257,6 +257,33 @@ proptest! {
     }
 
     #[test]
+    fn any_series_of_steals_keeps_a_usable_record_and_every_received_byte(
+        segments in tiling(),
+        shares in proptest::collection::vec(0.0..=1.0f64, 1..8),
+        min_piece in 1..300u64,
+    ) {
+        let total = segments.last().map_or(0, |s| s.end);
+        let mut split = segments.clone();
+        // Each busy segment has received some share of what it still lacked.
+        let mut received: Vec<u64> = split.iter().map(|s| s.done).collect();
+        for share in shares {
+            let busy = vec![true; split.len()];
+            let before = split.clone();
+            let Some(new) = steal(&mut split, &received, &busy, min_piece) else { break };
+            let victim = (0..before.len()).find(|&i| before[i].end != split[i].end).unwrap();
+            prop_assert!(split[victim].end >= split[victim].start + received[victim], "{:?}", split);
+            prop_assert!(split[new].len() >= min_piece);
+            received.push((split[new].len() as f64 * share) as u64);
+        }
+        let mut record = split.clone();
+        record.sort_by_key(|s| s.start);
+        let meta = PartMeta { total: Some(total), segments: Some(record), ..PartMeta::default() };
+        prop_assert!(recorded_segments_usable(&meta, Some(total)), "{:?}", split);
+        let done = |s: &[Segment]| s.iter().map(|s| s.done).sum::<u64>();
+        prop_assert_eq!(done(&split), done(&segments));
+    }
+
+    #[test]
     fn the_contiguous_prefix_stays_within_the_segments(segments in segments()) {
         let prefix = contiguous_prefix(&segments);
         let furthest = segments.iter().map(|s| s.end).max().unwrap_or(0);
