@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::fetch::error::{DownloadError, network};
 use crate::fetch::hash::{hash_file, hash_prefix, hex};
 use crate::fetch::part::{PartFile, PartMeta};
-use crate::fetch::stream::{BodyCopy, FlushEvery, Limit};
+use crate::fetch::stream::{BodyCopy, FlushEvery, Limit, Writeback};
 use crate::fetch::validate::{parse_content_range, reject_markup, response_total, size_consistent};
 use crate::fetch::{FileFetch, Transferred};
 use crate::fs::file_len;
@@ -144,7 +144,9 @@ impl FileFetch<'_> {
             hasher.update(chunk);
             Ok(())
         };
-        let written = match copy.run(&mut response, &mut writer, inspect, |_| {}).await {
+        let mut writeback = Writeback::new(&part.path);
+        let flushed = |bytes| writeback.flushed(bytes);
+        let written = match copy.run(&mut response, &mut writer, inspect, flushed).await {
             Err(error @ DownloadError::NotAFile { .. }) => {
                 part.discard().await?;
                 return Err(error);
