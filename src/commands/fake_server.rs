@@ -8,6 +8,7 @@ use civitai_dl_fake::{Catalog, FakeCivitai, Knobs};
 
 use super::Exit;
 use crate::cli::FakeServerArgs;
+use crate::ui::output;
 
 #[cfg(feature = "dev-tools")]
 pub(super) async fn fake_server(args: FakeServerArgs) -> anyhow::Result<Exit> {
@@ -23,10 +24,13 @@ pub(super) async fn fake_server(args: FakeServerArgs) -> anyhow::Result<Exit> {
     let server = FakeCivitai::start(catalog, knobs)
         .await
         .context("cannot start the fake Civitai server")?;
-    println!("fake Civitai API:     {}", server.api_url());
-    println!("fake storage host:    {}", server.storage_url());
+    output::line(format_args!("fake Civitai API:     {}", server.api_url()))?;
+    output::line(format_args!(
+        "fake storage host:    {}",
+        server.storage_url()
+    ))?;
     if let Some(key) = server.catalog().valid_keys.first() {
-        println!("valid API key:        {key}");
+        output::line(format_args!("valid API key:        {key}"))?;
     }
     let ids: Vec<String> = server
         .catalog()
@@ -35,13 +39,13 @@ pub(super) async fn fake_server(args: FakeServerArgs) -> anyhow::Result<Exit> {
         .take(10)
         .map(|m| m.id.to_string())
         .collect();
-    println!("models:               {}", ids.join(" "));
-    println!(
+    output::line(format_args!("models:               {}", ids.join(" ")))?;
+    output::line(format_args!(
         "try: civitai-dl --base-url {} download {} -o /tmp/models",
         server.api_url(),
         ids.first().map(String::as_str).unwrap_or("1")
-    );
-    println!("Ctrl-C stops the server.");
+    ))?;
+    output::line("Ctrl-C stops the server.")?;
     server
         .serve_until(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Exit, build_api, check_key, collect_targets, selection, watch_ctrl_c};
 use crate::cli::InfoArgs;
 use crate::settings::Settings;
+use crate::ui::output;
 use civitai_dl_engine::civitai::target::Target;
 use civitai_dl_engine::observe::metrics::Metrics;
 use civitai_dl_engine::plan::{FileFacts, Planner, Step};
@@ -59,17 +60,17 @@ pub(super) async fn show_plan(
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        output::line(serde_json::to_string_pretty(&all)?)?;
     } else {
         for facts in &all {
-            println!("{}", describe(facts));
+            output::line(describe(facts))?;
         }
         let total: u64 = all.iter().filter_map(|f| f.size_bytes).sum();
-        println!(
+        output::line(format_args!(
             "{} file(s), {} in all",
             all.len(),
             indicatif::HumanBytes(total)
-        );
+        ))?;
     }
     Ok(if failed {
         Exit::SomeFailed

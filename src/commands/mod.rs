@@ -83,6 +83,8 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match runtime.block_on(dispatch(cli, progress)) {
         Ok(exit) => exit.into(),
+        // The reader of our output has gone (`| head`): it wanted no more, which is no failure.
+        Err(error) if crate::ui::output::is_closed_pipe(&error) => Exit::Success.into(),
         Err(error) => {
             eprintln!("error: {error:#}");
             let exit = if error.downcast_ref::<UsageError>().is_some()

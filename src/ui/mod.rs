@@ -2,5 +2,6 @@
 //! keep the bars intact, and the final summary. The only place that knows indicatif.
 
 pub mod logging;
+pub mod output;
 pub mod progress;
 pub mod summary;

@@ -201,3 +201,46 @@ fn unreachable_primary_host_falls_back() {
         .any(|(host, n)| host.contains(&port) && n.as_u64() > Some(0));
     assert!(served_by_fake, "hosts: {hosts:#}");
 }
+
+/// Runs `cmd` with its standard output closed before it prints anything (planning asks the API
+/// first): its exit code and standard error.
+fn run_into_a_closed_pipe(mut cmd: std::process::Command) -> (Option<i32>, String) {
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for civitai-dl");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+// Issue 11.5: `civitai-dl info … | head -1` panicked with "failed printing to stdout: Broken
+// pipe" (exit 101). A closed pipe ends the output quietly, as ripgrep does.
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    let models: Vec<FakeModel> = (1201..1206).map(|id| model(id, "LORA", 4 * KIB)).collect();
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = info(&server, &sandbox);
+    cmd.args(models.iter().map(|m| m.id.to_string()));
+    let (code, stderr) = run_into_a_closed_pipe(cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+// A closed pipe does not hide a failure: the exit code still says how the work went.
+#[test]
+fn a_closed_stdout_pipe_keeps_the_exit_code_of_a_failed_target() {
+    let server = serve(vec![model(1207, "LORA", 4 * KIB)], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = info(&server, &sandbox);
+    cmd.args(["1207", "999999"]);
+    let (code, stderr) = run_into_a_closed_pipe(cmd);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("999999") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}

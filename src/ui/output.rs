@@ -1,0 +1,39 @@
+//! Standard output: the plans, `--json` reports and listings a user pipes into other tools.
+//!
+//! `println!` panics when the reader has gone (`civitai-dl info … | head -1`). Here a closed pipe
+//! just ends the output: the reader asked for no more, as with ripgrep. The run's exit code still
+//! says how the work went (a failed download stays a failure). [`is_closed_pipe`] catches what
+//! other writers report.
+
+use std::fmt::Display;
+use std::io::{self, Write};
+
+/// Print `text` and a newline on standard output; nothing when the reader has closed it.
+pub fn line(text: impl Display) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `error` (or what caused it) is a write to a pipe whose reader has closed it.
+pub fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .any(|io| io.kind() == io::ErrorKind::BrokenPipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_pipe_is_recognised_through_context() {
+        let closed = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe))
+            .context("printing the plan");
+        assert!(is_closed_pipe(&closed));
+        assert!(!is_closed_pipe(&anyhow::anyhow!("something else")));
+    }
+}
