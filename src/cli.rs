@@ -114,7 +114,7 @@ pub struct TargetArgs {
     #[arg(long = "user", value_name = "USERNAME")]
     pub users: Vec<String>,
 
-    /// A file with one target per line (# starts a comment).
+    /// A file with one target per line (# starts a comment); `-` reads standard input.
     #[arg(long, value_name = "FILE")]
     pub from_file: Option<PathBuf>,
 }

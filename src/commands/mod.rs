@@ -182,10 +182,28 @@ pub(super) fn collect_targets(args: &TargetArgs) -> anyhow::Result<Vec<Target>> 
     Ok(targets)
 }
 
+/// The targets of a list file, or of standard input for `-`.
 fn read_target_list(path: &Path) -> anyhow::Result<Vec<Target>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| usage(format!("cannot read target list {}: {e}", path.display())))?;
-    parse_target_list(&text).map_err(|e| usage(format!("{}: {e}", path.display())))
+    let stdin = path == Path::new("-");
+    let name = if stdin {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let text = if stdin {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| usage(format!("cannot read target list {name}: {e}")))?;
+    let targets = parse_target_list(&text).map_err(|e| usage(format!("{name}: {e}")))?;
+    if targets.is_empty() {
+        bail!(usage(format!(
+            "{name} holds no targets (only blank lines and # comments): put one model id, \
+             Civitai URL or AIR on each line"
+        )));
+    }
+    Ok(targets)
 }
 
 pub(super) fn build_api(

@@ -205,3 +205,65 @@ fn one_failed_target_does_not_stop_the_others() {
         "{report:#}"
     );
 }
+
+// Issue 11.6: `--user nobody` ended with "0 downloaded, 0 already present, 0 failed" and exit 0,
+// so a typo in a creator's name looked like success.
+#[test]
+fn a_creator_with_no_models_fails_and_says_so() {
+    let server = serve(vec![model(1301, "LORA", 4 * KIB)], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["--user", "nobody"]);
+    let ran = run(cmd);
+    ran.expect_code(1);
+    assert!(
+        ran.stderr.contains("nobody") && ran.stderr.contains("no models"),
+        "{}",
+        ran.stderr
+    );
+}
+
+// Issue 11.6: an empty list file was answered with "give … --from-file FILE", though one was
+// given; a list saved with a byte-order mark failed on an invisible character; `--from-file -`
+// did not read standard input.
+#[test]
+fn list_files_empty_with_a_byte_order_mark_or_on_standard_input() {
+    let m = model(1302, "LORA", 4 * KIB);
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let list = sandbox.root().join("list.txt");
+
+    std::fs::write(&list, "# nothing yet\n\n").expect("write the list");
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("--from-file").arg(&list);
+    let ran = run(cmd);
+    ran.expect_code(2);
+    assert!(
+        ran.stderr.contains("list.txt") && ran.stderr.contains("no targets"),
+        "the empty file is named: {}",
+        ran.stderr
+    );
+
+    std::fs::write(&list, "\u{feff}1302\r\n").expect("write the list");
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("--from-file").arg(&list);
+    run(cmd).expect_code(0);
+    assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
+
+    std::fs::remove_file(sandbox.out.join(&first_file(&m).name)).expect("remove");
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["--from-file", "-"])
+        .stdin(std::process::Stdio::piped());
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"1302\n").expect("write stdin");
+    }
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
+}

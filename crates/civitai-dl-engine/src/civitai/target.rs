@@ -213,6 +213,8 @@ fn find_token_param(text: &str) -> Option<usize> {
 ///
 /// A `#` glued to the text is kept, so a URL fragment (`/models/4201#details`) is not a comment.
 pub fn parse_target_list(text: &str) -> Result<Vec<Target>, TargetError> {
+    // Editors on Windows save UTF-8 with a byte-order mark, invisible in the file.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut targets = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let entry = strip_comment(line).trim();
@@ -687,6 +689,17 @@ mod tests {
             error
                 .to_string()
                 .starts_with("line 3: 'not-a-target' is not")
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_target_is_ignored() {
+        assert_eq!(
+            parse_target_list("\u{feff}4201\r\n").unwrap(),
+            vec![Target::Model {
+                id: 4201,
+                version: None
+            }]
         );
     }
 

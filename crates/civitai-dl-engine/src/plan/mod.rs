@@ -138,6 +138,17 @@ pub enum PlanError {
         model: String,
     },
     /// No published version.
+    /// A creator's listing is empty from its first page on.
+    #[error(
+        "creator {username} has no models on Civitai{}, or there is no such creator: check the \
+         name as it appears in civitai.com/user/NAME",
+        if *sfw_only { " that are safe for work (--sfw-only)" } else { "" }
+    )]
+    NoModels {
+        username: String,
+        /// The listing left NSFW models out.
+        sfw_only: bool,
+    },
     #[error("model {model}: has no published version")]
     NoVersions {
         /// Model id and name.
@@ -429,6 +440,12 @@ impl Planner {
                 what: page.to_string(),
                 source,
             })?;
+        if page.number == 1 && listed.models.is_empty() && listed.next.is_none() {
+            return Err(PlanError::NoModels {
+                username: page.username.clone(),
+                sfw_only: !self.selection.include_nsfw,
+            });
+        }
         let mut planned = Planned::default();
         for model in &listed.models {
             match self.plan_listed_model(model, None) {
