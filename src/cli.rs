@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use civitai_dl_engine::plan::naming::Layout;
 
+use crate::settings::limits;
+
 /// Download models, preview images and metadata from Civitai: resumable, verified, polite.
 #[derive(Debug, Parser)]
 #[command(name = "civitai-dl", version, about, long_about = None)]
@@ -58,11 +60,11 @@ pub struct GlobalArgs {
     pub json: bool,
 
     /// Requests per second to Civitai (API calls and download resolves).
-    #[arg(long, global = true, value_name = "PER_SEC")]
+    #[arg(long, global = true, value_name = "PER_SEC", value_parser = limits::RATE_LIMIT.parser::<f64>())]
     pub rate_limit: Option<f64>,
 
     /// How many requests may go back to back after an idle spell.
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(long, global = true, value_name = "N", value_parser = limits::RATE_BURST.parser::<u32>())]
     pub rate_burst: Option<u32>,
 
     /// Waits before each retry, in milliseconds (comma-separated; default 5000,15000,30000,60000).
@@ -70,11 +72,11 @@ pub struct GlobalArgs {
     pub retry_delays_ms: Option<Vec<u64>>,
 
     /// Seconds to wait for a connection.
-    #[arg(long, global = true, value_name = "SECS")]
+    #[arg(long, global = true, value_name = "SECS", value_parser = limits::CONNECT_TIMEOUT.parser::<u64>())]
     pub connect_timeout: Option<u64>,
 
     /// Seconds of silence after which a transfer is considered stalled.
-    #[arg(long, global = true, value_name = "SECS")]
+    #[arg(long, global = true, value_name = "SECS", value_parser = limits::READ_TIMEOUT.parser::<u64>())]
     pub read_timeout: Option<u64>,
 }
 
@@ -144,7 +146,8 @@ pub struct SelectionArgs {
     pub fp: Option<String>,
 
     /// Only pruned or full files.
-    #[arg(long, value_name = "pruned|full")]
+    #[arg(long, value_name = "pruned|full", ignore_case = true,
+          value_parser = clap::builder::PossibleValuesParser::new(["pruned", "full"]))]
     pub size: Option<String>,
 
     /// Only GGUF files with this quantisation (Q4_K_M, Q8_0, …).
@@ -152,7 +155,7 @@ pub struct SelectionArgs {
     pub quant_type: Option<String>,
 
     /// Also fetch up to N preview images of each chosen version.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = limits::IMAGES.parser::<usize>())]
     pub images: Option<usize>,
 
     /// Listings (--user) show only SFW models, as the API does by default. Without this flag
@@ -203,7 +206,7 @@ pub struct DownloadArgs {
     pub min_speed: Option<u64>,
 
     /// The window for --min-speed, in seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = limits::MIN_SPEED_WINDOW.parser::<u64>())]
     pub min_speed_window: Option<u64>,
 
     /// Opt-in concurrency.
@@ -225,7 +228,7 @@ pub struct MonitorArgs {
     pub monitor_performance: bool,
 
     /// Seconds between monitor lines and alert checks (default 60).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = limits::REPORT_INTERVAL.parser::<u64>())]
     pub report_interval: Option<u64>,
 
     /// Write every figure of the run to this JSON file at the end (and at each monitor line).
@@ -258,19 +261,19 @@ pub struct PerformanceArgs {
 
     /// Requests to the API host in flight at once, metadata and download resolves alike
     /// (experimental; default 2).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = limits::MAX_API.parser::<usize>())]
     pub max_concurrent_api: Option<usize>,
 
     /// Model files downloading at once (experimental; default 2).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = limits::MAX_DOWNLOADS.parser::<usize>())]
     pub max_concurrent_downloads: Option<usize>,
 
     /// Preview images downloading at once (experimental; default 2).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = limits::MAX_IMAGES.parser::<usize>())]
     pub max_concurrent_images: Option<usize>,
 
     /// Connections per large file (experimental; default 4).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = limits::SEGMENTS.parser::<usize>())]
     pub segments: Option<usize>,
 
     /// Stop starting new work when this file appears (default: EMERGENCY_STOP in the working

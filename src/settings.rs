@@ -655,10 +655,32 @@ fn read_config_file(path: &Path, explicit: bool) -> Result<Option<FileConfig>, C
 
 /// Parse config text; errors name the file and toml's description of the key and line.
 pub fn parse_config(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let parse_error = |message: String| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string().trim().replace('\n', " "),
-    })
+        message,
+    };
+    let config: FileConfig =
+        toml::from_str(text).map_err(|e| parse_error(e.to_string().trim().replace('\n', " ")))?;
+    check_ranges(&config).map_err(parse_error)?;
+    Ok(config)
+}
+
+/// Every numeric key of the file within its range ([`limits`]), the first that is not named.
+fn check_ranges(config: &FileConfig) -> Result<(), String> {
+    let (network, experimental) = (&config.network, &config.experimental);
+    limits::RATE_LIMIT.check_key(network.rate_limit)?;
+    limits::RATE_BURST.check_key(network.rate_burst)?;
+    limits::CONNECT_TIMEOUT.check_key(network.connect_timeout_secs)?;
+    limits::READ_TIMEOUT.check_key(network.read_timeout_secs)?;
+    limits::API_TIMEOUT.check_key(network.api_timeout_secs)?;
+    limits::MIN_SPEED_WINDOW.check_key(network.min_speed_window_secs)?;
+    limits::IMAGES.check_key(config.images)?;
+    limits::MAX_API.check_key(experimental.max_concurrent_api)?;
+    limits::MAX_DOWNLOADS.check_key(experimental.max_concurrent_downloads)?;
+    limits::MAX_IMAGES.check_key(experimental.max_concurrent_images)?;
+    limits::SEGMENTS.check_key(experimental.segments)?;
+    limits::SEGMENT_THRESHOLD.check_key(experimental.segment_threshold_mib)?;
+    limits::REPORT_INTERVAL.check_key(config.monitor.report_interval_secs)
 }
 
 #[cfg(test)]
@@ -742,7 +764,9 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         assert!(resolve(&["--base-url", "civitai.com"], "").is_err());
-        assert!(resolve(&["--rate-limit", "0"], "").is_err());
+        let zero_rate = ["civitai-dl", "--rate-limit", "0", "info"];
+        assert!(crate::cli::Cli::try_parse_from(zero_rate).is_err());
+        assert!(resolve(&[], "[network]\nrate_limit = 0.0\n").is_err());
         assert!(resolve(&[], "[retry]\njitter = 3.0\n").is_err());
     }
 
@@ -907,7 +931,7 @@ mod tests {
     #[test]
     fn out_of_range_settings_are_refused() {
         let cases = [
-            (&["--report-interval", "0"][..], ""),
+            (&[][..], "[monitor]\nreport_interval_secs = 0\n"),
             (&["--baseline-throughput", "0"][..], ""),
             (&["--baseline-throughput", "NaN"][..], ""),
             (&[][..], "[monitor]\nalert_timeout_rate = 1.5\n"),
@@ -919,5 +943,6 @@ mod tests {
     }
 }
 
+pub mod limits;
 #[cfg(test)]
 mod props;

@@ -27,9 +27,11 @@ fn cases(cases: u32) -> Config {
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Text,
-    /// An integer up to this bound (TOML integers are `i64`).
-    Int(u64),
-    Float,
+    /// An integer within these bounds (TOML integers are `i64`; ranged settings have their
+    /// range from `limits`).
+    Int(u64, u64),
+    /// A float within these bounds.
+    Float(f64, f64),
     Bool,
     Texts,
     Ints,
@@ -43,28 +45,24 @@ const KEYS: [(&str, &str, Kind); 19] = [
     ("", "output", Kind::Text),
     ("", "layout", Kind::Layout),
     ("", "metadata", Kind::Bool),
-    ("", "images", Kind::Int(i64::MAX as u64)),
+    ("", "images", Kind::Int(0, 100)),
     ("", "fallback_base_urls", Kind::Texts),
-    ("network", "rate_limit", Kind::Float),
-    ("network", "rate_burst", Kind::Int(u32::MAX as u64)),
-    ("network", "read_timeout_secs", Kind::Int(i64::MAX as u64)),
+    ("network", "rate_limit", Kind::Float(0.1, 10_000.0)),
+    ("network", "rate_burst", Kind::Int(1, 1000)),
+    ("network", "read_timeout_secs", Kind::Int(1, 3600)),
     ("retry", "delays_ms", Kind::Ints),
-    ("retry", "jitter", Kind::Float),
+    ("retry", "jitter", Kind::Float(0.0, 1e9)),
     ("download", "accept_hash_mismatch", Kind::Bool),
-    ("experimental", "segments", Kind::Int(i64::MAX as u64)),
+    ("experimental", "segments", Kind::Int(1, 16)),
     ("experimental", "parallel_download", Kind::Bool),
     (
         "failsafe",
         "consecutive_failures",
-        Kind::Int(u32::MAX as u64),
+        Kind::Int(0, u32::MAX as u64),
     ),
     ("failsafe", "emergency_stop_file", Kind::Text),
-    ("monitor", "alert_error_rate", Kind::Float),
-    (
-        "monitor",
-        "report_interval_secs",
-        Kind::Int(i64::MAX as u64),
-    ),
+    ("monitor", "alert_error_rate", Kind::Float(0.0, 1e9)),
+    ("monitor", "report_interval_secs", Kind::Int(1, 86_400)),
 ];
 
 const SECTIONS: [&str; 7] = [
@@ -126,8 +124,8 @@ fn text() -> impl Strategy<Value = String> {
 fn value(kind: Kind) -> BoxedStrategy<Val> {
     match kind {
         Kind::Text => text().prop_map(Val::Text).boxed(),
-        Kind::Int(max) => (0..=max).prop_map(Val::Int).boxed(),
-        Kind::Float => (0.0..1e9f64).prop_map(Val::Float).boxed(),
+        Kind::Int(min, max) => (min..=max).prop_map(Val::Int).boxed(),
+        Kind::Float(min, max) => (min..max).prop_map(Val::Float).boxed(),
         Kind::Bool => any::<bool>().prop_map(Val::Bool).boxed(),
         Kind::Texts => proptest::collection::vec(text(), 0..4)
             .prop_map(Val::Texts)
@@ -147,13 +145,13 @@ fn value(kind: Kind) -> BoxedStrategy<Val> {
 fn wrong_value(kind: Kind) -> BoxedStrategy<String> {
     match kind {
         Kind::Text | Kind::Texts | Kind::Layout => (0..1000u32).prop_map(|n| n.to_string()).boxed(),
-        Kind::Int(_) => prop_oneof![
+        Kind::Int(..) => prop_oneof![
             Just("\"4\"".to_owned()),
             Just("1.5".to_owned()),
             Just("-1".to_owned())
         ]
         .boxed(),
-        Kind::Float | Kind::Bool | Kind::Ints => {
+        Kind::Float(..) | Kind::Bool | Kind::Ints => {
             prop_oneof![Just("\"yes\"".to_owned()), Just("{ a = 1 }".to_owned())].boxed()
         }
     }

@@ -267,3 +267,41 @@ fn list_files_empty_with_a_byte_order_mark_or_on_standard_input() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
 }
+
+// Issue 11.8: unbounded settings were accepted (`--segments 100000` sent about 100,000 range
+// requests), and `--size medium` got past the parser. Every numeric setting has a range, named in
+// the message, on the command line and in the config file alike.
+#[test]
+fn settings_out_of_range_are_refused_with_the_range() {
+    let server = serve(vec![model(1303, "LORA", 4 * KIB)], Knobs::default());
+    let sandbox = Sandbox::new();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--segments", "100000"], "between 1 and 16"),
+        (&["--segments", "0"], "between 1 and 16"),
+        (&["--read-timeout", "0"], "between 1 and 3600"),
+        (
+            &["--max-concurrent-downloads", "100000"],
+            "between 1 and 64",
+        ),
+        (&["--size", "medium"], "pruned"),
+    ];
+    for (args, expected) in cases {
+        let mut cmd = download(&server, &sandbox);
+        cmd.arg("1303").args(args);
+        let ran = run(cmd);
+        ran.expect_code(2);
+        assert!(ran.stderr.contains(expected), "{args:?}: {}", ran.stderr);
+    }
+    let config = sandbox.root().join("bad.toml");
+    std::fs::write(&config, "[network]\nrate_limit = -1\n").expect("write config");
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1303").arg("--config").arg(&config);
+    let ran = run(cmd);
+    ran.expect_code(2);
+    assert!(
+        ran.stderr.contains("bad.toml") && ran.stderr.contains("network.rate_limit"),
+        "the file and the key are named: {}",
+        ran.stderr
+    );
+    assert_eq!(server.stats().storage_requests(), 0);
+}
