@@ -1,15 +1,16 @@
 //! `civitai-dl download`: plan the targets, run them with the driver the settings ask for, and
 //! print the summary. The run's subscribers (metrics, failsafe, bars) are composed here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::info::show_plan;
-use super::{Exit, build_api, check_key, collect_targets, performance, selection, watch_ctrl_c};
+use super::{
+    Exit, build_api, check_key, collect_targets, performance, selection, usage, watch_ctrl_c,
+};
 use crate::cli::DownloadArgs;
 use crate::settings::Settings;
 use crate::ui::progress::Progress;
@@ -97,6 +98,7 @@ pub(super) async fn execute(
         reporter.clone(),
         Some(&request.performance),
     )?;
+    check_output_dir(&request.output)?;
     check_key(&api).await?;
     let planner = Planner::new(
         api.clone(),
@@ -109,11 +111,11 @@ pub(super) async fn execute(
     if request.dry_run {
         return show_plan(&planner, &request.targets, json, &cancel).await;
     }
-    std::fs::create_dir_all(&request.output).with_context(|| {
-        format!(
-            "cannot create the output directory {}",
+    std::fs::create_dir_all(&request.output).map_err(|e| {
+        usage(format!(
+            "cannot create the output directory {}: {e}",
             request.output.display()
-        )
+        ))
     })?;
     let state_path = request
         .state_file
@@ -152,9 +154,30 @@ pub(super) async fn execute(
     progress.finish();
     let mut report = run.finish_report();
     report.metrics = metrics.report();
-    monitor.save(&report.metrics).await;
+    let saved = monitor.save(&report.metrics).await;
+    if let Err(error) = &saved {
+        tracing::error!("{error}");
+    }
     print_report(&report, json)?;
-    Ok(exit_for(&report))
+    Ok(match exit_for(&report) {
+        Exit::Success if saved.is_err() => Exit::SomeFailed,
+        exit => exit,
+    })
+}
+
+/// The output folder, or the nearest part of its path that exists, must be a folder: checked
+/// before any request, since nothing could be saved otherwise.
+fn check_output_dir(output: &Path) -> anyhow::Result<()> {
+    let existing = output.ancestors().find(|p| p.exists());
+    match existing {
+        Some(found) if !found.is_dir() => Err(usage(format!(
+            "the output directory {} is not a directory ({} is a file): give a folder with -o \
+             (it is created if missing)",
+            output.display(),
+            found.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn exit_for(report: &RunReport) -> Exit {

@@ -305,3 +305,45 @@ fn settings_out_of_range_are_refused_with_the_range() {
     );
     assert_eq!(server.stats().storage_requests(), 0);
 }
+
+// Issue 11.9: a bad output directory gave exit 1 or 2 for the same problem, and `-o afile` said
+// "File exists (os error 17)". It is a usage error (exit 2) that says what is wrong.
+#[test]
+fn an_output_path_that_is_a_file_or_cannot_be_created_is_a_usage_error() {
+    let server = serve(vec![model(1304, "LORA", 4 * KIB)], Knobs::default());
+    let sandbox = Sandbox::new();
+    let afile = sandbox.root().join("afile");
+    std::fs::write(&afile, b"not a folder").expect("write");
+    for out in [afile.clone(), afile.join("below")] {
+        let mut cmd = crate::support::civitai_dl(&server.api_url(), &sandbox, "20");
+        cmd.args(["download", "1304", "-o"]).arg(&out);
+        let ran = run(cmd);
+        ran.expect_code(2);
+        assert!(
+            ran.stderr.contains("not a directory") && !ran.stderr.contains("os error 17"),
+            "{}: {}",
+            out.display(),
+            ran.stderr
+        );
+    }
+    assert_eq!(server.stats().storage_requests(), 0);
+}
+
+// Issue 11.9: a `--metrics-json` file that could not be written was logged and the run exited
+// 0, so a dashboard fed by it went stale unnoticed.
+#[test]
+fn a_metrics_file_that_cannot_be_written_fails_the_run() {
+    let m = model(1305, "LORA", 4 * KIB);
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let blocked = sandbox.root().join("afile");
+    std::fs::write(&blocked, b"a file where a folder should be").expect("write");
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("1305")
+        .arg("--metrics-json")
+        .arg(blocked.join("metrics.json"));
+    let ran = run(cmd);
+    ran.expect_code(1);
+    assert!(ran.stderr.contains("metrics.json"), "{}", ran.stderr);
+    assert_verified(&sandbox.out.join(&first_file(&m).name), first_file(&m));
+}

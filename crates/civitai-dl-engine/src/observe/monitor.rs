@@ -268,8 +268,8 @@ pub enum MetricsFileError {
     #[error("cannot encode the metrics as JSON: {0}")]
     Encode(#[from] serde_json::Error),
     /// The file could not be written.
-    #[error("cannot write the metrics file: {0}")]
-    Write(#[from] WriteError),
+    #[error("cannot write the metrics file {}: {source}", path.display())]
+    Write { path: PathBuf, source: WriteError },
 }
 
 /// Write `report` to `path` as pretty JSON, atomically, so a reader polling the file during a run
@@ -280,8 +280,12 @@ pub async fn write_metrics_json(
     report: &MetricsReport,
 ) -> Result<(), MetricsFileError> {
     let bytes = serde_json::to_vec_pretty(report)?;
-    write_atomic(path, bytes, Durability::Replace).await?;
-    Ok(())
+    write_atomic(path, bytes, Durability::Replace)
+        .await
+        .map_err(|source| MetricsFileError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 async fn save_logged(path: &Path, report: &MetricsReport) {
@@ -331,11 +335,13 @@ impl Monitor {
         );
     }
 
-    /// Write the final figures to `--metrics-json`, if given; a failure is logged, not fatal:
-    /// the downloads themselves are done.
-    pub async fn save(&self, report: &MetricsReport) {
-        if let Some(path) = &self.options.metrics_json {
-            save_logged(path, report).await;
+    /// Write the final figures to `--metrics-json`, if given. A failure is returned: the
+    /// downloads are done, but whatever reads the file would go on with stale figures, so the
+    /// caller fails the run.
+    pub async fn save(&self, report: &MetricsReport) -> Result<(), MetricsFileError> {
+        match &self.options.metrics_json {
+            Some(path) => write_metrics_json(path, report).await,
+            None => Ok(()),
         }
     }
 }
