@@ -89,6 +89,10 @@ pub enum Command {
     Download(Box<DownloadArgs>),
     /// Show what would be downloaded: versions, files, sizes, hashes.
     Info(InfoArgs),
+    /// Print shell completions (e.g. `civitai-dl completions bash > ~/.local/share/bash-completion/completions/civitai-dl`).
+    Completions(CompletionsArgs),
+    /// Print the man page (e.g. `civitai-dl man > ~/.local/share/man/man1/civitai-dl.1`).
+    Man,
     /// Run an offline fake Civitai on 127.0.0.1 (for trying things out and for tests).
     #[cfg(feature = "dev-tools")]
     FakeServer(FakeServerArgs),
@@ -98,6 +102,14 @@ pub enum Command {
     /// Measure sequential against experimental downloads on the fake server (or A/B on a list).
     #[cfg(feature = "dev-tools")]
     Bench(BenchArgs),
+}
+
+/// `civitai-dl completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Which targets to work on.

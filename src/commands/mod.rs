@@ -8,6 +8,7 @@ mod download;
 #[cfg(feature = "dev-tools")]
 mod fake_server;
 mod info;
+mod reference;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -111,6 +112,8 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
         Command::FakeServer(args) => fake_server::fake_server(args).await,
         #[cfg(feature = "dev-tools")]
         Command::Bench(args) => bench::bench(global, args).await,
+        Command::Completions(args) => reference::completions(args.shell),
+        Command::Man => reference::man_page(),
         command => {
             let settings = Settings::load(&global)?;
             if let Some(path) = &settings.config_file {
@@ -125,6 +128,7 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
                 Command::Demo(args) => demo::demo(settings, args, global.json, progress).await,
                 #[cfg(feature = "dev-tools")]
                 Command::FakeServer(_) | Command::Bench(_) => unreachable!("handled above"),
+                Command::Completions(_) | Command::Man => unreachable!("handled above"),
             }
         }
     }

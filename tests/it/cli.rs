@@ -244,3 +244,34 @@ fn a_closed_stdout_pipe_keeps_the_exit_code_of_a_failed_target() {
         "{stderr}"
     );
 }
+
+// Issue 11.10: no shell completions and no man page. `completions <shell>` and `man` print them
+// (clap_complete, clap_mangen), generated from the same definitions as --help.
+#[test]
+fn completions_and_a_man_page_are_printed_from_the_command_line_definitions() {
+    let sandbox = Sandbox::new();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let mut cmd = civitai_dl("http://127.0.0.1:9", &sandbox, FAST_RETRIES);
+        cmd.args(["completions", shell]);
+        let ran = run(cmd);
+        ran.expect_code(0);
+        assert!(
+            ran.stdout.contains("download") && ran.stdout.contains("--from-file"),
+            "{shell}: {}",
+            &ran.stdout[..ran.stdout.len().min(400)]
+        );
+    }
+    let mut cmd = civitai_dl("http://127.0.0.1:9", &sandbox, FAST_RETRIES);
+    cmd.arg("man");
+    let ran = run(cmd);
+    ran.expect_code(0);
+    assert!(
+        ran.stdout.starts_with(".ie") || ran.stdout.contains(".TH"),
+        "{}",
+        &ran.stdout[..200.min(ran.stdout.len())]
+    );
+    assert!(ran.stdout.contains("civitai\\-dl") || ran.stdout.contains("civitai-dl"));
+    let mut cmd = civitai_dl("http://127.0.0.1:9", &sandbox, FAST_RETRIES);
+    cmd.args(["completions", "tcsh"]);
+    run(cmd).expect_code(2);
+}
