@@ -21,9 +21,34 @@ pub fn init_logging(cli: &Cli, progress: &Progress) {
     let layer = tracing_subscriber::fmt::layer()
         .without_time()
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colors(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(move || progress.log_writer());
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .try_init();
+}
+
+/// Colour only on a terminal, and not when `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>).
+fn colors(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_needs_a_terminal_and_no_no_color() {
+        assert!(colors(true, None));
+        assert!(
+            colors(true, Some("".into())),
+            "an empty NO_COLOR counts as unset"
+        );
+        assert!(!colors(true, Some("1".into())));
+        assert!(!colors(false, None));
+    }
 }
