@@ -261,13 +261,29 @@ pub(super) async fn check_key(api: &ApiClient) -> anyhow::Result<()> {
 /// First Ctrl-C: stop starting work, keep `.part` files, save state. Second: leave at once.
 pub(super) fn watch_ctrl_c(cancel: CancellationToken) {
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
+        if !stop_requested().await {
             return;
         }
         tracing::warn!("interrupted: finishing up and saving state (Ctrl-C again to quit at once)");
         cancel.cancel();
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if stop_requested().await {
             std::process::exit(Exit::Interrupted as i32);
         }
     });
+}
+
+/// Wait for Ctrl-C, or SIGTERM on Unix (what service managers, `timeout` and `docker stop`
+/// send): both stop the run in order. False when no signal can be watched.
+async fn stop_requested() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                ctrl_c = tokio::signal::ctrl_c() => ctrl_c.is_ok(),
+                term = terminate.recv() => term.is_some(),
+            };
+        }
+    }
+    tokio::signal::ctrl_c().await.is_ok()
 }

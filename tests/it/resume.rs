@@ -22,6 +22,16 @@ fn start_slow_download(server: &FakeCivitai, sandbox: &Sandbox, model: &FakeMode
     start_download_until_part_grows(server, sandbox, model.id, &part)
 }
 
+/// A 4 MiB model served slowly enough to be interrupted mid-file, and its server.
+fn slow_model(id: u64) -> (FakeModel, FakeCivitai) {
+    let m = model(id, "LORA", 4 * MIB);
+    let knobs = Knobs {
+        bandwidth: Some(SLOW_BYTES_PER_SEC),
+        ..Knobs::default()
+    };
+    (m.clone(), serve(vec![m], knobs))
+}
+
 /// Asserts that the last GET of the file asked for the rest from a non-zero offset.
 fn assert_resumed_from_offset(server: &FakeCivitai, file_id: u64) -> u64 {
     let ranges = ranges_of(server, file_id);
@@ -60,14 +70,7 @@ fn connection_cut_mid_file_resumes_with_a_range_request() {
 
 #[test]
 fn part_left_by_a_killed_run_is_continued() {
-    let m = model(82, "LORA", 4 * MIB);
-    let server = serve(
-        vec![m.clone()],
-        Knobs {
-            bandwidth: Some(SLOW_BYTES_PER_SEC),
-            ..Knobs::default()
-        },
-    );
+    let (m, server) = slow_model(82);
     let sandbox = Sandbox::new();
     let mut child = start_slow_download(&server, &sandbox, &m);
     child.kill().expect("kill civitai-dl");
@@ -85,14 +88,7 @@ fn part_left_by_a_killed_run_is_continued() {
 
 #[test]
 fn ctrl_c_exits_130_keeps_the_part_and_a_rerun_completes() {
-    let m = model(83, "LORA", 4 * MIB);
-    let server = serve(
-        vec![m.clone()],
-        Knobs {
-            bandwidth: Some(SLOW_BYTES_PER_SEC),
-            ..Knobs::default()
-        },
-    );
+    let (m, server) = slow_model(83);
     let sandbox = Sandbox::new();
     let mut child = start_slow_download(&server, &sandbox, &m);
     interrupt(&child);
@@ -186,14 +182,7 @@ fn stalled_transfer_times_out_and_resumes() {
 
 #[test]
 fn a_second_run_on_the_same_output_is_refused_while_the_first_runs() {
-    let m = model(87, "LORA", 4 * MIB);
-    let server = serve(
-        vec![m.clone()],
-        Knobs {
-            bandwidth: Some(SLOW_BYTES_PER_SEC),
-            ..Knobs::default()
-        },
-    );
+    let (m, server) = slow_model(87);
     let sandbox = Sandbox::new();
     let mut first = start_slow_download(&server, &sandbox, &m);
     let mut second = download(&server, &sandbox);
@@ -212,4 +201,25 @@ fn a_second_run_on_the_same_output_is_refused_while_the_first_runs() {
         1,
         "the second run downloaded"
     );
+}
+
+// Issue 11.10: SIGTERM (a service manager stopping the run, `timeout`, `docker stop`) killed the
+// run without a summary and left its files recorded as downloading. It stops the run like
+// Ctrl-C: state saved, summary printed, exit 130.
+#[test]
+fn sigterm_stops_the_run_like_ctrl_c() {
+    let (m, server) = slow_model(84);
+    let sandbox = Sandbox::new();
+    let mut child = start_slow_download(&server, &sandbox, &m);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    assert_eq!(
+        wait_with_timeout(&mut child, Duration::from_secs(20)),
+        Some(130)
+    );
+    let record = sandbox.state_record(first_file(&m).id);
+    assert_eq!(record["status"], "pending", "{record:#}");
 }
