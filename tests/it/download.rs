@@ -323,3 +323,29 @@ fn no_metadata_writes_no_sidecar() {
         vec![std::path::PathBuf::from(&first_file(&m).name)]
     );
 }
+
+// Issue 11.2: an unattended run (stderr not a terminal) logged nothing per file, only warnings
+// and the final summary. Each downloaded file gets one plain line: where, how much, how fast,
+// and whether the SHA-256 was checked.
+#[test]
+fn each_downloaded_file_gets_one_plain_line() {
+    let models: Vec<FakeModel> = (1401..1403).map(|id| model(id, "LORA", 64 * KIB)).collect();
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["1401", "1402"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    for m in &models {
+        let name = &first_file(m).name;
+        let line = ran
+            .stderr
+            .lines()
+            .find(|l| l.contains("downloaded ") && l.contains(name.as_str()))
+            .unwrap_or_else(|| panic!("no line for {name}: {}", ran.stderr));
+        assert!(
+            line.contains("64.00 KiB") && line.contains("/s") && line.contains("SHA-256 verified"),
+            "{line}"
+        );
+    }
+}

@@ -86,12 +86,29 @@ pub trait Reporter: Send + Sync {
     fn on_model_file_ended(&self) {}
     /// A model file's outcome is recorded: it will not be tried again in this run.
     fn on_model_file_settled(&self) {}
+    /// A model file was downloaded and is at its final path.
+    fn on_model_file_saved(&self, _saved: &SavedFile) {}
     /// The concurrent driver handed its queue to the sequential one.
     fn on_failsafe_switch(&self) {}
     /// A transfer of `name` begins; the handle follows its bytes until it is dropped.
     fn on_transfer_start(&self, _name: &str) -> Box<dyn TransferProgress> {
         Box::new(NoProgress)
     }
+}
+
+/// A model file that reached its final path in this run.
+#[derive(Clone, Debug)]
+pub struct SavedFile {
+    /// Where it is, under the output folder.
+    pub path: std::path::PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Bytes received in this run (less than `bytes` after a resume).
+    pub transferred: u64,
+    /// From the start of its processing to the rename.
+    pub elapsed: Duration,
+    /// Whether Civitai's SHA-256 was checked (false when it publishes none).
+    pub verified: bool,
 }
 
 /// The progress of one transfer.
@@ -164,6 +181,9 @@ impl Reporter for Fanout {
     }
     fn on_model_file_settled(&self) {
         self.each(|s| s.on_model_file_settled());
+    }
+    fn on_model_file_saved(&self, saved: &SavedFile) {
+        self.each(|s| s.on_model_file_saved(saved));
     }
     fn on_failsafe_switch(&self) {
         self.each(|s| s.on_failsafe_switch());

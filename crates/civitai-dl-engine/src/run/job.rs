@@ -21,7 +21,7 @@ use crate::fs::{Durability, with_suffix, write_atomic};
 use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
-use crate::observe::{ActiveFile, Reporter};
+use crate::observe::{ActiveFile, Reporter, SavedFile};
 use crate::plan::naming::join_inside;
 use crate::plan::{Job, ListingPage, PlanError, Planned, Planner, Step, info_path, preview_path};
 use crate::run::relocate::{Relocated, relocate};
@@ -128,8 +128,12 @@ impl Run {
             }
             Some(outcome) => Ok(outcome),
             None => {
-                self.download_model(&job, dest.clone(), finished.as_ref(), mode)
-                    .await
+                let started = Instant::now();
+                let result = self
+                    .download_model(&job, dest.clone(), finished.as_ref(), mode)
+                    .await;
+                self.announce_saved(&result, started);
+                result
             }
         };
         let path = match self.finish(&job, &dest, result) {
@@ -442,6 +446,29 @@ impl Run {
             && record.expected_sha256 == job.file.expected_sha256
             && join_inside(&self.output, &record.relative_path).is_ok())
         .then(|| record.clone())
+    }
+
+    /// Tell the subscribers a file reached its final path (the unattended log's line per file).
+    fn announce_saved(&self, result: &Result<Outcome, DownloadError>, started: Instant) {
+        if let Ok(Outcome::Downloaded {
+            path,
+            bytes,
+            transferred,
+            verified,
+            ..
+        }) = result
+        {
+            self.reporter.on_model_file_saved(&SavedFile {
+                path: path
+                    .strip_prefix(&self.output)
+                    .unwrap_or(path)
+                    .to_path_buf(),
+                bytes: *bytes,
+                transferred: *transferred,
+                elapsed: started.elapsed(),
+                verified: *verified,
+            });
+        }
     }
 
     /// Move a finished file at `from` and its sidecars to the path the plan now gives it;
