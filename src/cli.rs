@@ -187,13 +187,9 @@ pub struct DownloadArgs {
     #[command(flatten)]
     pub selection: SelectionArgs,
 
-    /// Output directory (default: the config file's, else the current directory).
-    #[arg(short, long, value_name = "DIR")]
-    pub output: Option<PathBuf>,
-
-    /// Where each file goes: flat, or the folders A1111 or ComfyUI expect for its model type.
-    #[arg(long, value_enum)]
-    pub layout: Option<Layout>,
+    /// Where files go.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
 
     /// No metadata sidecars (<name>.civitai.info).
     #[arg(long)]
@@ -304,6 +300,34 @@ pub struct InfoArgs {
     /// Which versions and files.
     #[command(flatten)]
     pub selection: SelectionArgs,
+
+    /// Where the files would go (the paths shown).
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+}
+
+/// The output folder and the layout under it, for `download` and for what `info` shows.
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// Output directory (default: the config file's, else the current directory).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// Where each file goes: flat, or the folders A1111 or ComfyUI expect for its model type.
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
+}
+
+impl PlacementArgs {
+    /// The output folder and layout: these flags over the settings.
+    pub fn resolve(&self, settings: &crate::settings::Settings) -> (PathBuf, Layout) {
+        (
+            self.output
+                .clone()
+                .unwrap_or_else(|| settings.output.clone()),
+            self.layout.unwrap_or(settings.layout),
+        )
+    }
 }
 
 /// `civitai-dl fake-server`.

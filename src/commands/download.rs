@@ -47,13 +47,11 @@ pub(super) async fn download(
 ) -> anyhow::Result<Exit> {
     let targets = collect_targets(&args.targets)?;
     let performance = performance(&settings, &args.performance)?;
+    let (output, layout) = args.placement.resolve(&settings);
     let request = DownloadRequest {
         selection: selection(&settings, &args.selection),
-        output: args
-            .output
-            .clone()
-            .unwrap_or_else(|| settings.output.clone()),
-        layout: args.layout.unwrap_or(settings.layout),
+        output,
+        layout,
         metadata: settings.metadata && !args.no_metadata,
         dry_run: args.dry_run,
         state_file: args.state_file.clone(),

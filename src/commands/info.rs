@@ -19,11 +19,12 @@ pub(super) async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyh
     watch_ctrl_c(cancel.clone());
     let api = build_api(&settings, cancel.clone(), Arc::new(Metrics::new()), None)?;
     check_key(&api).await?;
+    let (output, layout) = args.placement.resolve(&settings);
     let planner = Planner::new(
         api,
         selection(&settings, &args.selection),
-        settings.output.clone(),
-        settings.layout,
+        output,
+        layout,
         settings.metadata,
     );
     show_plan(&planner, &targets, json, &cancel).await

@@ -275,3 +275,22 @@ fn completions_and_a_man_page_are_printed_from_the_command_line_definitions() {
     cmd.args(["completions", "tcsh"]);
     run(cmd).expect_code(2);
 }
+
+// Issue 11.10: `info` refused -o and --layout, so every path it showed was under `./` in the flat
+// layout, not where the download would put the file.
+#[test]
+fn info_shows_the_paths_of_the_chosen_folder_and_layout() {
+    let m = model(1208, "LORA", 4 * KIB);
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = info(&server, &sandbox);
+    cmd.args(["1208", "--json", "-o", "library", "--layout", "comfyui"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    let plan: Value = ran.json();
+    let path = plan[0]["path"].as_str().unwrap_or_default().to_string();
+    assert!(
+        path.ends_with(&format!("library/models/loras/{}", first_file(&m).name)),
+        "{path}"
+    );
+}
