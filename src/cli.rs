@@ -86,8 +86,10 @@ pub struct GlobalArgs {
 #[cfg_attr(not(feature = "dev-tools"), allow(clippy::large_enum_variant))]
 pub enum Command {
     /// Download models (by id, URL, AIR, version, creator or list file).
+    #[command(after_help = DOWNLOAD_EXAMPLES)]
     Download(Box<DownloadArgs>),
     /// Show what would be downloaded: versions, files, sizes, hashes.
+    #[command(after_help = INFO_EXAMPLES)]
     Info(InfoArgs),
     /// Print shell completions (e.g. `civitai-dl completions bash > ~/.local/share/bash-completion/completions/civitai-dl`).
     Completions(CompletionsArgs),
@@ -103,6 +105,23 @@ pub enum Command {
     #[cfg(feature = "dev-tools")]
     Bench(BenchArgs),
 }
+
+/// Shown at the end of `download --help`, as uv and cargo do.
+const DOWNLOAD_EXAMPLES: &str = "\
+Examples:
+  civitai-dl download 4201 -o models                         # a model's newest version, primary file
+  civitai-dl download https://civitai.com/models/4201?modelVersionId=130072
+  civitai-dl download 4201 --format SafeTensor --fp fp16 --layout comfyui -o ~/ComfyUI
+  civitai-dl download --user someone -o models               # every model of a creator
+  civitai-dl download --from-file list.txt --images 2        # one target per line, with previews
+  civitai-dl download 4201 --dry-run                         # what would be fetched, and where";
+
+/// Shown at the end of `info --help`.
+const INFO_EXAMPLES: &str = "\
+Examples:
+  civitai-dl info 4201                                       # versions, files, sizes, hashes
+  civitai-dl info 4201 --all-versions --all-files --json     # everything, machine-readable
+  civitai-dl info --from-file list.txt -o ~/ComfyUI --layout comfyui   # where each file would go";
 
 /// `civitai-dl completions`.
 #[derive(Debug, Args)]

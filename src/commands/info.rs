@@ -93,7 +93,7 @@ fn describe(f: &FileFacts) -> String {
     .into_iter()
     .flatten()
     .collect();
-    format!(
+    let mut text = format!(
         "{} \"{}\" [{}] version {} \"{}\"{}\n  file {} {} ({})\n  size {}  sha256 {}\n  -> {}",
         f.model_id,
         f.model_name,
@@ -112,5 +112,9 @@ fn describe(f: &FileFacts) -> String {
             .unwrap_or_else(|| "unknown".into()),
         f.sha256.as_deref().unwrap_or("not published"),
         f.path.display()
-    )
+    );
+    for preview in &f.previews {
+        text.push_str(&format!("\n  preview -> {}", preview.display()));
+    }
+    text
 }

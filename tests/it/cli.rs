@@ -294,3 +294,52 @@ fn info_shows_the_paths_of_the_chosen_folder_and_layout() {
         "{path}"
     );
 }
+
+// Issue 11.10: `--images N --dry-run` did not list the previews it would fetch.
+#[test]
+fn a_plan_lists_the_previews_it_would_fetch() {
+    let mut m = model(1209, "LORA", 4 * KIB);
+    m.versions[0].images = 3;
+    let server = serve(vec![m.clone()], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = info(&server, &sandbox);
+    cmd.args(["1209", "--images", "2", "--json"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    let plan: Value = ran.json();
+    let previews = plan[0]["previews"].as_array().cloned().unwrap_or_default();
+    assert_eq!(previews.len(), 2, "{plan:#}");
+    let stem = first_file(&m)
+        .name
+        .trim_end_matches(".safetensors")
+        .to_string();
+    assert!(
+        previews[0]
+            .as_str()
+            .is_some_and(|p| p.contains(&format!("{stem}.preview."))),
+        "{previews:?}"
+    );
+    let mut cmd = info(&server, &sandbox);
+    cmd.args(["1209", "--images", "2"]);
+    let ran = run(cmd);
+    assert!(ran.stdout.contains(".preview."), "{}", ran.stdout);
+}
+
+// Issue 11.10: no examples in --help.
+#[test]
+fn help_ends_with_examples() {
+    let sandbox = Sandbox::new();
+    for command in ["download", "info"] {
+        let mut cmd = civitai_dl("http://127.0.0.1:9", &sandbox, FAST_RETRIES);
+        cmd.args([command, "--help"]);
+        let ran = run(cmd);
+        ran.expect_code(0);
+        let examples = ran.stdout.rsplit("Examples:").next().unwrap_or_default();
+        assert!(
+            ran.stdout.contains("Examples:")
+                && examples.contains(&format!("civitai-dl {command} ")),
+            "{command}: {}",
+            ran.stdout
+        );
+    }
+}

@@ -247,6 +247,8 @@ pub struct FileFacts {
     pub early_access: bool,
     /// Where it would be saved.
     pub path: PathBuf,
+    /// Where its preview images would be saved (`--images N`).
+    pub previews: Vec<PathBuf>,
 }
 
 /// Turns targets into jobs. Shared by both drivers; remembers the paths it handed out.
@@ -563,6 +565,11 @@ impl Planner {
                 sha256,
                 primary: file.primary,
                 early_access: version.is_early_access(),
+                previews: previews
+                    .iter()
+                    .enumerate()
+                    .map(|(n, (_, ext))| preview_path(&dest, n, ext))
+                    .collect(),
                 path: dest,
             },
             sidecar,
