@@ -15,16 +15,20 @@ use civitai_dl_engine::observe::{Reporter, SavedFile, TransferProgress};
 
 const FILE_TEMPLATE: &str =
     "{spinner:.green} {msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} eta {eta:>4}";
-const OVERALL_TEMPLATE: &str = "{prefix:.bold} [{wide_bar:.cyan/blue}] {pos}/{len} files  {msg}";
-/// The overall bar's byte count is refreshed this often.
-const OVERALL_REFRESH: Duration = Duration::from_millis(500);
+/// Bytes over the known plan, this run's speed and the ETA; the message counts files.
+const OVERALL_TEMPLATE: &str = "{prefix:.bold} [{wide_bar:.cyan/blue}] {bytes}/{total_bytes} \
+    {bytes_per_sec} eta {eta}  {msg}";
 
-/// The set of bars of a run: one per active file, one overall.
+/// The set of bars of a run: one per active file, and a total that appears once there is work.
 #[derive(Clone)]
 pub struct Progress {
     multi: MultiProgress,
     overall: ProgressBar,
-    bytes: Arc<AtomicU64>,
+    /// Model files planned and settled so far, for the total's message.
+    files: Arc<(AtomicU64, AtomicU64)>,
+    /// Whether the total is on screen: not before planning found work, so an early error
+    /// (a typo'd target, a wrong key) prints alone.
+    shown: Arc<std::sync::Once>,
 }
 
 impl Progress {
@@ -36,38 +40,37 @@ impl Progress {
             ProgressDrawTarget::hidden()
         };
         let multi = MultiProgress::with_draw_target(target);
-        let overall = multi.add(ProgressBar::new(0));
+        // Hidden until added to the bars: alone it would draw on stderr itself.
+        let overall = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         if let Ok(style) = ProgressStyle::with_template(OVERALL_TEMPLATE) {
             overall.set_style(style.progress_chars("=> "));
         }
         overall.set_prefix("total");
-        let bytes = Arc::new(AtomicU64::new(0));
-        if visible {
-            Self::show_bytes(overall.clone(), bytes.clone());
-        }
         Progress {
             multi,
             overall,
-            bytes,
+            files: Arc::default(),
+            shown: Arc::new(std::sync::Once::new()),
         }
     }
 
-    /// Keep the overall bar's message at the bytes transferred so far, until the bar finishes.
-    fn show_bytes(overall: ProgressBar, bytes: Arc<AtomicU64>) {
-        std::thread::spawn(move || {
-            while !overall.is_finished() {
-                let total = bytes.load(Ordering::Relaxed);
-                overall.set_message(format!("{} transferred", HumanBytes(total)));
-                std::thread::sleep(OVERALL_REFRESH);
-            }
-        });
+    fn show_files(&self) {
+        let (planned, settled) = &*self.files;
+        self.overall.set_message(format!(
+            "{}/{} files",
+            settled.load(Ordering::Relaxed),
+            planned.load(Ordering::Relaxed)
+        ));
     }
 
     /// A bar for one file transfer; it disappears when dropped.
     fn file(&self, name: &str) -> FileBar {
-        let bar = self
-            .multi
-            .insert_before(&self.overall, ProgressBar::no_length());
+        let bar = if self.shown.is_completed() {
+            self.multi
+                .insert_before(&self.overall, ProgressBar::no_length())
+        } else {
+            self.multi.add(ProgressBar::no_length())
+        };
         if let Ok(style) = ProgressStyle::with_template(FILE_TEMPLATE) {
             bar.set_style(style);
         }
@@ -75,7 +78,7 @@ impl Progress {
         bar.enable_steady_tick(Duration::from_millis(200));
         FileBar {
             bar,
-            overall_bytes: self.bytes.clone(),
+            overall: self.overall.clone(),
         }
     }
 
@@ -107,7 +110,7 @@ impl Progress {
 /// The progress of one file.
 struct FileBar {
     bar: ProgressBar,
-    overall_bytes: Arc<AtomicU64>,
+    overall: ProgressBar,
 }
 
 impl TransferProgress for FileBar {
@@ -117,21 +120,37 @@ impl TransferProgress for FileBar {
             None => self.bar.unset_length(),
         }
         self.bar.set_position(position);
+        // What a resume starts from was not received now: the speed counts from here.
+        self.bar.reset_eta();
     }
 
     fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
-        self.overall_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.overall.inc(bytes);
     }
 }
 
 impl Reporter for Progress {
-    fn on_planned(&self, files: u64) {
-        self.overall.inc_length(files);
+    fn on_planned(&self, files: u64, bytes: u64) {
+        if files == 0 {
+            return;
+        }
+        self.shown.call_once(|| {
+            self.multi.add(self.overall.clone());
+        });
+        self.files.0.fetch_add(files, Ordering::Relaxed);
+        self.overall.inc_length(bytes);
+        self.show_files();
     }
 
-    fn on_model_file_settled(&self) {
-        self.overall.inc(1);
+    fn on_model_file_settled(&self, planned: u64, transferred: u64) {
+        self.files.1.fetch_add(1, Ordering::Relaxed);
+        // The bytes this file will not bring after all (present, resumed, failed) leave the
+        // plan, so the total and its ETA are about what is still to come.
+        let unneeded = planned.saturating_sub(transferred);
+        let length = self.overall.length().unwrap_or(0).saturating_sub(unneeded);
+        self.overall.set_length(length.max(self.overall.position()));
+        self.show_files();
     }
 
     fn on_transfer_start(&self, name: &str) -> Box<dyn TransferProgress> {

@@ -19,4 +19,5 @@ mod safety;
 mod state;
 mod strategy;
 mod support;
+mod terminal;
 mod tls;

@@ -258,7 +258,7 @@ impl Reporter for Metrics {
         }
     }
 
-    fn on_planned(&self, files: u64) {
+    fn on_planned(&self, files: u64, _bytes: u64) {
         self.files_planned.fetch_add(files, Ordering::Relaxed);
     }
 
@@ -637,7 +637,7 @@ mod tests {
     #[test]
     fn active_and_queued_files_follow_planning_and_processing() {
         let m = Metrics::new();
-        m.on_planned(3);
+        m.on_planned(3, 0);
         let first = ActiveFile::start(&m);
         let second = ActiveFile::start(&m);
         let c = m.counters();

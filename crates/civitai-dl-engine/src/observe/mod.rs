@@ -78,14 +78,17 @@ pub trait Reporter: Send + Sync {
     fn on_operation_done(&self, _ok: bool, _attempts: u32) {}
     /// A file ended: `transferred` bytes in `elapsed`, after `attempts` attempts.
     fn on_file_done(&self, _ok: bool, _transferred: u64, _elapsed: Duration, _attempts: u32) {}
-    /// Planning found `files` more model files to process.
-    fn on_planned(&self, _files: u64) {}
+    /// Planning found `files` more model files to process, of `bytes` in all (as far as
+    /// Civitai lists their sizes).
+    fn on_planned(&self, _files: u64, _bytes: u64) {}
     /// A model file starts being processed (see [`ActiveFile`]).
     fn on_model_file_started(&self) {}
     /// A model file stops being processed (settled, handed back or interrupted).
     fn on_model_file_ended(&self) {}
-    /// A model file's outcome is recorded: it will not be tried again in this run.
-    fn on_model_file_settled(&self) {}
+    /// A model file's outcome is recorded: it will not be tried again in this run. Of the
+    /// `planned` bytes its plan counted, `transferred` arrived in this run (less when it was
+    /// present, resumed or failed).
+    fn on_model_file_settled(&self, _planned: u64, _transferred: u64) {}
     /// A model file was downloaded and is at its final path.
     fn on_model_file_saved(&self, _saved: &SavedFile) {}
     /// The concurrent driver handed its queue to the sequential one.
@@ -170,8 +173,8 @@ impl Reporter for Fanout {
     fn on_file_done(&self, ok: bool, transferred: u64, elapsed: Duration, attempts: u32) {
         self.each(|s| s.on_file_done(ok, transferred, elapsed, attempts));
     }
-    fn on_planned(&self, files: u64) {
-        self.each(|s| s.on_planned(files));
+    fn on_planned(&self, files: u64, bytes: u64) {
+        self.each(|s| s.on_planned(files, bytes));
     }
     fn on_model_file_started(&self) {
         self.each(|s| s.on_model_file_started());
@@ -179,8 +182,8 @@ impl Reporter for Fanout {
     fn on_model_file_ended(&self) {
         self.each(|s| s.on_model_file_ended());
     }
-    fn on_model_file_settled(&self) {
-        self.each(|s| s.on_model_file_settled());
+    fn on_model_file_settled(&self, planned: u64, transferred: u64) {
+        self.each(|s| s.on_model_file_settled(planned, transferred));
     }
     fn on_model_file_saved(&self, saved: &SavedFile) {
         self.each(|s| s.on_model_file_saved(saved));

@@ -580,7 +580,7 @@ mod tests {
         let path = dir.path().join("metrics.json");
         std::fs::write(&path, "stale").unwrap();
         let metrics = Metrics::new();
-        metrics.on_planned(2);
+        metrics.on_planned(2, 0);
         write_metrics_json(&path, &metrics.report()).await.unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

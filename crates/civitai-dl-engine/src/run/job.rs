@@ -329,7 +329,8 @@ impl Run {
 
     /// A model file's outcome is final for this run.
     fn settled(&self, job: &Job, entry: FileResult) {
-        self.reporter.on_model_file_settled();
+        self.reporter
+            .on_model_file_settled(job.file.expected_size.unwrap_or(0), entry.transferred);
         let resolves = self.downloader.resolves(&job.file);
         self.report().files.push(FileResult { resolves, ..entry });
     }
@@ -626,7 +627,12 @@ impl Unit for Run {
                 self.report()
                     .skipped_versions
                     .extend(planned.skipped.iter().map(ToString::to_string));
-                self.reporter.on_planned(planned.jobs.len() as u64);
+                let bytes = planned
+                    .jobs
+                    .iter()
+                    .filter_map(|job| job.file.expected_size)
+                    .sum();
+                self.reporter.on_planned(planned.jobs.len() as u64, bytes);
                 PlanOutcome::Planned {
                     jobs: planned.jobs,
                     next: planned.next.map(Step::Page),
