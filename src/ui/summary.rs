@@ -25,6 +25,12 @@ pub fn render(report: &RunReport) -> String {
         HumanDuration(wall),
         HumanBytes(speed as u64),
     );
+    if report.kept_in_parts > 0 {
+        out.push_str(&format!(
+            "; {} kept in .part files for the next run",
+            HumanBytes(report.kept_in_parts)
+        ));
+    }
     if report.files.iter().any(|f| f.preview) {
         out.push_str(&format!(
             "; previews: {} downloaded, {} already present, {} failed",
@@ -113,6 +119,18 @@ mod tests {
         );
         assert!(text.contains("failed: model 1 file a: not found"), "{text}");
         assert!(report.has_failures());
+    }
+
+    #[test]
+    fn bytes_kept_for_the_next_run_are_in_the_summary() {
+        let mut report = RunReport::new();
+        report.kept_in_parts = 3 * 1024 * 1024;
+        assert!(
+            render(&report).contains("; 3.00 MiB kept in .part files for the next run"),
+            "{}",
+            render(&report)
+        );
+        assert!(!render(&RunReport::new()).contains("kept"));
     }
 
     #[test]

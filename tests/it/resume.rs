@@ -223,3 +223,29 @@ fn sigterm_stops_the_run_like_ctrl_c() {
     let record = sandbox.state_record(first_file(&m).id);
     assert_eq!(record["status"], "pending", "{record:#}");
 }
+
+// Issue 11.3: after Ctrl-C the summary said "0 B in 5 seconds" while megabytes were kept for the
+// next run. It says how much the `.part` files keep.
+#[test]
+fn the_interrupt_summary_says_what_the_part_files_keep() {
+    let (m, server) = slow_model(85);
+    let sandbox = Sandbox::new();
+    let part = sandbox.out.join(format!("{}.part", first_file(&m).name));
+    let log = sandbox.root().join("stderr.log");
+    let mut cmd = download(&server, &sandbox);
+    cmd.arg("85")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    assert!(
+        crate::support::poll_until(Duration::from_secs(30), || len_or_zero(&part) > 64 * 1024),
+        "no bytes reached the .part"
+    );
+    interrupt(&child);
+    assert_eq!(
+        wait_with_timeout(&mut child, Duration::from_secs(20)),
+        Some(130)
+    );
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(stderr.contains("kept in .part files"), "{stderr}");
+}

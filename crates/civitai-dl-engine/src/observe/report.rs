@@ -100,6 +100,10 @@ pub struct RunReport {
     pub skipped_versions: Vec<String>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<StopReason>,
+    /// Bytes of unfinished files kept in `.part` files for the next run (after an interruption
+    /// or a stop).
+    #[serde(default)]
+    pub kept_in_parts: u64,
     /// Wall time in seconds.
     pub wall_secs: f64,
     /// Requests answered by each API host.

@@ -291,6 +291,8 @@ impl Run {
                 self.record(job, dest, |r| {
                     r.status = state::RecordStatus::Pending;
                 });
+                let kept = std::fs::metadata(with_suffix(dest, "part")).map_or(0, |m| m.len());
+                self.report().kept_in_parts += kept;
                 return Ok(None);
             }
             Err(error) if error.retry_class() != RetryClass::Fatal => return Err(error),
