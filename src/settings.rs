@@ -446,12 +446,6 @@ impl Settings {
             .rate_limit
             .or(net.rate_limit)
             .unwrap_or(DEFAULT_RATE_PER_SEC);
-        if !(rate_limit.is_finite() && rate_limit > 0.0) {
-            return Err(invalid(
-                "rate_limit",
-                "must be a positive number of requests per second",
-            ));
-        }
         let base_url = global
             .base_url
             .clone()
@@ -539,9 +533,6 @@ pub fn monitor_options(
         .report_interval
         .or(file.report_interval_secs)
         .unwrap_or(DEFAULT_REPORT_INTERVAL_SECS);
-    if interval == 0 {
-        return Err(invalid("report_interval", "must be at least 1 second"));
-    }
     let baseline = args
         .baseline_throughput
         .or(file.baseline_throughput_mb_per_sec);

@@ -1,12 +1,11 @@
 //! Shell completions and the man page, generated from the same clap definitions as `--help`, so
 //! they can never disagree with it (clap_complete, clap_mangen).
 
-use std::io::{self, Write};
-
 use clap::CommandFactory;
 
 use super::Exit;
 use crate::cli::Cli;
+use crate::ui::output;
 
 /// `civitai-dl completions <shell>`: the completion script on standard output.
 pub(super) fn completions(shell: clap_complete::Shell) -> anyhow::Result<Exit> {
@@ -23,9 +22,6 @@ pub(super) fn man_page() -> anyhow::Result<Exit> {
 }
 
 fn print(bytes: &[u8]) -> anyhow::Result<Exit> {
-    let mut stdout = io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(error.into()),
-        _ => Ok(Exit::Success),
-    }
+    output::bytes(bytes)?;
+    Ok(Exit::Success)
 }

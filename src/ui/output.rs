@@ -10,8 +10,14 @@ use std::io::{self, Write};
 
 /// Print `text` and a newline on standard output; nothing when the reader has closed it.
 pub fn line(text: impl Display) -> io::Result<()> {
+    bytes(format!("{text}\n").as_bytes())
+}
+
+/// Write `bytes` to standard output as they are (a completion script, a man page); nothing when
+/// the reader has closed it.
+pub fn bytes(bytes: &[u8]) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }

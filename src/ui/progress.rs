@@ -24,11 +24,18 @@ const OVERALL_TEMPLATE: &str = "{prefix:.bold} [{wide_bar:.cyan/blue}] {bytes}/{
 pub struct Progress {
     multi: MultiProgress,
     overall: ProgressBar,
-    /// Model files planned and settled so far, for the total's message.
-    files: Arc<(AtomicU64, AtomicU64)>,
+    /// For the total's message.
+    files: Arc<FileCounts>,
     /// Whether the total is on screen: not before planning found work, so an early error
     /// (a typo'd target, a wrong key) prints alone.
     shown: Arc<std::sync::Once>,
+}
+
+/// Model files planned and settled so far.
+#[derive(Default)]
+struct FileCounts {
+    planned: AtomicU64,
+    settled: AtomicU64,
 }
 
 impl Progress {
@@ -55,11 +62,10 @@ impl Progress {
     }
 
     fn show_files(&self) {
-        let (planned, settled) = &*self.files;
         self.overall.set_message(format!(
             "{}/{} files",
-            settled.load(Ordering::Relaxed),
-            planned.load(Ordering::Relaxed)
+            self.files.settled.load(Ordering::Relaxed),
+            self.files.planned.load(Ordering::Relaxed)
         ));
     }
 
@@ -138,13 +144,13 @@ impl Reporter for Progress {
         self.shown.call_once(|| {
             self.multi.add(self.overall.clone());
         });
-        self.files.0.fetch_add(files, Ordering::Relaxed);
+        self.files.planned.fetch_add(files, Ordering::Relaxed);
         self.overall.inc_length(bytes);
         self.show_files();
     }
 
     fn on_model_file_settled(&self, planned: u64, transferred: u64) {
-        self.files.1.fetch_add(1, Ordering::Relaxed);
+        self.files.settled.fetch_add(1, Ordering::Relaxed);
         // The bytes this file will not bring after all (present, resumed, failed) leave the
         // plan, so the total and its ETA are about what is still to come.
         let unneeded = planned.saturating_sub(transferred);

@@ -993,6 +993,12 @@ fn a_creators_listing_streams_keeps_what_was_listed_and_resumes_at_its_cursor() 
     let ran = run(cmd);
     ran.expect_code(1);
     assert_eq!(model_files(&sandbox), 100, "page 1 is kept: {}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("running the same command again continues from this page"),
+        "the user is told how to continue: {}",
+        ran.stderr
+    );
     let first_run = server.stats().listings();
     let page_two = first_run.last().expect("page 2 was asked for").clone();
     assert!(

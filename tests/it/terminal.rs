@@ -16,11 +16,15 @@ fn on_a_terminal(sandbox: &Sandbox, args: &[String]) -> String {
         .chain(args.iter().cloned())
         .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
         .collect();
-    let output = Command::new("script")
+    let mut script = Command::new("script");
+    // Scrubbed like every other test's environment, so no real key or config reaches the run.
+    for var in civitai_dl_engine::env::ENV_VARS {
+        script.env_remove(var);
+    }
+    let output = script
         .args(["-qfec", &quoted.join(" "), "/dev/null"])
         .env("HOME", &sandbox.home)
         .env("XDG_CONFIG_HOME", &sandbox.home)
-        .env_remove("CIVITAI_API_KEY")
         .env("COLUMNS", "160")
         .current_dir(&sandbox.home)
         .output()

@@ -597,8 +597,18 @@ impl Run {
             // Mid-walk, or the first page failed: the saved place (if any) still holds.
             Ok(_) | Err(_) => return,
         };
-        if let Err(error) = self.state().set_listing_cursor(username, resume_at) {
-            tracing::warn!("creator {username}: where the listing stands was not saved: {error}");
+        let broke_off = resume_at.is_some();
+        match self.state().set_listing_cursor(username, resume_at) {
+            Ok(()) if broke_off => tracing::warn!(
+                "{step}: the listing broke off here; what it listed before is kept, and running \
+                 the same command again continues from this page"
+            ),
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(
+                    "creator {username}: where the listing stands was not saved: {error}"
+                );
+            }
         }
     }
 
