@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use civitai_dl_engine::plan::naming::Layout;
+use civitai_dl_engine::sidecar::SidecarKind;
 
 use crate::settings::limits;
 
@@ -114,7 +115,9 @@ Examples:
   civitai-dl download 4201 --format SafeTensor --fp fp16 --layout comfyui -o ~/ComfyUI
   civitai-dl download --user someone -o models               # every model of a creator
   civitai-dl download --from-file list.txt --images 2        # one target per line, with previews
-  civitai-dl download 4201 --dry-run                         # what would be fetched, and where";
+  civitai-dl download 4201 --dry-run                         # what would be fetched, and where
+  civitai-dl download 4201 --all-files --layout forge --root ~/Forge   # the checkpoint and its VAE
+  civitai-dl download 4201 --sidecars civitai-info,a1111-json,lm-metadata --images 1";
 
 /// Shown at the end of `info --help`.
 const INFO_EXAMPLES: &str = "\
@@ -210,9 +213,15 @@ pub struct DownloadArgs {
     #[command(flatten)]
     pub placement: PlacementArgs,
 
-    /// No metadata sidecars (<name>.civitai.info).
-    #[arg(long)]
+    /// No metadata sidecars at all (no <stem>.civitai.info, .json or .metadata.json).
+    #[arg(long, conflicts_with = "sidecars")]
     pub no_metadata: bool,
+
+    /// Sidecars to write beside each model file, comma-separated: civitai-info
+    /// (<stem>.civitai.info: Civitai Helper, SwarmUI), a1111-json (<stem>.json: A1111 and Forge
+    /// cards), lm-metadata (<stem>.metadata.json: ComfyUI-Lora-Manager) [default: civitai-info].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KINDS")]
+    pub sidecars: Vec<SidecarKind>,
 
     /// Plan only: show what would be downloaded, touch nothing.
     #[arg(long)]
@@ -328,11 +337,14 @@ pub struct InfoArgs {
 /// The output folder and the layout under it, for `download` and for what `info` shows.
 #[derive(Debug, Args)]
 pub struct PlacementArgs {
-    /// Output directory (default: the config file's, else the current directory).
-    #[arg(short, long, value_name = "DIR")]
+    /// Output directory, the app's folder with a layout (default: the config file's, else the
+    /// current directory). --root is the same option: `--layout forge --root ~/Forge`.
+    #[arg(short, long, visible_alias = "root", value_name = "DIR")]
     pub output: Option<PathBuf>,
 
-    /// Where each file goes: flat, or the folders A1111 or ComfyUI expect for its model type.
+    /// Where each file goes: flat, or the folders A1111, Forge, ComfyUI or SwarmUI read for its
+    /// type (a checkpoint's VAE or text encoder to its own folder); invoke: <type>/<base model>/
+    /// for InvokeAI to register in place.
     #[arg(long, value_enum)]
     pub layout: Option<Layout>,
 }

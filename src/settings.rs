@@ -19,6 +19,7 @@ use civitai_dl_engine::observe::monitor::{
 use civitai_dl_engine::observe::rates::RateLimits;
 use civitai_dl_engine::plan::naming::Layout;
 use civitai_dl_engine::run::{Performance, Thresholds};
+use civitai_dl_engine::sidecar::SidecarKind;
 
 /// The official API host.
 pub const DEFAULT_BASE_URL: &str = "https://civitai.com";
@@ -76,8 +77,10 @@ pub struct FileConfig {
     pub output: Option<PathBuf>,
     /// Default folder layout.
     pub layout: Option<Layout>,
-    /// Write `.civitai.info` sidecars.
+    /// Write metadata sidecars at all.
     pub metadata: Option<bool>,
+    /// Which sidecars to write.
+    pub sidecars: Option<Vec<SidecarKind>>,
     /// Preview images per version.
     pub images: Option<usize>,
     /// Ask listings for NSFW models too.
@@ -390,8 +393,8 @@ pub struct Settings {
     pub output: PathBuf,
     /// Folder layout.
     pub layout: Layout,
-    /// Write metadata sidecars.
-    pub metadata: bool,
+    /// The sidecars to write (empty with `metadata = false`).
+    pub sidecars: Vec<SidecarKind>,
     /// Preview images per version.
     pub images: usize,
     /// Ask listings for NSFW models too.
@@ -481,7 +484,12 @@ impl Settings {
                 .collect::<Result<_, _>>()?,
             output: file.output.unwrap_or_else(|| PathBuf::from(".")),
             layout: file.layout.unwrap_or(Layout::Flat),
-            metadata: file.metadata.unwrap_or(true),
+            sidecars: if file.metadata.unwrap_or(true) {
+                file.sidecars
+                    .unwrap_or_else(|| vec![SidecarKind::CivitaiInfo])
+            } else {
+                Vec::new()
+            },
             images: file.images.unwrap_or(0),
             include_nsfw: file.include_nsfw.unwrap_or(true),
             network: Network {
@@ -692,6 +700,19 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_come_from_the_file_and_metadata_false_turns_them_off() {
+        let s = resolve(&[], "sidecars = [\"a1111-json\", \"lm-metadata\"]\n").unwrap();
+        assert_eq!(
+            s.sidecars,
+            [SidecarKind::A1111Json, SidecarKind::LmMetadata]
+        );
+        let s = resolve(&[], "metadata = false\nsidecars = [\"a1111-json\"]\n").unwrap();
+        assert!(s.sidecars.is_empty());
+        let error = resolve(&[], "sidecars = [\"a1111\"]\n").unwrap_err();
+        assert!(error.to_string().contains("sidecars"), "{error}");
+    }
+
+    #[test]
     fn defaults_without_file_or_flags() {
         let s = resolve(&[], "").unwrap();
         assert_eq!(s.base_url, DEFAULT_BASE_URL);
@@ -701,7 +722,8 @@ mod tests {
             Duration::from_secs(READ_TIMEOUT_SECS)
         );
         assert_eq!(s.retry, RetryPolicy::default());
-        assert!(s.metadata && s.include_nsfw && s.api_key.is_none());
+        assert!(s.include_nsfw && s.api_key.is_none());
+        assert_eq!(s.sidecars, [SidecarKind::CivitaiInfo]);
         assert_eq!(
             (s.network.min_speed, s.network.min_speed_window),
             (1024, Duration::from_secs(60)),

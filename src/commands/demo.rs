@@ -16,6 +16,7 @@ use civitai_dl_engine::civitai::target::Target;
 use civitai_dl_engine::fetch::DownloadOptions;
 use civitai_dl_engine::plan::Selection;
 use civitai_dl_engine::plan::naming::Layout;
+use civitai_dl_engine::sidecar::SidecarKind;
 
 #[cfg(feature = "dev-tools")]
 pub(super) async fn demo(
@@ -70,7 +71,7 @@ pub(super) async fn demo(
         },
         output,
         layout: Layout::Flat,
-        metadata: true,
+        sidecars: vec![SidecarKind::CivitaiInfo],
         dry_run: false,
         state_file: None,
         download: DownloadOptions {

@@ -23,6 +23,7 @@ use civitai_dl_engine::observe::{Fanout, Reporter};
 use civitai_dl_engine::plan::naming::Layout;
 use civitai_dl_engine::plan::{Planner, Selection, Step};
 use civitai_dl_engine::run::{Failsafe, Performance, Run, RunParts, Work, run_with_failsafe};
+use civitai_dl_engine::sidecar::SidecarKind;
 use civitai_dl_engine::state::StateStore;
 
 /// What one download run needs beyond the settings.
@@ -31,7 +32,7 @@ pub(super) struct DownloadRequest {
     pub(super) selection: Selection,
     pub(super) output: PathBuf,
     pub(super) layout: Layout,
-    pub(super) metadata: bool,
+    pub(super) sidecars: Vec<SidecarKind>,
     pub(super) dry_run: bool,
     pub(super) state_file: Option<PathBuf>,
     pub(super) download: DownloadOptions,
@@ -52,7 +53,7 @@ pub(super) async fn download(
         selection: selection(&settings, &args.selection),
         output,
         layout,
-        metadata: settings.metadata && !args.no_metadata,
+        sidecars: chosen_sidecars(&settings, &args),
         dry_run: args.dry_run,
         state_file: args.state_file.clone(),
         download: DownloadOptions {
@@ -73,6 +74,20 @@ pub(super) async fn download(
         targets,
     };
     execute(&settings, request, json, progress).await
+}
+
+/// `--sidecars` over `--no-metadata` (clap refuses both) over the config file's choice.
+fn chosen_sidecars(settings: &Settings, args: &DownloadArgs) -> Vec<SidecarKind> {
+    let mut kinds = if args.no_metadata {
+        Vec::new()
+    } else if args.sidecars.is_empty() {
+        settings.sidecars.clone()
+    } else {
+        args.sidecars.clone()
+    };
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
 }
 
 pub(super) async fn execute(
@@ -103,7 +118,7 @@ pub(super) async fn execute(
         request.selection.clone(),
         request.output.clone(),
         request.layout,
-        request.metadata,
+        request.sidecars.clone(),
     );
     planner.expect(&request.targets).await;
     if request.dry_run {

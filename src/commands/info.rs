@@ -25,7 +25,7 @@ pub(super) async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyh
         selection(&settings, &args.selection),
         output,
         layout,
-        settings.metadata,
+        settings.sidecars.clone(),
     );
     show_plan(&planner, &targets, json, &cancel).await
 }

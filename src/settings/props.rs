@@ -110,9 +110,7 @@ impl Val {
                 )
             }
             Val::Ints(ints) => format!("{ints:?}"),
-            Val::Layout(Layout::Flat) => "\"flat\"".into(),
-            Val::Layout(Layout::A1111) => "\"a1111\"".into(),
-            Val::Layout(Layout::Comfyui) => "\"comfyui\"".into(),
+            Val::Layout(layout) => format!("\"{}\"", layout.name()),
         }
     }
 }
@@ -133,11 +131,9 @@ fn value(kind: Kind) -> BoxedStrategy<Val> {
         Kind::Ints => proptest::collection::vec(0..=i64::MAX as u64, 0..5)
             .prop_map(Val::Ints)
             .boxed(),
-        Kind::Layout => {
-            proptest::sample::select(vec![Layout::Flat, Layout::A1111, Layout::Comfyui])
-                .prop_map(Val::Layout)
-                .boxed()
-        }
+        Kind::Layout => proptest::sample::select(Layout::ALL.to_vec())
+            .prop_map(Val::Layout)
+            .boxed(),
     }
 }
 

@@ -9,6 +9,7 @@
 //!   -> plan (versions and files to fetch, safe names, folder layouts)
 //!   -> run (the unit of work per file; sequential | concurrent driver; failsafe hand-over)
 //!   -> fetch (resolve, range, validate, stream + hash, verify, rename) -> state (what is done)
+//!   -> sidecar (what other apps read beside a verified file: .civitai.info, .json, previews)
 //! http (client builder, signed URLs, limiter, retry) stands in front of every request;
 //! observe (metrics, monitor, rates, summary data) hears every step; fs holds the atomic writes.
 //! ```
@@ -36,6 +37,9 @@ pub mod fetch;
 
 /// The state file that lets an interrupted run continue.
 pub mod state;
+
+/// The metadata files and previews other apps read beside a verified model file.
+pub mod sidecar;
 
 /// What a run reports and who listens: the reporter trait, metrics, rates, monitor, summary data.
 pub mod observe;

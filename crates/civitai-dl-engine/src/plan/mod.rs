@@ -26,9 +26,10 @@ use crate::civitai::{ApiClient, ApiError, WithRaw};
 use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::plan::naming::{
-    Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir, sanitize_file_name,
-    sidecar_path,
+    FileClass, Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir,
+    sanitize_file_name, sidecar_path,
 };
+use crate::sidecar::{SidecarKind, SidecarPlan};
 use crate::state::CatalogItem;
 
 /// Which versions and files of each model to take.
@@ -202,10 +203,40 @@ pub struct Job {
     pub file: PlannedFile,
     /// Facts shown by `info` and `--dry-run`.
     pub facts: FileFacts,
-    /// The version JSON for `<stem>.civitai.info`, when metadata is wanted.
-    pub sidecar: Option<Value>,
-    /// Preview images: URL and file extension.
-    pub previews: Vec<(reqwest::Url, String)>,
+    /// The sidecars to write beside the file and what goes into them; `None` for none.
+    pub sidecars: Option<SidecarPlan>,
+    /// The preview images to fetch beside the file.
+    pub previews: PreviewPlan,
+}
+
+/// Preview images for one model file: how many are wanted, and the version's images to choose
+/// them from (images before videos), with the layout that decides which formats its app shows.
+#[derive(Clone, Debug, Default)]
+pub struct PreviewPlan {
+    /// How many to save (`--images N`).
+    pub wanted: usize,
+    /// Every image of the version, in the order they are tried.
+    pub candidates: Vec<PreviewImage>,
+    /// SwarmUI's layout accepts only PNG and JPEG previews; the others take the next candidate.
+    pub swarm: bool,
+}
+
+/// One image of a version, a preview candidate.
+#[derive(Clone, Debug)]
+pub struct PreviewImage {
+    /// Where it is.
+    pub url: reqwest::Url,
+    /// The extension its URL suggests (the saved file's comes from its bytes).
+    pub url_extension: String,
+    /// Civitai's content level of the image (0 when unknown).
+    pub nsfw_level: u64,
+}
+
+impl PreviewPlan {
+    /// The candidates the first `wanted` slots start from: what `info` shows.
+    pub fn first(&self) -> &[PreviewImage] {
+        &self.candidates[..self.wanted.min(self.candidates.len())]
+    }
 }
 
 /// What `info` shows about a file.
@@ -257,7 +288,7 @@ pub struct Planner {
     selection: Selection,
     output: PathBuf,
     layout: Layout,
-    metadata: bool,
+    sidecars: Vec<SidecarKind>,
     taken_paths: Mutex<HashSet<PathBuf>>,
     planned_keys: Mutex<HashSet<String>>,
     /// Models fetched ahead in batches; an async lock, so a plan that needs the batch under way
@@ -272,14 +303,14 @@ impl Planner {
         selection: Selection,
         output: PathBuf,
         layout: Layout,
-        metadata: bool,
+        sidecars: Vec<SidecarKind>,
     ) -> Planner {
         Planner {
             api,
             selection,
             output,
             layout,
-            metadata,
+            sidecars,
             taken_paths: Mutex::new(HashSet::new()),
             planned_keys: Mutex::new(HashSet::new()),
             prefetch: tokio::sync::Mutex::new(Prefetch::default()),
@@ -335,7 +366,7 @@ impl Planner {
                 });
             }
             return self
-                .jobs_for_version(&model_view(&model.value), &found, None)
+                .jobs_for_version(&self.model_view(&model), &found, None)
                 .map(Planned::jobs);
         }
         self.plan_listed_model(&model, version)
@@ -347,7 +378,7 @@ impl Planner {
         model: &WithRaw<Model>,
         only_version: Option<u64>,
     ) -> Result<Planned, PlanError> {
-        let view = model_view(&model.value);
+        let view = self.model_view(model);
         if matches!(model.value.mode, Some(ModelMode::Archived)) {
             return Err(PlanError::Archived {
                 model: view.label(),
@@ -418,6 +449,7 @@ impl Planner {
                 .unwrap_or_default(),
             nsfw: model.is_some_and(|m| m.nsfw),
             poi: model.is_some_and(|m| m.poi),
+            raw: None,
         };
         if model.is_some_and(|m| matches!(m.mode, Some(ModelMode::Archived))) {
             return Err(PlanError::Archived {
@@ -485,32 +517,70 @@ impl Planner {
         only_file: Option<u64>,
     ) -> Result<Vec<Job>, PlanError> {
         let files = self.choose_files(model, &version.value, only_file)?;
-        let sidecar = self.metadata.then(|| sidecar_json(model, &version.raw));
-        let mut jobs = Vec::new();
-        for (i, file) in files.into_iter().enumerate() {
+        let mut placed = Vec::new();
+        for file in files {
             let key = format!("{}:{}", version.value.id, file.id);
-            if !lock(&self.planned_keys).insert(key.clone()) {
-                continue;
+            if lock(&self.planned_keys).insert(key.clone()) {
+                let dest = self.destination(model, &version.value, file)?;
+                placed.push((file, key, dest));
             }
-            let dest = self.destination(model, file)?;
+        }
+        // A checkpoint's preferred VAE in A1111 is a file name from its VAE list: the VAE of the
+        // same version, when this run downloads it too.
+        let vae = placed
+            .iter()
+            .find(|(file, ..)| file.file_type.as_str().eq_ignore_ascii_case("vae"))
+            .and_then(|(_, _, dest)| dest.file_name())
+            .map(|name| name.to_string_lossy().into_owned());
+        let info = (!self.sidecars.is_empty()).then(|| Arc::new(sidecar_json(model, &version.raw)));
+        let mut jobs = Vec::new();
+        for (i, (file, key, dest)) in placed.into_iter().enumerate() {
+            let sidecars = info.as_ref().map(|info| SidecarPlan {
+                kinds: self.sidecars.clone(),
+                version: info.clone(),
+                model: model.raw.clone(),
+                file_id: file.id,
+                vae: vae.clone(),
+            });
             // Previews belong to the first file of a version, so --all-files does not fetch
             // the same images once per file.
             let previews = if i == 0 {
-                preview_urls(&version.value, self.selection.images)
+                self.preview_plan(&version.value)
             } else {
-                Vec::new()
+                PreviewPlan::default()
             };
-            jobs.push(self.job(
-                model,
-                &version.value,
-                file,
-                key,
-                dest,
-                sidecar.clone(),
-                previews,
-            ));
+            jobs.push(self.job(model, &version.value, file, key, dest, sidecars, previews));
         }
         Ok(jobs)
+    }
+
+    /// The previews wanted for a version, with every image as a candidate.
+    fn preview_plan(&self, version: &ModelVersion) -> PreviewPlan {
+        if self.selection.images == 0 {
+            return PreviewPlan::default();
+        }
+        PreviewPlan {
+            wanted: self.selection.images,
+            candidates: preview_candidates(version),
+            swarm: self.layout.is_swarm(),
+        }
+    }
+
+    /// The model as a job needs it, with its JSON (minus the versions) when sidecars want it.
+    fn model_view(&self, model: &WithRaw<Model>) -> ModelView {
+        let raw = match &model.raw {
+            Value::Object(map) if !self.sidecars.is_empty() => Some(Arc::new(Value::Object(
+                map.iter()
+                    .filter(|(key, _)| key.as_str() != "modelVersions")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ))),
+            _ => None,
+        };
+        ModelView {
+            raw,
+            ..model_view(&model.value)
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -521,8 +591,8 @@ impl Planner {
         file: &ModelFile,
         key: String,
         dest: PathBuf,
-        sidecar: Option<Value>,
-        previews: Vec<(reqwest::Url, String)>,
+        sidecars: Option<SidecarPlan>,
+        previews: PreviewPlan,
     ) -> Job {
         let sha256 = file.sha256().map(str::to_string);
         Job {
@@ -566,13 +636,14 @@ impl Planner {
                 primary: file.primary,
                 early_access: version.is_early_access(),
                 previews: previews
+                    .first()
                     .iter()
                     .enumerate()
-                    .map(|(n, (_, ext))| preview_path(&dest, n, ext))
+                    .map(|(n, image)| preview_path(&dest, n, &image.url_extension))
                     .collect(),
                 path: dest,
             },
-            sidecar,
+            sidecars,
             previews,
         }
     }
@@ -625,8 +696,19 @@ impl Planner {
     }
 
     /// The final path of a file: layout folder, sanitised name, unique within the run.
-    fn destination(&self, model: &ModelView, file: &ModelFile) -> Result<PathBuf, PlanError> {
-        let folder = layout_dir(self.layout, &model.model_type, file.file_type.as_str());
+    fn destination(
+        &self,
+        model: &ModelView,
+        version: &ModelVersion,
+        file: &ModelFile,
+    ) -> Result<PathBuf, PlanError> {
+        let class = FileClass {
+            model_type: &model.model_type,
+            file_type: file.file_type.as_str(),
+            format: file.metadata.format.as_deref(),
+            base_model: version.base_model.as_deref(),
+        };
+        let folder = layout_dir(self.layout, &class);
         let name = sanitize_file_name(&file.name);
         let mut path = join_inside(&self.output, &folder.join(&name))?;
         let mut taken = lock(&self.taken_paths);
@@ -645,6 +727,8 @@ struct ModelView {
     model_type: String,
     nsfw: bool,
     poi: bool,
+    /// The model's JSON without its versions, when it was fetched and sidecars want it.
+    raw: Option<Arc<Value>>,
 }
 
 impl ModelView {
@@ -664,6 +748,7 @@ fn model_view(model: &Model) -> ModelView {
         model_type: model.model_type.to_string(),
         nsfw: model.nsfw,
         poi: false,
+        raw: None,
     }
 }
 
@@ -683,13 +768,27 @@ fn sidecar_json(model: &ModelView, raw: &Value) -> Value {
     info
 }
 
-fn preview_urls(version: &ModelVersion, count: usize) -> Vec<(reqwest::Url, String)> {
-    version
+/// A version's images as preview candidates: images first, then videos (an image shows in more
+/// apps), each group in Civitai's order.
+fn preview_candidates(version: &ModelVersion) -> Vec<PreviewImage> {
+    let mut candidates: Vec<(bool, PreviewImage)> = version
         .images
         .iter()
-        .filter_map(|image| Some((reqwest::Url::parse(&image.url).ok()?, image.extension())))
-        .take(count)
-        .collect()
+        .filter_map(|image| {
+            let video = image
+                .image_type
+                .as_deref()
+                .is_some_and(|t| !t.eq_ignore_ascii_case("image"));
+            let candidate = PreviewImage {
+                url: reqwest::Url::parse(&image.url).ok()?,
+                url_extension: image.extension(),
+                nsfw_level: image.nsfw_level.map_or(0, |level| u64::from(level.0)),
+            };
+            Some((video, candidate))
+        })
+        .collect();
+    candidates.sort_by_key(|(video, _)| *video);
+    candidates.into_iter().map(|(_, image)| image).collect()
 }
 
 /// The path of the `n`th preview (0-based) of a model file: `<stem>.preview.<ext>`, then
@@ -701,11 +800,6 @@ pub fn preview_path(model_file: &Path, n: usize, ext: &str) -> PathBuf {
     } else {
         sidecar_path(model_file, &format!("preview.{}.{ext}", n + 1))
     }
-}
-
-/// The path of a model file's metadata sidecar.
-pub fn info_path(model_file: &Path) -> PathBuf {
-    sidecar_path(model_file, "civitai.info")
 }
 
 fn describe_files(files: &[ModelFile]) -> String {
@@ -742,7 +836,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn preview_and_info_paths() {
+    fn preview_paths() {
         let model = Path::new("/m/foo.safetensors");
         assert_eq!(
             preview_path(model, 0, "jpeg"),
@@ -752,7 +846,6 @@ mod tests {
             preview_path(model, 1, "png"),
             PathBuf::from("/m/foo.preview.2.png")
         );
-        assert_eq!(info_path(model), PathBuf::from("/m/foo.civitai.info"));
     }
 
     #[test]
@@ -763,6 +856,7 @@ mod tests {
             model_type: "LORA".into(),
             nsfw: false,
             poi: false,
+            raw: None,
         };
         let info = sidecar_json(&view, &json!({"id": 1, "modelId": 9}));
         assert_eq!(info["modelId"], 9);

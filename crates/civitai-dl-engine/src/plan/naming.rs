@@ -201,17 +201,55 @@ pub fn file_name_key(name: &str) -> String {
     name.to_lowercase()
 }
 
-/// Folder layouts. Flat puts everything in the output dir.
+/// Folder layouts: where each kind of file goes under the app's folder (`--root`, or `-o`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
     /// Every file directly in the output folder.
     Flat,
-    /// The folders of the AUTOMATIC1111 web UI (and Forge), output folder = web UI root.
+    /// The folders of the AUTOMATIC1111 web UI, output folder = web UI root.
     A1111,
+    /// The folders of Forge, output folder = Forge root: A1111's, and Forge also loads text
+    /// encoders and UNet-only checkpoints from them.
+    Forge,
     /// The folders of ComfyUI, output folder = ComfyUI root.
     Comfyui,
+    /// The folders of SwarmUI under its model root `Models/`, output folder = SwarmUI root.
+    Swarm,
+    /// Our own tree `<type>/<base model>/` for InvokeAI to register in place: InvokeAI now owns
+    /// its `models/` folder (it moves installs into `models/<random key>/`), so nothing else may
+    /// write there.
+    Invoke,
+}
+
+impl Layout {
+    /// Every layout, in the order the help lists them.
+    pub const ALL: [Layout; 6] = [
+        Layout::Flat,
+        Layout::A1111,
+        Layout::Forge,
+        Layout::Comfyui,
+        Layout::Swarm,
+        Layout::Invoke,
+    ];
+
+    /// The name on the command line and in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Flat => "flat",
+            Layout::A1111 => "a1111",
+            Layout::Forge => "forge",
+            Layout::Comfyui => "comfyui",
+            Layout::Swarm => "swarm",
+            Layout::Invoke => "invoke",
+        }
+    }
+
+    /// Whether this layout serves SwarmUI, which cannot show `.webp`, `.gif` or video previews.
+    pub fn is_swarm(self) -> bool {
+        self == Layout::Swarm
+    }
 }
 
 /// What a file is, as far as a UI's folder structure cares.
@@ -234,6 +272,19 @@ enum ModelKind {
     ClipVision,
     Detection,
     Other,
+}
+
+/// What decides a file's folder: its model's type, its own type, its format and the base model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileClass<'a> {
+    /// `model.type` as the API spells it ("Checkpoint", "LORA", …).
+    pub model_type: &'a str,
+    /// `files[].type` ("Model", "VAE", "Text Encoder", "UNet", "Pruned Model", …).
+    pub file_type: &'a str,
+    /// `files[].metadata.format` ("SafeTensor", "GGUF", …), if any.
+    pub format: Option<&'a str>,
+    /// The version's `baseModel` ("SDXL 1.0", "Flux.1 D", …), if any.
+    pub base_model: Option<&'a str>,
 }
 
 impl ModelKind {
@@ -267,64 +318,171 @@ impl ModelKind {
         Some(kind)
     }
 
-    /// A file whose type names a separate component (the VAE or text encoder shipped with a
-    /// checkpoint) belongs in that component's folder, not the model's.
-    fn of_file(model_type: &str, file_type: &str) -> Self {
-        let component = Self::from_api_name(file_type).filter(|kind| {
+    /// The file's own type first: the VAE, text encoder or UNet shipped inside a checkpoint
+    /// version belongs in that component's folder, not the model's. A GGUF "checkpoint" is a
+    /// quantised UNet without VAE or text encoders: ComfyUI's checkpoint loader cannot read it,
+    /// its GGUF loader looks in `diffusion_models`.
+    fn of_file(file: &FileClass<'_>) -> Self {
+        let component = Self::from_api_name(file.file_type).filter(|kind| {
             matches!(
                 kind,
                 Self::Vae | Self::TextEncoder | Self::DiffusionModel | Self::ClipVision
             )
         });
-        component
-            .or_else(|| Self::from_api_name(model_type))
-            .unwrap_or(Self::Other)
+        let kind = component
+            .or_else(|| Self::from_api_name(file.model_type))
+            .unwrap_or(Self::Other);
+        let gguf = file.format.is_some_and(|f| f.eq_ignore_ascii_case("gguf"));
+        if kind == Self::Checkpoint && gguf {
+            Self::DiffusionModel
+        } else {
+            kind
+        }
     }
 
-    /// The folder (A1111, ComfyUI) each UI or its usual extension reads this kind from.
-    fn folders(self) -> (&'static str, &'static str) {
+    /// A1111 and Forge read the same folders; Forge also loads the text encoders and UNet-only
+    /// files that A1111 would ignore from them.
+    fn a1111_folder(self) -> &'static str {
         match self {
-            Self::Checkpoint => ("models/Stable-diffusion", "models/checkpoints"),
-            Self::Lora => ("models/Lora", "models/loras"),
-            Self::TextualInversion => ("embeddings", "models/embeddings"),
-            Self::Hypernetwork => ("models/hypernetworks", "models/hypernetworks"),
-            Self::AestheticGradient => (
-                "extensions/stable-diffusion-webui-aesthetic-gradients/aesthetic_embeddings",
-                "models/other",
-            ),
-            Self::Vae => ("models/VAE", "models/vae"),
-            Self::Controlnet => ("models/ControlNet", "models/controlnet"),
-            Self::Upscaler => ("models/ESRGAN", "models/upscale_models"),
-            Self::MotionModule => (
-                "extensions/sd-webui-animatediff/model",
-                "models/animatediff_models",
-            ),
-            Self::Poses => ("models/Poses", "models/poses"),
-            Self::Wildcards => (
-                "extensions/sd-dynamic-prompts/wildcards",
-                "custom_nodes/ComfyUI-Impact-Pack/custom_wildcards",
-            ),
-            Self::Workflows => ("models/Workflows", "user/default/workflows"),
-            Self::TextEncoder => ("models/text_encoder", "models/text_encoders"),
-            Self::DiffusionModel => ("models/Stable-diffusion", "models/diffusion_models"),
-            Self::ClipVision => ("models/clip_vision", "models/clip_vision"),
-            Self::Detection => ("models/adetailer", "models/ultralytics/bbox"),
-            Self::Other => ("models/other", "models/other"),
+            Self::Checkpoint | Self::DiffusionModel => "models/Stable-diffusion",
+            Self::Lora => "models/Lora",
+            Self::TextualInversion => "embeddings",
+            Self::Hypernetwork => "models/hypernetworks",
+            Self::AestheticGradient => {
+                "extensions/stable-diffusion-webui-aesthetic-gradients/aesthetic_embeddings"
+            }
+            Self::Vae => "models/VAE",
+            Self::Controlnet => "models/ControlNet",
+            Self::Upscaler => "models/ESRGAN",
+            Self::MotionModule => "extensions/sd-webui-animatediff/model",
+            Self::Poses => "models/Poses",
+            Self::Wildcards => "extensions/sd-dynamic-prompts/wildcards",
+            Self::Workflows => "models/Workflows",
+            Self::TextEncoder => "models/text_encoder",
+            Self::ClipVision => "models/clip_vision",
+            Self::Detection => "models/adetailer",
+            Self::Other => "models/other",
+        }
+    }
+
+    fn comfyui_folder(self) -> &'static str {
+        match self {
+            Self::Checkpoint => "models/checkpoints",
+            Self::Lora => "models/loras",
+            Self::TextualInversion => "models/embeddings",
+            Self::Hypernetwork => "models/hypernetworks",
+            Self::Vae => "models/vae",
+            Self::Controlnet => "models/controlnet",
+            Self::Upscaler => "models/upscale_models",
+            Self::MotionModule => "models/animatediff_models",
+            Self::AestheticGradient | Self::Other => "models/other",
+            Self::Poses => "models/poses",
+            Self::Wildcards => "custom_nodes/ComfyUI-Impact-Pack/custom_wildcards",
+            Self::Workflows => "user/default/workflows",
+            Self::TextEncoder => "models/text_encoders",
+            Self::DiffusionModel => "models/diffusion_models",
+            Self::ClipVision => "models/clip_vision",
+            Self::Detection => "models/ultralytics/bbox",
+        }
+    }
+
+    /// SwarmUI's defaults under its model root `Models/` (its `Settings.cs` folder names; the
+    /// folders it forwards to its ComfyUI backend for the rest).
+    fn swarm_folder(self) -> &'static str {
+        match self {
+            Self::Checkpoint => "Models/Stable-Diffusion",
+            Self::DiffusionModel => "Models/diffusion_models",
+            Self::Lora => "Models/Lora",
+            Self::TextualInversion => "Models/Embeddings",
+            Self::Hypernetwork => "Models/hypernetworks",
+            Self::Vae => "Models/VAE",
+            Self::Controlnet => "Models/controlnet",
+            Self::Upscaler => "Models/upscale_models",
+            Self::TextEncoder => "Models/text_encoders",
+            Self::ClipVision => "Models/clip_vision",
+            Self::Detection => "Models/yolov8",
+            Self::Wildcards => "Data/Wildcards",
+            Self::MotionModule
+            | Self::Poses
+            | Self::Workflows
+            | Self::AestheticGradient
+            | Self::Other => "Models/other",
+        }
+    }
+
+    /// InvokeAI's model type names, so the tree reads like what InvokeAI will call the files.
+    fn invoke_type(self) -> &'static str {
+        match self {
+            Self::Checkpoint | Self::DiffusionModel => "main",
+            Self::Lora => "lora",
+            Self::TextualInversion => "embedding",
+            Self::Vae => "vae",
+            Self::Controlnet => "controlnet",
+            Self::TextEncoder => "text_encoder",
+            Self::ClipVision => "clip_vision",
+            Self::Upscaler => "upscaler",
+            Self::Hypernetwork => "hypernetwork",
+            Self::MotionModule => "motion_module",
+            Self::Detection => "detection",
+            Self::Poses
+            | Self::Wildcards
+            | Self::Workflows
+            | Self::AestheticGradient
+            | Self::Other => "other",
         }
     }
 }
 
-/// Sub-directory (relative) for a model type string as the API spells it ("Checkpoint", "LORA",
-/// "LoCon", "TextualInversion", …; unknown types go to `models/other`) and the file type: a "VAE",
-/// "Text Encoder", "UNet" or "CLIPVision" file of a checkpoint goes to that component's folder.
-/// [`Layout::Flat`] gives the empty path.
-pub fn layout_dir(layout: Layout, model_type: &str, file_type: &str) -> PathBuf {
-    let (a1111, comfyui) = ModelKind::of_file(model_type, file_type).folders();
+/// InvokeAI's base-model names for Civitai's `baseModel` families (`sd-1`, `sdxl`, `flux`, …);
+/// a family it does not know keeps a folder of its own rather than being filed under another.
+fn invoke_base(base_model: Option<&str>) -> String {
+    let Some(base) = base_model.map(str::trim).filter(|b| !b.is_empty()) else {
+        return "any".to_owned();
+    };
+    let lower = base.to_ascii_lowercase();
+    let family = if lower.starts_with("sd 1") {
+        "sd-1"
+    } else if lower.starts_with("sd 2") {
+        "sd-2"
+    } else if lower.starts_with("sd 3") {
+        "sd-3"
+    } else if lower.starts_with("sdxl") || is_sdxl_family(&lower) {
+        "sdxl"
+    } else if lower.starts_with("flux") {
+        "flux"
+    } else {
+        return sanitize_file_name(&lower.replace([' ', '.'], "-"));
+    };
+    family.to_owned()
+}
+
+/// Base models built on the SDXL architecture under another name (spec'd as SDXL for A1111's
+/// `sd version` too): their LoRAs load with SDXL checkpoints.
+pub fn is_sdxl_family(base_model_lowercase: &str) -> bool {
+    ["pony", "illustrious", "noobai"]
+        .iter()
+        .any(|family| base_model_lowercase.starts_with(family))
+}
+
+/// Sub-directory (relative) for a file: by its own type first (a "VAE", "Text Encoder", "UNet"
+/// or "CLIPVision" file of a checkpoint goes to that component's folder), then its model's type
+/// as the API spells it ("Checkpoint", "LORA", …; unknown types go to an `other` folder).
+/// [`Layout::Flat`] gives the empty path; [`Layout::Invoke`] gives `<type>/<base model>`.
+pub fn layout_dir(layout: Layout, file: &FileClass<'_>) -> PathBuf {
+    let kind = ModelKind::of_file(file);
     match layout {
         Layout::Flat => PathBuf::new(),
-        Layout::A1111 => PathBuf::from(a1111),
-        Layout::Comfyui => PathBuf::from(comfyui),
+        Layout::A1111 | Layout::Forge => PathBuf::from(kind.a1111_folder()),
+        Layout::Comfyui => PathBuf::from(kind.comfyui_folder()),
+        Layout::Swarm => PathBuf::from(kind.swarm_folder()),
+        Layout::Invoke => Path::new(kind.invoke_type()).join(invoke_base(file.base_model)),
     }
+}
+
+/// Whether files of this model and file type land in a folder A1111 scans for embeddings, where
+/// any image not named `.preview.` is taken for an image embedding.
+pub fn is_embedding(file: &FileClass<'_>) -> bool {
+    ModelKind::of_file(file) == ModelKind::TextualInversion
 }
 
 /// Join a relative path under `root` refusing anything that would escape it (absolute paths, `..`,
@@ -587,8 +745,13 @@ mod tests {
             (Layout::Comfyui, "", "", "models/other"),
         ];
         for (layout, model_type, file_type, expected) in cases {
+            let class = FileClass {
+                model_type,
+                file_type,
+                ..FileClass::default()
+            };
             assert_eq!(
-                layout_dir(layout, model_type, file_type),
+                layout_dir(layout, &class),
                 PathBuf::from(expected),
                 "{layout:?} {model_type:?} {file_type:?}"
             );
@@ -596,13 +759,136 @@ mod tests {
     }
 
     #[test]
-    fn layout_parses_from_config_spelling() {
+    fn new_layouts_route_a_checkpoint_and_its_components() {
         let cases = [
-            ("flat", Layout::Flat),
-            ("a1111", Layout::A1111),
-            ("comfyui", Layout::Comfyui),
+            (Layout::Forge, "Model", None, "models/Stable-diffusion"),
+            (Layout::Forge, "VAE", None, "models/VAE"),
+            (Layout::Forge, "Text Encoder", None, "models/text_encoder"),
+            (Layout::Forge, "UNet", None, "models/Stable-diffusion"),
+            (
+                Layout::Forge,
+                "Model",
+                Some("GGUF"),
+                "models/Stable-diffusion",
+            ),
+            (Layout::Swarm, "Model", None, "Models/Stable-Diffusion"),
+            (
+                Layout::Swarm,
+                "Pruned Model",
+                None,
+                "Models/Stable-Diffusion",
+            ),
+            (Layout::Swarm, "VAE", None, "Models/VAE"),
+            (Layout::Swarm, "Text Encoder", None, "Models/text_encoders"),
+            (
+                Layout::Swarm,
+                "Diffusion Model",
+                None,
+                "Models/diffusion_models",
+            ),
+            (
+                Layout::Swarm,
+                "Model",
+                Some("GGUF"),
+                "Models/diffusion_models",
+            ),
+            (
+                Layout::Comfyui,
+                "Model",
+                Some("GGUF"),
+                "models/diffusion_models",
+            ),
+            (
+                Layout::Comfyui,
+                "Model",
+                Some("SafeTensor"),
+                "models/checkpoints",
+            ),
+            (Layout::Invoke, "Model", None, "main/sdxl"),
+            (Layout::Invoke, "VAE", None, "vae/sdxl"),
+            (Layout::Invoke, "Text Encoder", None, "text_encoder/sdxl"),
         ];
-        for (text, expected) in cases {
+        for (layout, file_type, format, expected) in cases {
+            let class = FileClass {
+                model_type: "Checkpoint",
+                file_type,
+                format,
+                base_model: Some("SDXL 1.0"),
+            };
+            assert_eq!(
+                layout_dir(layout, &class),
+                PathBuf::from(expected),
+                "{layout:?} {file_type:?} {format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn swarm_and_invoke_folders_by_model_type() {
+        let cases = [
+            (Layout::Swarm, "LORA", "Models/Lora"),
+            (Layout::Swarm, "LoCon", "Models/Lora"),
+            (Layout::Swarm, "TextualInversion", "Models/Embeddings"),
+            (Layout::Swarm, "Controlnet", "Models/controlnet"),
+            (Layout::Swarm, "Upscaler", "Models/upscale_models"),
+            (Layout::Swarm, "Wildcards", "Data/Wildcards"),
+            (Layout::Swarm, "Poses", "Models/other"),
+            (Layout::Forge, "LORA", "models/Lora"),
+            (Layout::Forge, "TextualInversion", "embeddings"),
+            (Layout::Invoke, "LORA", "lora/sdxl"),
+            (Layout::Invoke, "TextualInversion", "embedding/sdxl"),
+            (Layout::Invoke, "Workflows", "other/sdxl"),
+        ];
+        for (layout, model_type, expected) in cases {
+            let class = FileClass {
+                model_type,
+                file_type: "Model",
+                format: None,
+                base_model: Some("Pony"),
+            };
+            assert_eq!(
+                layout_dir(layout, &class),
+                PathBuf::from(expected),
+                "{layout:?} {model_type:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invoke_base_folders_follow_invokeai_names() {
+        let cases = [
+            (Some("SD 1.5"), "sd-1"),
+            (Some("SD 2.1 768"), "sd-2"),
+            (Some("SDXL 1.0"), "sdxl"),
+            (Some("Illustrious"), "sdxl"),
+            (Some("NoobAI"), "sdxl"),
+            (Some("SD 3.5 Large"), "sd-3"),
+            (Some("Flux.1 D"), "flux"),
+            (Some("Wan Video 14B t2v"), "wan-video-14b-t2v"),
+            (Some("../up"), "up"),
+            (Some(""), "any"),
+            (None, "any"),
+        ];
+        for (base, expected) in cases {
+            assert_eq!(invoke_base(base), expected, "{base:?}");
+        }
+    }
+
+    #[test]
+    fn embeddings_are_recognised_by_model_type() {
+        let class = |model_type| FileClass {
+            model_type,
+            file_type: "Model",
+            ..FileClass::default()
+        };
+        assert!(is_embedding(&class("TextualInversion")));
+        assert!(!is_embedding(&class("LORA")));
+    }
+
+    #[test]
+    fn layout_parses_from_config_spelling() {
+        for expected in Layout::ALL {
+            let text = expected.name();
             let parsed: Layout = serde_json::from_str(&format!("\"{text}\"")).expect(text);
             assert_eq!(parsed, expected);
             #[cfg(feature = "clap")]
