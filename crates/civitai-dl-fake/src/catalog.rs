@@ -47,6 +47,49 @@ pub struct FakeVersion {
     pub files: Vec<FakeFile>,
     /// Number of preview images.
     pub images: u32,
+    /// The format of each preview image, by index; images past the end are JPEG. Every URL ends
+    /// in `.jpeg` whatever the format, as Civitai's image CDN serves WebP or PNG under `.jpeg`.
+    pub image_formats: Vec<ImageFormat>,
+}
+
+/// What a preview image's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    /// JPEG (the default).
+    #[default]
+    Jpeg,
+    /// PNG.
+    Png,
+    /// WebP.
+    Webp,
+    /// GIF.
+    Gif,
+    /// An MP4 video, listed with `"type": "video"`.
+    Mp4,
+}
+
+impl ImageFormat {
+    /// The `Content-Type` the CDN sends.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "image/jpeg",
+            ImageFormat::Png => "image/png",
+            ImageFormat::Webp => "image/webp",
+            ImageFormat::Gif => "image/gif",
+            ImageFormat::Mp4 => "video/mp4",
+        }
+    }
+
+    /// The first bytes of a file of this format.
+    pub(crate) fn magic(self) -> &'static [u8] {
+        match self {
+            ImageFormat::Jpeg => &crate::content::JPEG_MAGIC,
+            ImageFormat::Png => b"\x89PNG\r\n\x1a\n",
+            ImageFormat::Webp => b"RIFF\0\0\0\0WEBPVP8 ",
+            ImageFormat::Gif => b"GIF89a",
+            ImageFormat::Mp4 => b"\0\0\0\x20ftypisom",
+        }
+    }
 }
 
 /// Download gate of a version, mirroring the download route's refusal cases.
@@ -159,6 +202,7 @@ impl FakeVersion {
             access: Access::Public,
             files,
             images: 0,
+            image_formats: Vec::new(),
         }
     }
 }
@@ -180,6 +224,16 @@ impl FakeFile {
             published_hash: PublishedHash::Correct,
             faults: FileFaults::default(),
         }
+    }
+}
+
+impl FakeVersion {
+    /// The format of preview image `index`.
+    pub fn image_format(&self, index: u32) -> ImageFormat {
+        self.image_formats
+            .get(index as usize)
+            .copied()
+            .unwrap_or_default()
     }
 }
 

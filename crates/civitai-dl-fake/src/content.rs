@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::Catalog;
+use crate::{Catalog, ImageFormat};
 
 /// Size of one generated body chunk: big enough for throughput, small enough to keep memory flat.
 pub(crate) const CHUNK_BYTES: u64 = 64 * 1024;
@@ -93,14 +93,18 @@ pub(crate) fn hash_catalog(catalog: &Catalog) -> HashMap<u64, String> {
     })
 }
 
-/// Bytes of preview image `index` of a version: a JPEG-looking body of 16–40 KiB.
-pub(crate) fn image_bytes(version_id: u64, index: u32) -> Vec<u8> {
+/// Bytes of preview image `index` of a version: a body of 16–40 KiB that starts like a file of
+/// `format` (a JPEG also ends like one).
+pub(crate) fn image_bytes(version_id: u64, index: u32, format: ImageFormat) -> Vec<u8> {
     let seed = mix64(version_id ^ (u64::from(index) << 40) ^ 0x1A6E);
     let len = IMAGE_MIN_BYTES + seed % IMAGE_SPREAD_BYTES;
     let mut body = vec![0u8; len as usize];
     fill_bytes(seed, 0, &mut body);
-    body[..JPEG_MAGIC.len()].copy_from_slice(&JPEG_MAGIC);
-    let end = body.len();
-    body[end - 2..].copy_from_slice(&[0xFF, 0xD9]);
+    let magic = format.magic();
+    body[..magic.len()].copy_from_slice(magic);
+    if format == ImageFormat::Jpeg {
+        let end = body.len();
+        body[end - 2..].copy_from_slice(&[0xFF, 0xD9]);
+    }
     body
 }

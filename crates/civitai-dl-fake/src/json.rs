@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::query::percent_encode;
 use crate::state::Shared;
-use crate::{Access, FakeFile, FakeModel, FakeVersion};
+use crate::{Access, FakeFile, FakeModel, FakeVersion, ImageFormat};
 
 /// BlurHash sent for every preview (copied from a real response).
 const IMAGE_BLURHASH: &str = "U7Am@@$^J3%100R;pLR.M]tQ-ps+?wRiVrof";
@@ -267,7 +267,7 @@ impl Shared {
                     "width": 512,
                     "height": 768,
                     "hash": IMAGE_BLURHASH,
-                    "type": "image",
+                    "type": if version.image_format(i) == ImageFormat::Mp4 { "video" } else { "image" },
                     "meta": null,
                 });
                 if endpoint == Endpoint::ModelList {

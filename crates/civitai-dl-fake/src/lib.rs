@@ -39,7 +39,9 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
-pub use catalog::{Access, Catalog, FakeFile, FakeModel, FakeVersion, FileFaults, PublishedHash};
+pub use catalog::{
+    Access, Catalog, FakeFile, FakeModel, FakeVersion, FileFaults, ImageFormat, PublishedHash,
+};
 pub use content::{content_sha256, fill_bytes};
 pub use knobs::Knobs;
 pub use stats::{ListingRequest, Stats};

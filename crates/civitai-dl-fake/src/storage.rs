@@ -452,10 +452,13 @@ pub(crate) async fn serve_image(
                 .version(v)
                 .is_some_and(|(_, version)| i < version.images)
         });
+    let image = image.and_then(|(v, i)| Some((v, i, shared.version(v)?.1.image_format(i))));
     match image {
-        Some((version_id, index)) => {
-            response(StatusCode::OK, "image/jpeg", image_bytes(version_id, index))
-        }
+        Some((version_id, index, format)) => response(
+            StatusCode::OK,
+            format.content_type(),
+            image_bytes(version_id, index, format),
+        ),
         None => StorageRefusal::NoSuchKey.response(),
     }
 }

@@ -1179,6 +1179,57 @@ async fn previews_are_small_jpegs() {
 }
 
 #[tokio::test]
+async fn previews_of_other_formats_keep_their_jpeg_urls_and_say_what_they_are() {
+    let formats = [
+        ImageFormat::Webp,
+        ImageFormat::Png,
+        ImageFormat::Gif,
+        ImageFormat::Mp4,
+    ];
+    let version = FakeVersion {
+        images: 5,
+        image_formats: formats.to_vec(),
+        ..FakeVersion::new(70, "v1", vec![FakeFile::new(700, "a.safetensors", 1024)])
+    };
+    let catalog = Catalog {
+        models: vec![FakeModel::new(7, "Formats", "LORA", vec![version])],
+        valid_keys: Vec::new(),
+    };
+    let server = start(catalog, Knobs::default()).await;
+    let client = client();
+    let body: Value = client
+        .get(format!("{}/api/v1/model-versions/70", server.api_url()))
+        .send()
+        .await
+        .expect("version")
+        .json()
+        .await
+        .expect("json");
+    let types: Vec<&str> = body["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(types, ["image", "image", "image", "video", "image"]);
+    let expected: [(&str, &[u8]); 5] = [
+        ("image/webp", b"RIFF"),
+        ("image/png", b"\x89PNG"),
+        ("image/gif", b"GIF8"),
+        ("video/mp4", b"\0\0\0\x20"),
+        ("image/jpeg", &JPEG_MAGIC),
+    ];
+    for (i, (content_type, magic)) in expected.into_iter().enumerate() {
+        let url = body["images"][i]["url"].as_str().expect("url");
+        assert!(url.ends_with(".jpeg"), "{url}");
+        let res = client.get(url).send().await.expect("image");
+        assert_eq!(res.headers()["content-type"], content_type, "{i}");
+        let bytes = res.bytes().await.expect("body");
+        assert_eq!(&bytes[..4], magic, "{i}");
+    }
+}
+
+#[tokio::test]
 async fn image_latency_delays_previews_so_parallel_fetches_overlap() {
     let knobs = Knobs {
         image_latency: Duration::from_millis(200),

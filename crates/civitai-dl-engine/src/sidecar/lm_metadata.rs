@@ -45,7 +45,9 @@ pub fn render(
     let fresh = fresh(input);
     let mut record = existing.cloned().unwrap_or_default();
     for (key, value) in fresh {
-        if REFRESHED.contains(&key.as_str()) || !record.contains_key(&key) {
+        // The preview we saved is ours too, and moves with the model file.
+        let our_preview = key.starts_with("preview_") && input.on_disk.preview.is_some();
+        if REFRESHED.contains(&key.as_str()) || our_preview || !record.contains_key(&key) {
             record.insert(key, value);
         }
     }
