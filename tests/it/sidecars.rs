@@ -388,3 +388,21 @@ fn a_changed_layout_moves_every_sidecar_and_refreshes_lora_managers_path() {
         "{file_path}"
     );
 }
+
+#[test]
+fn a_file_kept_as_unverified_gets_no_sidecars() {
+    let mut m = model(312, "LORA", 64 * KIB);
+    m.versions[0].files[0].published_hash = civitai_dl_fake::PublishedHash::Wrong;
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["312", "--sidecars", "civitai-info,a1111-json,lm-metadata"]);
+    let ran = run(cmd);
+    ran.expect_code(1);
+    assert_eq!(
+        sandbox.downloads(),
+        [Path::new("model_312.safetensors.unverified")],
+        "{}",
+        ran.stderr
+    );
+}

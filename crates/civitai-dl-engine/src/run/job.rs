@@ -362,11 +362,14 @@ impl Run {
         let Some(plan) = &job.sidecars else {
             return;
         };
-        let sha256 = self
+        // A file kept as `<name>.unverified` is not at its real name: nothing describes it.
+        let Ok(size) = std::fs::metadata(model_path).map(|m| m.len()) else {
+            return;
+        };
+        let Some(sha256) = self
             .state()
             .get(&job.key)
-            .and_then(|r| r.local_sha256.clone());
-        let (Some(sha256), Ok(size)) = (sha256, std::fs::metadata(model_path).map(|m| m.len()))
+            .and_then(|r| r.local_sha256.clone())
         else {
             tracing::warn!(
                 "{}: sidecars not written: the file's SHA-256 is not known",
