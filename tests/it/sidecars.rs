@@ -406,3 +406,22 @@ fn a_file_kept_as_unverified_gets_no_sidecars() {
         ran.stderr
     );
 }
+
+#[test]
+fn swarm_warns_about_a_pickle_file_it_will_not_load() {
+    let mut m = model(313, "LORA", 8 * KIB);
+    m.versions[0].files[0].name = "model_313.ckpt".to_owned();
+    m.versions[0].files[0].format = Some("PickleTensor".to_owned());
+    let server = serve(vec![m], Knobs::default());
+    let sandbox = Sandbox::new();
+    let mut cmd = download(&server, &sandbox);
+    cmd.args(["313", "--layout", "swarm"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    assert!(sandbox.out.join("Models/Lora/model_313.ckpt").is_file());
+    assert!(
+        ran.stderr.contains("SwarmUI loads only .safetensors"),
+        "{}",
+        ran.stderr
+    );
+}

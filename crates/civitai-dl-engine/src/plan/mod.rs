@@ -27,7 +27,7 @@ use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::plan::naming::{
     FileClass, Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir,
-    sanitize_file_name, sidecar_path,
+    sanitize_file_name, sidecar_path, split_extension,
 };
 use crate::sidecar::{SidecarKind, SidecarPlan};
 use crate::state::CatalogItem;
@@ -522,6 +522,14 @@ impl Planner {
             let key = format!("{}:{}", version.value.id, file.id);
             if lock(&self.planned_keys).insert(key.clone()) {
                 let dest = self.destination(model, &version.value, file)?;
+                if self.layout.is_swarm() && !swarm_loads(&file.name) {
+                    tracing::warn!(
+                        "model {} file {}: SwarmUI loads only .safetensors, .sft and .gguf files; \
+                         this one will not show up there",
+                        model.label(),
+                        file.name
+                    );
+                }
                 placed.push((file, key, dest));
             }
         }
@@ -768,6 +776,15 @@ fn sidecar_json(model: &ModelView, raw: &Value) -> Value {
     info
 }
 
+/// Whether SwarmUI loads a model file of this name: it refuses pickle formats (`.ckpt`, `.pt`, …)
+/// for the code they can run.
+fn swarm_loads(file_name: &str) -> bool {
+    let (_, extension) = split_extension(file_name);
+    [".safetensors", ".sft", ".gguf"]
+        .iter()
+        .any(|known| extension.eq_ignore_ascii_case(known))
+}
+
 /// A version's images as preview candidates: images first, then videos (an image shows in more
 /// apps), each group in Civitai's order.
 fn preview_candidates(version: &ModelVersion) -> Vec<PreviewImage> {
@@ -861,6 +878,46 @@ mod tests {
         let info = sidecar_json(&view, &json!({"id": 1, "modelId": 9}));
         assert_eq!(info["modelId"], 9);
         assert_eq!(info["model"]["type"], "LORA");
+    }
+
+    #[test]
+    fn preview_candidates_put_images_before_videos_in_civitai_order() {
+        let version: ModelVersion = serde_json::from_value(json!({
+            "id": 1,
+            "images": [
+                {"url": "https://i.example/a.mp4", "type": "video", "nsfwLevel": 1},
+                {"url": "https://i.example/b.jpeg", "type": "image", "nsfwLevel": 4},
+                {"url": "not a url", "type": "image"},
+                {"url": "https://i.example/c.png", "nsfwLevel": 2},
+            ]
+        }))
+        .unwrap();
+        let candidates = preview_candidates(&version);
+        let urls: Vec<&str> = candidates.iter().map(|c| c.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://i.example/b.jpeg",
+                "https://i.example/c.png",
+                "https://i.example/a.mp4"
+            ]
+        );
+        assert_eq!(candidates[0].nsfw_level, 4);
+        assert_eq!(candidates[2].url_extension, "mp4");
+    }
+
+    #[test]
+    fn swarm_loads_only_safe_formats() {
+        for (name, loads) in [
+            ("a.safetensors", true),
+            ("a.SFT", true),
+            ("a.gguf", true),
+            ("a.ckpt", false),
+            ("a.pt", false),
+            ("a", false),
+        ] {
+            assert_eq!(swarm_loads(name), loads, "{name}");
+        }
     }
 
     #[test]

@@ -412,7 +412,8 @@ impl Run {
             && let Some(path) = existing_preview(model_path, saved.len())
         {
             let nsfw_level = plan.candidates.get(saved.len()).map_or(0, |c| c.nsfw_level);
-            self.report_preview(job, saved.len(), &path, FileStatus::Present, 0, 0, None);
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            self.report_preview(job, saved.len(), &path, FileStatus::Present, bytes, 0, None);
             saved.push(SavedPreview { path, nsfw_level });
         }
         let mut next = saved.len();
