@@ -12,23 +12,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::civitai::target::Target;
 use crate::civitai::{ApiClient, ApiError};
-use crate::fetch::{
-    Connections, DownloadError, Downloader, FileKind, Outcome, PlannedFile, Source,
-    UNVERIFIED_SUFFIX,
-};
+use crate::fetch::{DownloadError, Downloader, Outcome, PlannedFile, UNVERIFIED_SUFFIX};
 use crate::fs::with_suffix;
 use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
 use crate::observe::{ActiveFile, Reporter, SavedFile};
-use crate::plan::naming::Layout;
 use crate::plan::naming::join_inside;
 use crate::plan::{Job, ListingPage, PlanError, Planned, Planner, Step, preview_path};
 use crate::run::relocate::{Relocated, relocate};
 use crate::run::{JobOutcome, Mode, Performance, PlanOutcome, Unit, emergency};
-use crate::sidecar::preview::{self, MediaType};
+use crate::sidecar::preview;
 use crate::sidecar::{self, OnDisk, SavedPreview, SidecarKind};
 use crate::state::{self, CatalogItem, FileRecord, StateStore};
+
+mod previews;
 
 /// Everything a run shares: planner, downloader, state, the subscribers and the report.
 pub struct Run {
@@ -396,156 +394,6 @@ impl Run {
         }
     }
 
-    /// Fetch a job's previews, as many at once as `mode` allows, each named by what its bytes
-    /// are; a candidate the layout's app cannot show gives its place to the next one. Returns the
-    /// first preview on disk.
-    async fn fetch_previews(
-        &self,
-        job: &Job,
-        model_path: &Path,
-        mode: Mode,
-    ) -> Option<SavedPreview> {
-        let plan = &job.previews;
-        let mut saved: Vec<SavedPreview> = Vec::new();
-        // Slots an earlier run filled stay; their candidates are taken as used.
-        while saved.len() < plan.wanted
-            && let Some(path) = existing_preview(model_path, saved.len())
-        {
-            let nsfw_level = plan.candidates.get(saved.len()).map_or(0, |c| c.nsfw_level);
-            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-            self.report_preview(job, saved.len(), &path, FileStatus::Present, bytes, 0, None);
-            saved.push(SavedPreview { path, nsfw_level });
-        }
-        let mut next = saved.len();
-        while saved.len() < plan.wanted && next < plan.candidates.len() && self.may_continue() {
-            let batch = (plan.wanted - saved.len()).min(mode.previews.max(1));
-            let end = (next + batch).min(plan.candidates.len());
-            let fetched: Vec<Option<PathBuf>> =
-                futures_util::future::join_all((next..end).map(|index| async move {
-                    let Ok(_permit) = self.previews.acquire().await else {
-                        return None;
-                    };
-                    self.fetch_candidate(job, model_path, index).await
-                }))
-                .await;
-            for (index, staged) in (next..end).zip(fetched) {
-                let Some(staged) = staged else { continue };
-                let candidate = &plan.candidates[index];
-                if let Some(path) = self.name_preview(job, model_path, &staged, saved.len()) {
-                    saved.push(SavedPreview {
-                        path,
-                        nsfw_level: candidate.nsfw_level,
-                    });
-                }
-            }
-            next = end;
-        }
-        if saved.len() < plan.wanted && plan.swarm && !plan.candidates.is_empty() {
-            tracing::warn!(
-                "{}: {} of {} preview(s) saved: the version has no other PNG or JPEG image, the \
-                 only formats SwarmUI shows",
-                job.file.label,
-                saved.len(),
-                plan.wanted
-            );
-        }
-        saved.into_iter().next()
-    }
-
-    /// Download candidate `index` to a staging name beside the model file; its path once there.
-    async fn fetch_candidate(&self, job: &Job, model_path: &Path, index: usize) -> Option<PathBuf> {
-        let candidate = &job.previews.candidates[index];
-        let staged = PlannedFile {
-            label: format!("{} preview {}", job.file.label, index + 1),
-            source: Source::Direct(candidate.url.clone()),
-            dest: staging_path(model_path, index),
-            expected_size: None,
-            expected_sha256: None,
-            known_sha256: None,
-            kind: FileKind::Preview,
-            replace_existing: true,
-        };
-        let bar = self
-            .reporter
-            .on_transfer_start(&format!("preview {}", index + 1));
-        match self
-            .downloader
-            .download_file(&staged, bar.as_ref(), Connections::One)
-            .await
-        {
-            Ok(outcome) => Some(outcome_path(&outcome).to_path_buf()),
-            Err(DownloadError::Cancelled) => None,
-            Err(error) => {
-                tracing::warn!("{}: {error}", staged.label);
-                let reason = Some(error.to_string());
-                self.report_preview(job, index, &staged.dest, FileStatus::Failed, 0, 0, reason);
-                None
-            }
-        }
-    }
-
-    /// Give a fetched preview its name from its first bytes, in `slot`; `None` (and the staged
-    /// file removed) when it is no image or video, or one the layout's app cannot show.
-    fn name_preview(
-        &self,
-        job: &Job,
-        model_path: &Path,
-        staged: &Path,
-        slot: usize,
-    ) -> Option<PathBuf> {
-        let label = &job.file.label;
-        let media = read_head(staged).and_then(|head| preview::sniff(&head));
-        let refusal = match media {
-            None => Some("its bytes are no image or video format civitai-dl knows".to_owned()),
-            Some(media) if job.previews.swarm && !media.shown_by(Layout::Swarm) => Some(format!(
-                "it is {}, which SwarmUI cannot show; trying the next image",
-                media.extension().to_ascii_uppercase()
-            )),
-            Some(_) => None,
-        };
-        if let Some(refusal) = refusal {
-            tracing::info!("{label}: a preview was skipped: {refusal}");
-            let _ = std::fs::remove_file(staged);
-            return None;
-        }
-        let ext = media.map(MediaType::extension).unwrap_or_default();
-        let path = preview_path(model_path, slot, ext);
-        if let Err(error) = std::fs::rename(staged, &path) {
-            tracing::warn!("{label}: preview not saved as {}: {error}", path.display());
-            return None;
-        }
-        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-        self.report_preview(job, slot, &path, FileStatus::Downloaded, bytes, bytes, None);
-        Some(path)
-    }
-
-    /// A preview's line in the run report.
-    #[allow(clippy::too_many_arguments)]
-    fn report_preview(
-        &self,
-        job: &Job,
-        slot: usize,
-        path: &Path,
-        status: FileStatus,
-        bytes: u64,
-        transferred: u64,
-        reason: Option<String>,
-    ) {
-        let label = format!("{} preview {}", job.file.label, slot + 1);
-        let entry = FileResult::model_file(
-            label,
-            path.to_path_buf(),
-            status,
-            bytes,
-            transferred,
-            reason,
-        );
-        self.report().files.push(FileResult {
-            preview: true,
-            ..entry
-        });
-    }
-
     /// The record of an earlier run that finished this file (verified, or kept unverified).
     /// Only such a record makes a path ours: a run stopped mid-way may have recorded a planned
     /// path that turned out to hold somebody else's file.
@@ -835,31 +683,6 @@ fn outcome_path(outcome: &Outcome) -> &Path {
         | Outcome::AlreadyPresent { path, .. }
         | Outcome::HashMismatch { path, .. } => path,
     }
-}
-
-/// Where candidate `index` is downloaded before its bytes say what to name it.
-fn staging_path(model_path: &Path, index: usize) -> PathBuf {
-    crate::plan::naming::sidecar_path(model_path, &format!("preview-candidate-{index}.download"))
-}
-
-/// The preview in `slot` an earlier run saved, whatever its format.
-fn existing_preview(model_path: &Path, slot: usize) -> Option<PathBuf> {
-    preview::EXTENSIONS
-        .iter()
-        .map(|ext| preview_path(model_path, slot, ext))
-        .find(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0))
-}
-
-/// The first bytes of a file, enough to tell its media type.
-fn read_head(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(preview::SNIFF_BYTES);
-    std::fs::File::open(path)
-        .ok()?
-        .take(preview::SNIFF_BYTES as u64)
-        .read_to_end(&mut head)
-        .ok()?;
-    Some(head)
 }
 
 /// Seconds since the Unix epoch, with fractions, as LoRA Manager stores its times.
