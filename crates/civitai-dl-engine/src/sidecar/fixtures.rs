@@ -1,5 +1,6 @@
-//! Test inputs built from real Civitai bodies (copied into `fixtures/civitai/`), and a check of
-//! LoRA Manager records against the shape of its JSON Schema (`fixtures/lm-metadata.schema.json`).
+//! Test inputs built from real Civitai bodies (`tests/fixtures/civitai-samples/`), and a check of
+//! LoRA Manager records against the shape of its JSON Schema
+//! (`tests/fixtures/lm-metadata.schema.json`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,10 +9,11 @@ use serde_json::{Value, json};
 
 use super::{OnDisk, SavedPreview, SidecarInput, SidecarKind, SidecarPlan};
 
-const MODEL: &str = include_str!("../../fixtures/civitai/model.json");
-const VERSION: &str = include_str!("../../fixtures/civitai/model_version.json");
-const PAGE_2023: &str = include_str!("../../fixtures/civitai/models_page_paged_2023.json");
-const LM_SCHEMA: &str = include_str!("../../fixtures/lm-metadata.schema.json");
+const MODEL: &str = include_str!("../../tests/fixtures/civitai-samples/model.json");
+const VERSION: &str = include_str!("../../tests/fixtures/civitai-samples/model_version.json");
+const PAGE_2023: &str =
+    include_str!("../../tests/fixtures/civitai-samples/models_page_paged_2023.json");
+const LM_SCHEMA: &str = include_str!("../../tests/fixtures/lm-metadata.schema.json");
 
 /// A model file on disk with what Civitai said about it.
 pub(crate) struct Fixture {

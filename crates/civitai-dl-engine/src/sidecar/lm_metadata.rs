@@ -4,7 +4,7 @@
 //! lowercase as its schema demands, never a copy of what the API publishes.
 //!
 //! The field set and its types follow LoRA Manager's JSON Schema (a copy of its shape is in this
-//! crate's `fixtures/lm-metadata.schema.json`, checked in the tests). Fields LoRA Manager treats
+//! crate's `tests/fixtures/lm-metadata.schema.json`, checked in the tests). Fields LoRA Manager treats
 //! as the user's (`model_name`, `notes`, `favorite`, `usage_tips`, the date added) keep the value
 //! of an existing file; what describes the bytes and Civitai's data is refreshed.
 

@@ -402,6 +402,8 @@ pub fn forward_slashes(path: &Path) -> String {
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
