@@ -217,9 +217,7 @@ pub struct DownloadArgs {
     #[arg(long, conflicts_with = "sidecars")]
     pub no_metadata: bool,
 
-    /// Sidecars to write beside each model file, comma-separated: civitai-info
-    /// (<stem>.civitai.info: Civitai Helper, SwarmUI), a1111-json (<stem>.json: A1111 and Forge
-    /// cards), lm-metadata (<stem>.metadata.json: ComfyUI-Lora-Manager) [default: civitai-info].
+    /// Sidecars to write beside each model file, comma-separated [default: civitai-info].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KINDS")]
     pub sidecars: Vec<SidecarKind>,
 

@@ -319,10 +319,14 @@ impl ModelKind {
     }
 
     /// The file's own type first: the VAE, text encoder or UNet shipped inside a checkpoint
-    /// version belongs in that component's folder, not the model's. A GGUF "checkpoint" is a
-    /// quantised UNet without VAE or text encoders: ComfyUI's checkpoint loader cannot read it,
-    /// its GGUF loader looks in `diffusion_models`.
+    /// version belongs in that component's folder, not the model's, and training data (the
+    /// uploader's dataset archive) is nothing any app loads. A GGUF "checkpoint" is a quantised
+    /// UNet without VAE or text encoders: ComfyUI's checkpoint loader cannot read it, its GGUF
+    /// loader looks in `diffusion_models`.
     fn of_file(file: &FileClass<'_>) -> Self {
+        if file.file_type.eq_ignore_ascii_case("training data") {
+            return Self::Other;
+        }
         let component = Self::from_api_name(file.file_type).filter(|kind| {
             matches!(
                 kind,
@@ -804,6 +808,9 @@ mod tests {
                 Some("SafeTensor"),
                 "models/checkpoints",
             ),
+            (Layout::Comfyui, "Training Data", None, "models/other"),
+            (Layout::A1111, "Training Data", None, "models/other"),
+            (Layout::A1111, "Config", None, "models/Stable-diffusion"),
             (Layout::Invoke, "Model", None, "main/sdxl"),
             (Layout::Invoke, "VAE", None, "vae/sdxl"),
             (Layout::Invoke, "Text Encoder", None, "text_encoder/sdxl"),
