@@ -112,6 +112,9 @@ pub(super) async fn execute(
         Some(&request.performance),
     )?;
     check_output_dir(&request.output)?;
+    if request.layout == Layout::Invoke {
+        check_not_invokeai_models(&request.output)?;
+    }
     check_key(&api).await?;
     let planner = Planner::new(
         api.clone(),
@@ -190,6 +193,28 @@ fn check_output_dir(output: &Path) -> anyhow::Result<()> {
             found.display()
         ))),
         _ => Ok(()),
+    }
+}
+
+/// InvokeAI owns its `models/` folder (it moves what it installs into `models/<random key>/` and
+/// keeps its database in step), so `--layout invoke` refuses to write anywhere under it: our tree
+/// lives elsewhere and InvokeAI registers it in place.
+fn check_not_invokeai_models(output: &Path) -> anyhow::Result<()> {
+    let absolute = std::path::absolute(output).unwrap_or_else(|_| output.to_path_buf());
+    let models = absolute.ancestors().find(|dir| {
+        dir.file_name().is_some_and(|name| name == "models")
+            && dir
+                .parent()
+                .is_some_and(|root| root.join("invokeai.yaml").is_file())
+    });
+    match models {
+        Some(models) => Err(usage(format!(
+            "{} is inside InvokeAI's own models folder {}, which InvokeAI manages: give --root a              folder of its own (for example {}) and register it in InvokeAI in place",
+            output.display(),
+            models.display(),
+            models.with_file_name("civitai-dl").display()
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -425,3 +425,36 @@ fn swarm_warns_about_a_pickle_file_it_will_not_load() {
         ran.stderr
     );
 }
+
+#[test]
+fn invoke_never_writes_into_invokeais_own_models_folder() {
+    let server = serve(vec![model(314, "LORA", KIB)], Knobs::default());
+    let sandbox = Sandbox::new();
+    let invokeai = sandbox.root().join("invokeai");
+    std::fs::create_dir_all(invokeai.join("models")).unwrap();
+    std::fs::write(invokeai.join("invokeai.yaml"), "schema_version: 4.0.2\n").unwrap();
+    for root in [invokeai.join("models"), invokeai.join("models/sub")] {
+        let mut cmd = download_into_root(&server, &sandbox, &root);
+        cmd.args(["314", "--layout", "invoke"]);
+        let ran = run(cmd);
+        ran.expect_code(2);
+        assert!(
+            ran.stderr.contains("InvokeAI's own models folder"),
+            "{}",
+            ran.stderr
+        );
+    }
+    assert_eq!(server.stats().api_requests(), 0);
+    let mut cmd = download_into_root(&server, &sandbox, &invokeai.join("civitai-dl"));
+    cmd.args(["314", "--layout", "invoke"]);
+    run(cmd).expect_code(0);
+    assert!(
+        invokeai
+            .join("civitai-dl/lora/sdxl/model_314.safetensors")
+            .is_file()
+    );
+    assert_eq!(
+        files_under(&invokeai.join("models")),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
