@@ -46,7 +46,7 @@ async fn start(catalog: Catalog, knobs: Knobs) -> (FakeCivitai, ApiClient) {
 }
 
 /// Model 1 with versions 11 and 10 holding the same bytes (files 110 and 100), and model 2
-/// with a safetensors file (200) in version 20.
+/// with a safetensors file (200) and another file (201) in version 20.
 fn twins_and_tensors() -> Catalog {
     let twin = |id| FakeFile {
         seed: 5,
@@ -73,7 +73,17 @@ fn twins_and_tensors() -> Catalog {
                 2,
                 "Tensors",
                 "LORA",
-                vec![FakeVersion::new(20, "v1", vec![tensors])],
+                vec![FakeVersion::new(
+                    20,
+                    "v1",
+                    vec![
+                        tensors,
+                        FakeFile {
+                            primary: false,
+                            ..FakeFile::new(201, "config.yaml", 700)
+                        },
+                    ],
+                )],
             ),
         ],
         valid_keys: Vec::new(),
@@ -280,6 +290,44 @@ async fn a_host_without_the_batch_route_is_asked_through_ids_in_either_shape() {
             (1, 2)
         );
     }
+}
+
+#[tokio::test]
+async fn a_version_two_fallback_batches_find_is_fetched_once() {
+    let knobs = Knobs {
+        by_hash_batch_fault: Some(BatchFault::Absent),
+        ..Knobs::default()
+    };
+    let (server, client) = start(twins_and_tensors(), knobs).await;
+    let fillers = (0..SHA256_BATCH as u64 - 1).map(|i| format!("{i:064}"));
+    let asked: Vec<String> = std::iter::once(sha_of(&server, 200))
+        .chain(fillers)
+        .chain([sha_of(&server, 201)])
+        .collect();
+    let answers = client.lookup_sha256(&asked).await;
+    let outcomes = match_hashes(&asked, &answers, |_| None);
+    assert_eq!(chosen(&outcomes[0]).map(|f| f.file_id), Some(200));
+    assert_eq!(
+        chosen(&outcomes[SHA256_BATCH]).map(|f| f.file_id),
+        Some(201)
+    );
+    let stats = server.stats();
+    assert_eq!(stats.requests_to(IDS_ROUTE), 2, "one per batch");
+    assert_eq!(stats.requests_to(VERSION_ROUTE), 1, "version 20 once");
+}
+
+/// The budget is 110 requests for 10,000 new files; 1,000 keep the test quick.
+#[tokio::test]
+async fn a_thousand_new_files_take_ten_requests() {
+    let server = FakeCivitai::start(Catalog::uniform(1_000, 64), Knobs::default())
+        .await
+        .unwrap();
+    let client = client_of(server.api_url(), None);
+    let asked: Vec<String> = (0..1_000).map(|i| sha_of(&server, 3000 + i)).collect();
+    let answers = client.lookup_sha256(&asked).await;
+    let outcomes = match_hashes(&asked, &answers, |_| None);
+    assert!(outcomes.iter().all(|o| chosen(o).is_some()));
+    assert_eq!(server.stats().api_requests(), 10);
 }
 
 #[tokio::test]
