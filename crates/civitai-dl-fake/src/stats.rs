@@ -154,11 +154,6 @@ impl Stats {
         lock(&self.routes).get(route).copied().unwrap_or(0)
     }
 
-    /// API requests per route (see [`Self::requests_to`]).
-    pub fn routes(&self) -> BTreeMap<String, u64> {
-        lock(&self.routes).clone()
-    }
-
     pub(crate) fn record_api_request(&self, method: &str, path: &str, headers: &HeaderMap) {
         self.api_requests.fetch_add(1, Ordering::SeqCst);
         *lock(&self.routes)
