@@ -105,8 +105,8 @@ pub(super) async fn execute(
         request.layout,
         request.metadata,
     );
-    planner.expect(&request.targets).await;
     if request.dry_run {
+        planner.expect(&request.targets).await;
         return show_plan(&planner, &request.targets, json, &cancel).await;
     }
     std::fs::create_dir_all(&request.output).map_err(|e| {
@@ -137,6 +137,7 @@ pub(super) async fn execute(
         performance: request.performance.clone(),
         cancel,
     }));
+    run.expect(&request.targets).await;
     tokio::spawn(
         run.clone()
             .watch_emergency_stop(request.performance.emergency_stop_file.clone()),
