@@ -123,8 +123,8 @@ pub(super) async fn execute(
         request.layout,
         request.sidecars.clone(),
     );
-    planner.expect(&request.targets).await;
     if request.dry_run {
+        planner.expect(&request.targets).await;
         return show_plan(&planner, &request.targets, json, &cancel).await;
     }
     std::fs::create_dir_all(&request.output).map_err(|e| {
@@ -155,6 +155,7 @@ pub(super) async fn execute(
         performance: request.performance.clone(),
         cancel,
     }));
+    run.expect(&request.targets).await;
     tokio::spawn(
         run.clone()
             .watch_emergency_stop(request.performance.emergency_stop_file.clone()),

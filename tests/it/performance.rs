@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use civitai_dl_engine::fetch::{Segment, split};
 use civitai_dl_engine::plan::preview_path;
-use civitai_dl_fake::{FakeModel, FileFaults, Knobs};
+use civitai_dl_fake::{FakeCivitai, FakeModel, FileFaults, Knobs};
 use serde_json::Value;
 
 use crate::support::{
@@ -107,6 +107,29 @@ fn segment_starts(ranges: &[Option<String>]) -> Vec<u64> {
         .collect();
     starts.sort_unstable();
     starts
+}
+
+/// A fake serving `m` at `bandwidth` bytes/s per connection.
+fn capped(m: &FakeModel, bandwidth: u64) -> FakeCivitai {
+    serve(
+        vec![m.clone()],
+        Knobs {
+            bandwidth: Some(bandwidth),
+            ..Knobs::default()
+        },
+    )
+}
+
+/// Run `cmd` and kill it (as kill -9 would) once the segment record of `dest` satisfies
+/// `recorded` or 30 s passed; whether it did.
+fn kill_when(mut cmd: Command, dest: &Path, recorded: impl Fn(&[Segment]) -> bool) -> bool {
+    let mut child = cmd.spawn().expect("spawn civitai-dl");
+    let seen = poll_until(Duration::from_secs(30), || {
+        recorded_segments(dest).is_some_and(|s| recorded(&s))
+    });
+    child.kill().expect("kill civitai-dl");
+    child.wait().expect("reap civitai-dl");
+    seen
 }
 
 /// The segment progress recorded beside a `.part`, if any has been recorded yet.
@@ -366,24 +389,13 @@ fn killed_segmented_download_continues_its_segments() {
     // 6 MiB segments: each records progress after 4 MiB (about 2.7 s at this pace), long
     // before it ends, so the kill lands while every segment is half done.
     let m = model(504, "Checkpoint", 24 * MIB);
-    let server = serve(
-        vec![m.clone()],
-        Knobs {
-            bandwidth: Some(3 * MIB / 2),
-            ..Knobs::default()
-        },
-    );
+    let server = capped(&m, 3 * MIB / 2);
     let sandbox = Sandbox::new();
     let file = first_file(&m);
     let dest = sandbox.out.join(&file.name);
     let mut cmd = segmented_download(&server, &sandbox, &m);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn civitai-dl");
-    let progressed = poll_until(Duration::from_secs(30), || {
-        recorded_segments(&dest).is_some_and(|s| s.iter().any(|s| s.done > 0))
-    });
-    child.kill().expect("kill civitai-dl");
-    child.wait().expect("reap civitai-dl");
+    let progressed = kill_when(cmd, &dest, |s| s.iter().any(|s| s.done > 0));
     assert!(progressed, "no segment progress recorded within 30 s");
     let recorded = recorded_segments(&dest).expect("segment record kept");
     let first_run_gets = ranges_of(&server, file.id).len();
@@ -692,13 +704,7 @@ fn segments_share_the_files_retry_budget() {
 #[test]
 fn a_crawling_segment_is_abandoned_by_the_minimum_speed() {
     let m = model(508, "Checkpoint", 6 * MIB);
-    let server = serve(
-        vec![m.clone()],
-        Knobs {
-            bandwidth: Some(512),
-            ..Knobs::default()
-        },
-    );
+    let server = capped(&m, 512);
     let sandbox = Sandbox::new();
     // One retry: each attempt takes a whole window to judge.
     let mut cmd = segmented_download_with_retries(&server, &sandbox, &m, "20");
@@ -727,13 +733,7 @@ fn a_range_left_by_a_reset_is_split_over_the_idle_connections() {
             ..FileFaults::default()
         },
     );
-    let server = serve(
-        vec![m.clone()],
-        Knobs {
-            bandwidth: Some(4 * MIB),
-            ..Knobs::default()
-        },
-    );
+    let server = capped(&m, 4 * MIB);
     let sandbox = Sandbox::new();
     run(segmented_download(&server, &sandbox, &m)).expect_code(0);
     let file = first_file(&m);
@@ -763,13 +763,7 @@ fn a_connection_that_finishes_early_takes_half_of_a_slow_range_and_a_kill_after_
             ..FileFaults::default()
         },
     );
-    let server = serve(
-        vec![m.clone()],
-        Knobs {
-            bandwidth: Some(8 * MIB),
-            ..Knobs::default()
-        },
-    );
+    let server = capped(&m, 8 * MIB);
     let sandbox = Sandbox::new();
     let file = first_file(&m);
     let dest = sandbox.out.join(&file.name);
@@ -777,12 +771,7 @@ fn a_connection_that_finishes_early_takes_half_of_a_slow_range_and_a_kill_after_
     cmd.args(["--read-timeout", "30"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn civitai-dl");
-    let stole = poll_until(Duration::from_secs(30), || {
-        recorded_segments(&dest).is_some_and(|s| s.len() > SEGMENTS)
-    });
-    child.kill().expect("kill civitai-dl");
-    child.wait().expect("reap civitai-dl");
+    let stole = kill_when(cmd, &dest, |s| s.len() > SEGMENTS);
     assert!(
         stole,
         "no split recorded within 30 s: {:?}",
@@ -809,6 +798,66 @@ fn a_connection_that_finishes_early_takes_half_of_a_slow_range_and_a_kill_after_
         assert!(
             segment_starts(&rerun).contains(&(segment.start + segment.done)),
             "the rerun continues {segment:?}: {rerun:?}"
+        );
+    }
+}
+
+/// The `(start, end)` of each `bytes=A-B` range asked for, in the order asked, without the probe.
+fn asked_ranges(ranges: &[Option<String>]) -> Vec<(u64, u64)> {
+    ranges
+        .iter()
+        .flatten()
+        .filter(|r| r.as_str() != "bytes=0-0")
+        .filter_map(|r| {
+            let (a, b) = r.strip_prefix("bytes=")?.split_once('-')?;
+            Some((a.parse().ok()?, b.parse::<u64>().ok()? + 1))
+        })
+        .collect()
+}
+
+// Issue 9.1: a segmented file was laid out as four equal ranges, so three quarters of it were
+// not a contiguous prefix until the very end, and the whole file was re-read for its hash after
+// the last byte. A large file now comes in whole pieces taken in file order (the hash follows
+// the prefix as it grows), and a kill between pieces leaves a record the rerun continues.
+#[test]
+fn a_large_segmented_file_arrives_in_whole_pieces_in_file_order_and_resumes_after_a_kill() {
+    const PIECE: u64 = 16 * MIB;
+    let m = model(511, "Checkpoint", 100 * MIB);
+    let server = capped(&m, 8 * MIB);
+    let sandbox = Sandbox::new();
+    let file = first_file(&m);
+    let dest = sandbox.out.join(&file.name);
+    let mut cmd = segmented_download(&server, &sandbox, &m);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let took_a_piece = kill_when(cmd, &dest, |s| s.len() > SEGMENTS + 1);
+    assert!(took_a_piece, "no piece taken from the rest within 30 s");
+    let first_run = ranges_of(&server, file.id);
+    let asked = asked_ranges(&first_run);
+    let mut firsts: Vec<u64> = asked.iter().take(SEGMENTS).map(|r| r.0).collect();
+    firsts.sort_unstable();
+    assert_eq!(firsts, [0, PIECE, 2 * PIECE, 3 * PIECE], "{first_run:?}");
+    assert!(
+        asked.contains(&(4 * PIECE, 5 * PIECE)),
+        "the next piece is the front of the rest, whole: {first_run:?}"
+    );
+    let recorded = recorded_segments(&dest).expect("record kept");
+
+    server.set_knobs(Knobs::default());
+    run(segmented_download(&server, &sandbox, &m)).expect_code(0);
+    assert_verified(&dest, file);
+    let rerun = asked_ranges(&ranges_of(&server, file.id)[first_run.len()..]);
+    for segment in recorded.iter().filter(|s| s.done < s.end - s.start) {
+        assert!(
+            rerun.iter().any(|r| r.0 == segment.start + segment.done),
+            "the rerun continues {segment:?}: {rerun:?}"
+        );
+    }
+    for (start, _) in &rerun {
+        assert!(
+            !recorded
+                .iter()
+                .any(|s| (s.start..s.start + s.done).contains(start)),
+            "nothing recorded as done is asked for again: {rerun:?} after {recorded:?}"
         );
     }
 }

@@ -2,7 +2,9 @@
 
 use civitai_dl_fake::Knobs;
 
-use crate::support::{Sandbox, assert_verified, download, first_file, model, run, serve};
+use civitai_dl_fake::FakeCivitai;
+
+use crate::support::{Sandbox, assert_verified, download, first_file, model, models, run, serve};
 
 const KIB: u64 = 1024;
 
@@ -132,5 +134,70 @@ fn quota_stops_the_run_with_exit_3_and_saves_state() {
         recorded,
         [first.id, first_file(&models[1]).id],
         "the third file was touched: {state:#}"
+    );
+}
+
+/// Metadata requests the fake answered: models, versions and batches of models.
+fn metadata_requests(server: &FakeCivitai) -> u64 {
+    [
+        "GET /api/v1/models/{id}",
+        "GET /api/v1/model-versions/{id}",
+        "GET /api/v1/models",
+    ]
+    .iter()
+    .map(|route| server.stats().requests_to(route))
+    .sum()
+}
+
+// Issue 9.6 / 11.1: a rerun of pinned versions asked Civitai about every one again (1,000
+// batched requests for 100,000 targets before anything else). A published version's files do
+// not change: a pinned target whose files are all recorded done and on disk is trusted; a
+// target whose file is gone, or a rerun with other settings, is asked about again.
+#[test]
+fn a_rerun_of_finished_pinned_versions_asks_civitai_nothing_and_checks_what_changed() {
+    let models = models(231, 3, 64 * KIB);
+    let server = serve(models.clone(), Knobs::default());
+    let sandbox = Sandbox::new();
+    let pinned: Vec<String> = models
+        .iter()
+        .map(|m| {
+            format!(
+                "https://civitai.com/models/{}?modelVersionId={}",
+                m.id, m.versions[0].id
+            )
+        })
+        .collect();
+    let pinned_run = |extra: &[&str]| {
+        let mut cmd = download(&server, &sandbox);
+        cmd.args(&pinned).args(extra);
+        run(cmd)
+    };
+    pinned_run(&[]).expect_code(0);
+    let first = metadata_requests(&server);
+    assert!(first > 0);
+
+    let rerun = pinned_run(&["--json"]);
+    rerun.expect_code(0);
+    assert_eq!(metadata_requests(&server), first, "{}", rerun.stderr);
+    let report = rerun.json();
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3, "{report:#}");
+    assert!(files.iter().all(|f| f["status"] == "present"), "{report:#}");
+
+    let gone = first_file(&models[1]);
+    std::fs::remove_file(sandbox.out.join(&gone.name)).unwrap();
+    pinned_run(&[]).expect_code(0);
+    assert_eq!(
+        metadata_requests(&server),
+        first + 1,
+        "only the changed target"
+    );
+    assert_verified(&sandbox.out.join(&gone.name), gone);
+
+    pinned_run(&["--fp", "fp16"]).expect_code(1);
+    assert_eq!(
+        metadata_requests(&server),
+        2 * first + 1,
+        "other settings plan every target again, as the first run did"
     );
 }

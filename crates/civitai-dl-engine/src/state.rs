@@ -118,6 +118,10 @@ pub struct FileRecord {
     pub created_at: String,
     /// When the record last changed (RFC 3339, UTC).
     pub updated_at: String,
+    /// The pinned target that planned the file, with its settings and file count (see
+    /// `plan::Job::pin`); absent for files of targets that must be asked about every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 impl FileRecord {
@@ -145,6 +149,7 @@ impl FileRecord {
             bytes_on_disk: 0,
             created_at: now.clone(),
             updated_at: now,
+            pin: None,
         }
     }
 }

@@ -1,23 +1,27 @@
 //! The API origin's handlers: the gate in front of every request (latency and fault knobs), models,
 //! versions, `by-hash`, `/me` and the listing with its cursors and paging rules.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use crate::content::mix64;
 use crate::json::Endpoint;
+use crate::knobs::{ApiFault, BatchFault};
 use crate::query::{QueryParams, percent_encode};
 use crate::response::{
-    HTML_CONTENT_TYPE, LOGIN_PAGE, MSG_PAGE_WITH_QUERY, MSG_TOO_MANY_PAGES, error_json,
-    json_response, response,
+    HTML_CONTENT_TYPE, LOGIN_PAGE, MSG_BY_HASH_BODY, MSG_PAGE_WITH_QUERY, MSG_TOO_MANY_PAGES,
+    error_json, json_response, response,
 };
 use crate::state::Shared;
 use crate::stats::ListingRequest;
-use crate::{FakeModel, FakeVersion, lock};
+use crate::{FakeFile, FakeModel, FakeVersion, lock};
 
 /// Default and maximum `limit` on `/api/v1/models`.
 const MAX_PAGE_LIMIT: usize = 100;
@@ -25,6 +29,14 @@ const MAX_PAGE_LIMIT: usize = 100;
 const PAGE_PAGING_CAP: usize = 1000;
 /// Ids above this get 400 on `/api/v1/models/{id}` (Postgres int4 range).
 const MAX_MODEL_ID: u64 = 2_147_483_647;
+/// Hashes one `POST /by-hash` may carry (and one old `POST /by-hash/ids`).
+const MAX_BY_HASH_BATCH: usize = 100;
+/// Hashes one `POST /by-hash/ids` of today's server may carry.
+const MAX_BY_HASH_IDS: usize = 10_000;
+/// Characters of a SHA-256 in hex, the one thing the batch routes check.
+const SHA256_HEX_LEN: usize = 64;
+/// AutoV2 is the first 10 hex digits of the SHA-256.
+const AUTOV2_HEX_LEN: usize = 10;
 
 /// A `{"error": ...}` answer from a v1 endpoint.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,9 +72,11 @@ pub(crate) async fn api_gate(
     next: Next,
 ) -> Response {
     let _open = shared.stats.api_open.enter();
-    shared
-        .stats
-        .record_api_request(request.uri().path(), request.headers());
+    shared.stats.record_api_request(
+        request.method().as_str(),
+        request.uri().path(),
+        request.headers(),
+    );
     let (latency, fault) = {
         let mut state = shared.knob_state();
         let fault = state.next_api_fault(request.uri().path());
@@ -122,21 +136,181 @@ pub(crate) async fn get_version_by_hash(
     Path(hash): Path<String>,
 ) -> Response {
     let wanted = hash.to_uppercase();
+    // Like the real `findFirst`, one version whatever the number of files that match: here the
+    // lowest version id, as every fake version is published in id order.
     let found = shared
-        .index
-        .files
-        .keys()
-        .filter_map(|&id| shared.file(id))
-        .filter(|file| {
-            shared
-                .published_sha256(file)
-                .is_some_and(|sha| sha == wanted || sha[..10] == wanted)
-        })
-        .filter_map(|file| shared.index.files.get(&file.id))
-        .map(|&(mi, vi, _)| shared.catalog.models[mi].versions[vi].id)
+        .files_where(|file| shared.published_hashes(file).contains(&wanted))
+        .into_iter()
+        .map(|(_, version, _)| version.id)
         .min()
         .and_then(|version_id| shared.version(version_id));
     respond(version_body(&shared, found))
+}
+
+/// `POST /api/v1/model-versions/by-hash`: one version per catalogue file whose published
+/// SHA-256 is in the body, in an order of the fake's own (never the body's).
+pub(crate) async fn post_versions_by_hashes(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Response {
+    let fault = shared.knob_state().next_by_hash_batch_fault();
+    if let Some(fault) = fault {
+        return shared.batch_fault_response(fault);
+    }
+    let result = sha256_list(&body, MAX_BY_HASH_BATCH).map(|wanted| {
+        let versions: Vec<Value> = shared
+            .files_with_sha256(&wanted)
+            .into_iter()
+            .map(|(model, version, _)| shared.version_json(model, version))
+            .collect();
+        Value::Array(versions)
+    });
+    respond(result)
+}
+
+/// `POST /api/v1/model-versions/by-hash/ids`: what the batch route finds, as ids only. Today's
+/// server answers `[{modelVersionId, modelId, hash}]` (one per matching file, up to 10,000
+/// hashes); the old one a bare array of distinct version ids for at most 100 hashes
+/// ([`Knobs::by_hash_ids_legacy`](crate::Knobs::by_hash_ids_legacy)).
+pub(crate) async fn post_version_ids_by_hashes(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Response {
+    let legacy = shared.knob_state().knobs.by_hash_ids_legacy;
+    let max = if legacy {
+        MAX_BY_HASH_BATCH
+    } else {
+        MAX_BY_HASH_IDS
+    };
+    let result = sha256_list(&body, max).map(|wanted| {
+        let found = shared.files_with_sha256(&wanted);
+        if legacy {
+            let mut ids: Vec<u64> = Vec::new();
+            for (_, version, _) in found {
+                if !ids.contains(&version.id) {
+                    ids.push(version.id);
+                }
+            }
+            json!(ids)
+        } else {
+            let entries: Vec<Value> = found
+                .into_iter()
+                .map(|(model, version, file)| {
+                    json!({
+                        "modelVersionId": version.id,
+                        "modelId": model.id,
+                        "hash": shared.published_sha256(file),
+                    })
+                })
+                .collect();
+            Value::Array(entries)
+        }
+    });
+    respond(result)
+}
+
+/// The body rule of both batch routes: a bare JSON array of at most `max` strings of exactly 64
+/// characters (the length is all the real server checks), uppercased.
+fn sha256_list(body: &[u8], max: usize) -> Result<Vec<String>, ApiError> {
+    let bad = |detail: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            &format!("{MSG_BY_HASH_BODY} {detail}"),
+        )
+    };
+    let items = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => items,
+        Ok(other) => {
+            return Err(bad(&format!(
+                "Expected array, received {}",
+                json_kind(&other)
+            )));
+        }
+        Err(_) => return Err(bad("Expected array, received undefined")),
+    };
+    if items.len() > max {
+        return Err(bad(&format!("Array must contain at most {max} element(s)")));
+    }
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(hash) if hash.chars().count() == SHA256_HEX_LEN => {
+                Ok(hash.to_uppercase())
+            }
+            Value::String(_) => Err(bad("String must contain exactly 64 character(s)")),
+            other => Err(bad(&format!(
+                "Expected string, received {}",
+                json_kind(other)
+            ))),
+        })
+        .collect()
+}
+
+/// The type name zod uses in its messages.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+impl Shared {
+    /// Every catalogue file that `keep` accepts, with its model and version, in catalogue order.
+    fn files_where(
+        &self,
+        keep: impl Fn(&FakeFile) -> bool,
+    ) -> Vec<(&FakeModel, &FakeVersion, &FakeFile)> {
+        self.catalog
+            .models
+            .iter()
+            .flat_map(|m| m.versions.iter().map(move |v| (m, v)))
+            .flat_map(|(m, v)| v.files.iter().map(move |f| (m, v, f)))
+            .filter(|(_, _, file)| keep(file))
+            .collect()
+    }
+
+    /// The files whose published SHA-256 is one of `wanted`, one entry per file, shuffled by a
+    /// fixed function of the file id: the real server's order is unspecified, and a client that
+    /// relied on the input order would break on it.
+    fn files_with_sha256(&self, wanted: &[String]) -> Vec<(&FakeModel, &FakeVersion, &FakeFile)> {
+        let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+        let mut found = self.files_where(|file| {
+            self.published_sha256(file)
+                .is_some_and(|sha| wanted.contains(sha.as_str()))
+        });
+        found.sort_by_key(|(_, _, file)| mix64(file.id));
+        found
+    }
+
+    /// Every hash the API publishes for the file (SHA256, AutoV2, AutoV3), as GET by-hash
+    /// matches them.
+    fn published_hashes(&self, file: &FakeFile) -> Vec<String> {
+        let Some(sha256) = self.published_sha256(file) else {
+            return Vec::new();
+        };
+        let mut hashes = vec![sha256[..AUTOV2_HEX_LEN].to_owned(), sha256];
+        hashes.extend(self.published_autov3(file).map(str::to_owned));
+        hashes
+    }
+
+    fn batch_fault_response(&self, fault: BatchFault) -> Response {
+        let retry_after_secs = self.knob_state().knobs.retry_after_secs;
+        match fault {
+            BatchFault::TooManyRequests => {
+                ApiFault::TooManyRequests { retry_after_secs }.response()
+            }
+            BatchFault::ServerError => error_json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            ),
+            BatchFault::MaintenancePage => ApiFault::MaintenancePage.response(),
+            BatchFault::Absent => error_json(StatusCode::NOT_FOUND, "Not found"),
+        }
+    }
 }
 
 pub(crate) async fn get_me(

@@ -212,10 +212,13 @@ impl Shared {
                 metadata.insert(key.to_owned(), json!(value));
             }
         }
-        let hashes = match self.published_sha256(file) {
+        let mut hashes = match self.published_sha256(file) {
             Some(sha) => json!({ "SHA256": sha, "AutoV2": sha[..10] }),
             None => json!({}),
         };
+        if let Some(autov3) = self.published_autov3(file) {
+            hashes["AutoV3"] = json!(autov3);
+        }
         let mut body = json!({
             "id": file.id,
             "sizeKB": file.size as f64 / 1024.0,

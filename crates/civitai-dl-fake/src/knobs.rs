@@ -47,6 +47,28 @@ pub struct Knobs {
     /// Listing pages asking for more than this many models answer 503 (a page too big to
     /// build before the gateway's timeout).
     pub listing_max_limit: Option<usize>,
+    /// How `POST /api/v1/model-versions/by-hash` misbehaves, if at all.
+    pub by_hash_batch_fault: Option<BatchFault>,
+    /// How many of those POSTs get `by_hash_batch_fault`: the first N (`u32::MAX`: all).
+    pub by_hash_batch_faulty: u32,
+    /// `POST /api/v1/model-versions/by-hash/ids` answers as the old server did: a bare array of
+    /// version ids for at most 100 hashes, instead of `[{modelVersionId, modelId, hash}]` for up
+    /// to 10,000.
+    pub by_hash_ids_legacy: bool,
+}
+
+/// A misbehaving answer of the by-hash batch route, for clients' `pending` handling and
+/// fallbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchFault {
+    /// 429 with `Retry-After: retry_after_secs`.
+    TooManyRequests,
+    /// 500 `{"error": "An unexpected error occurred"}`.
+    ServerError,
+    /// 200 `text/html` (the maintenance page).
+    MaintenancePage,
+    /// 404, as from a server that predates the route (clients fall back to `/by-hash/ids`).
+    Absent,
 }
 
 impl Default for Knobs {
@@ -68,6 +90,9 @@ impl Default for Knobs {
             download_route_429_html: false,
             listing_fails_from_page: None,
             listing_max_limit: None,
+            by_hash_batch_fault: None,
+            by_hash_batch_faulty: u32::MAX,
+            by_hash_ids_legacy: false,
         }
     }
 }
@@ -79,6 +104,7 @@ pub(crate) struct KnobState {
     since: Instant,
     api_requests_counted: u64,
     download_route_requests_counted: u64,
+    by_hash_batches_counted: u64,
     pub(crate) resolves: u64,
 }
 
@@ -99,6 +125,7 @@ impl KnobState {
             since: Instant::now(),
             api_requests_counted: 0,
             download_route_requests_counted: 0,
+            by_hash_batches_counted: 0,
             resolves: 0,
         }
     }
@@ -144,6 +171,15 @@ impl KnobState {
         } else {
             None
         }
+    }
+
+    /// The fault this `POST /by-hash` gets, counting it.
+    pub(crate) fn next_by_hash_batch_fault(&mut self) -> Option<BatchFault> {
+        let seq = self.by_hash_batches_counted;
+        self.by_hash_batches_counted += 1;
+        self.knobs
+            .by_hash_batch_fault
+            .filter(|_| seq < u64::from(self.knobs.by_hash_batch_faulty))
     }
 
     pub(crate) fn quota_reached(&self) -> bool {

@@ -4,7 +4,9 @@
 //! reproducible, fast, free of network access and able to misbehave on demand. This crate serves the
 //! few endpoints the downloader uses with the shapes and quirks described in `docs/civitai-api.md`
 //! (`primary` absent in `/models`, short pages that still carry a cursor, the page cap, the download
-//! route's status ladder, plain-text errors for browsers), plus fault knobs for retries and resume.
+//! route's status ladder, plain-text errors for browsers, by-hash lookups one by one and in batches
+//! that answer out of order), plus fault knobs for retries, resume and the lookups' fallbacks.
+//! Files can be safetensors-shaped, so the header-independent AutoV3 hash means something here.
 //!
 //! It runs two origins on two loopback ports because the real service does: the API redirects a
 //! download to a separate storage host, and the client must follow that hop without its key (the
@@ -40,10 +42,11 @@ mod storage;
 mod tests;
 
 pub use catalog::{
-    Access, Catalog, FakeFile, FakeModel, FakeVersion, FileFaults, ImageFormat, PublishedHash,
+    Access, Catalog, FakeFile, FakeModel, FakeVersion, FileContent, FileFaults, ImageFormat,
+    PublishedHash,
 };
-pub use content::{content_sha256, fill_bytes};
-pub use knobs::Knobs;
+pub use content::{FileBytes, content_sha256, fill_bytes};
+pub use knobs::{BatchFault, Knobs};
 pub use stats::{ListingRequest, Stats};
 
 use std::future::Future;
@@ -53,11 +56,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use api::{
     api_gate, api_not_found, get_me, get_model, get_version, get_version_by_hash, list_models,
-    login_page, method_not_allowed,
+    login_page, method_not_allowed, post_version_ids_by_hashes, post_versions_by_hashes,
 };
 use download_route::resolve_download;
 use knobs::KnobState;
@@ -77,6 +80,14 @@ fn api_router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/models", get(list_models))
         .route("/api/v1/models/{id}", get(get_model))
         .route("/api/v1/model-versions/{id}", get(get_version))
+        .route(
+            "/api/v1/model-versions/by-hash",
+            post(post_versions_by_hashes),
+        )
+        .route(
+            "/api/v1/model-versions/by-hash/ids",
+            post(post_version_ids_by_hashes),
+        )
         .route(
             "/api/v1/model-versions/by-hash/{hash}",
             get(get_version_by_hash),
@@ -210,7 +221,7 @@ impl FakeCivitai {
 
     /// Uppercase hex SHA-256 of the bytes storage serves for a file (whatever the API publishes).
     pub fn sha256_of(&self, file_id: u64) -> Option<&str> {
-        self.shared.sha256.get(&file_id).map(String::as_str)
+        self.shared.hashes.get(&file_id).map(|h| h.sha256.as_str())
     }
 
     /// Runs until the future resolves (for `civitai-dl fake-server`, pass `ctrl_c()`), then stops.

@@ -22,6 +22,8 @@ pub(crate) const MSG_TOO_MANY_PAGES: &str =
     "You've requested too many pages, please use cursors instead";
 pub(crate) const MSG_PAGE_WITH_QUERY: &str =
     "Cannot use page param with query search. Use cursor-based pagination.";
+/// The start of the batch by-hash routes' 400; zod's message follows it.
+pub(crate) const MSG_BY_HASH_BODY: &str = "Request must include an array of SHA256 Hashes.";
 pub(crate) const MSG_SERVER_BUSY: &str = "Server busy, please retry shortly.";
 pub(crate) const MAINTENANCE_PAGE: &str = "<!DOCTYPE html><html><head><title>Civitai | Maintenance</title></head><body><h1>We're adjusting a few things, be back in a few minutes...</h1></body></html>";
 pub(crate) const OUTAGE_PAGE: &str = "<!DOCTYPE html><html><head><title>503 Service Temporarily Unavailable</title></head><body><h1>503 Service Temporarily Unavailable</h1><p>cloudflare</p></body></html>";

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::content::{hash_catalog, hex_upper, mix64};
+use crate::content::{FileHashes, hash_catalog, hex_upper, mix64};
 use crate::knobs::KnobState;
 use crate::query::QueryParams;
 use crate::{Catalog, FakeFile, FakeModel, FakeVersion, Knobs, PublishedHash, Stats, lock};
@@ -41,7 +41,7 @@ impl CatalogIndex {
 pub(crate) struct Shared {
     pub(crate) catalog: Catalog,
     pub(crate) index: CatalogIndex,
-    pub(crate) sha256: HashMap<u64, String>,
+    pub(crate) hashes: HashMap<u64, FileHashes>,
     pub(crate) api_url: String,
     pub(crate) storage_url: String,
     secret: u64,
@@ -61,7 +61,7 @@ impl Shared {
     ) -> Shared {
         Shared {
             index: CatalogIndex::build(&catalog),
-            sha256: hash_catalog(&catalog),
+            hashes: hash_catalog(&catalog),
             catalog,
             api_url: format!("http://{api}"),
             storage_url: format!("http://{storage}"),
@@ -90,7 +90,16 @@ impl Shared {
     }
 
     pub(crate) fn real_sha256(&self, file: &FakeFile) -> &str {
-        self.sha256.get(&file.id).map_or("", String::as_str)
+        self.hashes.get(&file.id).map_or("", |h| h.sha256.as_str())
+    }
+
+    /// The AutoV3 the API publishes: only for safetensors-shaped files whose SHA-256 it
+    /// publishes correctly.
+    pub(crate) fn published_autov3(&self, file: &FakeFile) -> Option<&str> {
+        if file.published_hash != PublishedHash::Correct {
+            return None;
+        }
+        self.hashes.get(&file.id)?.autov3.as_deref()
     }
 
     /// The SHA-256 the API claims for the file, if it publishes one.

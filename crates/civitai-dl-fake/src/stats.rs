@@ -1,5 +1,6 @@
 //! Live counters, readable while the server runs.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,6 +67,7 @@ pub struct Stats {
     api_request_times: Mutex<Vec<Duration>>,
     user_agents: Mutex<Vec<String>>,
     pub(crate) listings: Mutex<Vec<ListingRequest>>,
+    routes: Mutex<BTreeMap<String, u64>>,
 }
 
 /// The paging of one `GET /api/v1/models` request.
@@ -99,6 +101,7 @@ impl Stats {
             api_request_times: Mutex::default(),
             user_agents: Mutex::default(),
             listings: Mutex::default(),
+            routes: Mutex::default(),
         }
     }
 
@@ -144,8 +147,18 @@ impl Stats {
         lock(&self.user_agents).clone()
     }
 
-    pub(crate) fn record_api_request(&self, path: &str, headers: &HeaderMap) {
+    /// API requests to one route, named as [`route_of`] names it, e.g.
+    /// `"POST /api/v1/model-versions/by-hash"` or `"GET /api/v1/model-versions/{id}"`; faults
+    /// the knobs answered count too.
+    pub fn requests_to(&self, route: &str) -> u64 {
+        lock(&self.routes).get(route).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn record_api_request(&self, method: &str, path: &str, headers: &HeaderMap) {
         self.api_requests.fetch_add(1, Ordering::SeqCst);
+        *lock(&self.routes)
+            .entry(route_of(method, path))
+            .or_default() += 1;
         if headers.contains_key(header::AUTHORIZATION) {
             self.auth_at_api.fetch_add(1, Ordering::SeqCst);
         }
@@ -160,4 +173,25 @@ impl Stats {
             }
         }
     }
+}
+
+/// The route a request went to: its method and its path with ids written `{id}` and the hash of
+/// `by-hash/{hash}` written `{hash}`, so a test counts the calls of one endpoint.
+pub(crate) fn route_of(method: &str, path: &str) -> String {
+    let mut after_by_hash = false;
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            let named = if after_by_hash && segment != "ids" {
+                "{hash}"
+            } else if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+                "{id}"
+            } else {
+                segment
+            };
+            after_by_hash = segment == "by-hash";
+            named
+        })
+        .collect();
+    format!("{method} {}", segments.join("/"))
 }

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use serde_json::json;
 
-use crate::content::{CHUNK_BYTES, fill_bytes, image_bytes};
+use crate::content::{CHUNK_BYTES, FileBytes, image_bytes};
 use crate::query::{QueryParams, percent_encode};
 use crate::response::{
     HTML_CONTENT_TYPE, MSG_FILE_NOT_FOUND, STORAGE_ERROR_PAGE, outage_response, response,
@@ -121,7 +121,7 @@ impl Drop for OpenFileGet {
 /// A generated file body being streamed, with its faults and pacing.
 struct FileStream {
     shared: Arc<Shared>,
-    seed: u64,
+    bytes: FileBytes,
     next: u64,
     end: u64,
     sent: u64,
@@ -171,7 +171,7 @@ impl FileStream {
             return Some((Err(error), self));
         }
         let mut buf = vec![0u8; len as usize];
-        fill_bytes(self.seed, self.next, &mut buf);
+        self.bytes.fill(self.next, &mut buf);
         if let Some(at) = self
             .corrupt_at
             .filter(|at| (self.next..self.next + len).contains(at))
@@ -386,7 +386,7 @@ pub(crate) async fn serve_file(
     };
     let stream = FileStream {
         shared: Arc::clone(&shared),
-        seed: file.seed,
+        bytes: FileBytes::of(file),
         next: start,
         end,
         sent: 0,

@@ -12,8 +12,9 @@ use crate::download_route::FileSelection;
 use crate::knobs::ApiFault;
 use crate::query::{QueryParams, percent_decode, percent_encode};
 use crate::response::{
-    JSON_CONTENT_TYPE, MSG_ARCHIVED, MSG_DOWNLOADS_DISABLED, MSG_EARLY_ACCESS, MSG_FILE_NOT_FOUND,
-    MSG_LOGIN_REQUIRED, MSG_NO_GRANT, MSG_PAGE_WITH_QUERY, MSG_QUOTA, MSG_TOO_MANY_PAGES,
+    JSON_CONTENT_TYPE, MSG_ARCHIVED, MSG_BY_HASH_BODY, MSG_DOWNLOADS_DISABLED, MSG_EARLY_ACCESS,
+    MSG_FILE_NOT_FOUND, MSG_LOGIN_REQUIRED, MSG_NO_GRANT, MSG_PAGE_WITH_QUERY, MSG_QUOTA,
+    MSG_TOO_MANY_PAGES,
 };
 use crate::storage::{ByteSpan, content_disposition, faulty_span, parse_range};
 
@@ -1348,4 +1349,350 @@ fn demo_catalog_is_consistent() {
         Some("fp32")
     );
     assert!(catalog.file(9999).is_none());
+}
+
+fn safetensors(id: u64, size: u64, title: &str) -> FakeFile {
+    FakeFile {
+        content: FileContent::Safetensors {
+            title: title.to_owned(),
+        },
+        ..file(id, size)
+    }
+}
+
+fn bytes_of(file: &FakeFile) -> Vec<u8> {
+    let mut buf = vec![0; file.size as usize];
+    FileBytes::of(file).fill(0, &mut buf);
+    buf
+}
+
+#[test]
+fn noise_content_is_unchanged_by_the_layouts() {
+    let noise = file(7, 100_000);
+    assert_eq!(bytes_of(&noise), generated(7, 0, 100_000));
+    assert_eq!(FileBytes::of(&noise).tensor_offset(), None);
+    assert_eq!(
+        FileBytes::of(&noise).hashes().sha256,
+        content_sha256(7, 100_000)
+    );
+    assert_eq!(FileBytes::of(&noise).hashes().autov3, None);
+}
+
+#[test]
+fn safetensors_content_is_a_valid_file_whose_autov3_survives_a_header_edit() {
+    let original = safetensors(7, 200_000, "Alpha");
+    let edited = original.header_edited("Alpha, rewritten by SwarmUI");
+    assert!(
+        edited.size > original.size,
+        "a longer header, a longer file"
+    );
+    assert_eq!(
+        file(3, 10).header_edited("x").size,
+        10,
+        "noise stays as it is"
+    );
+    let mut tensor_hashes = Vec::new();
+    for file in [&original, &edited] {
+        let bytes = bytes_of(file);
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let start = 8 + header_len as usize;
+        let header: Value = serde_json::from_slice(&bytes[8..start]).expect("JSON header");
+        let data = (bytes.len() - start) as u64;
+        assert_eq!(header["weight"]["data_offsets"], json!([0, data]));
+        assert_eq!(header["weight"]["shape"], json!([data]));
+        let layout = FileBytes::of(file);
+        assert_eq!(layout.tensor_offset(), Some(start as u64));
+        // Any window agrees with the whole, across the header's end too.
+        for (offset, len) in [(0, 3), (start - 2, 10), (start, 1), (120_000, 80_000)] {
+            let mut window = vec![0; len];
+            layout.fill(offset as u64, &mut window);
+            assert_eq!(window, bytes[offset..offset + len], "{offset}+{len}");
+        }
+        let hashes = layout.hashes();
+        assert_eq!(hashes.sha256, sha256_hex(&bytes));
+        let autov3 = sha256_hex(&bytes[start..])[..12].to_owned();
+        assert_eq!(hashes.autov3.as_deref(), Some(autov3.as_str()));
+        tensor_hashes.push((hashes.sha256, autov3));
+    }
+    assert_ne!(tensor_hashes[0].0, tensor_hashes[1].0, "the header differs");
+    assert_eq!(tensor_hashes[0].1, tensor_hashes[1].1, "the tensors do not");
+    // A file too small for its header is no safetensors file and has no AutoV3.
+    let tiny = FileBytes::of(&safetensors(8, 40, "Alpha"));
+    assert_eq!((tiny.tensor_offset(), tiny.hashes().autov3), (None, None));
+}
+
+#[test]
+fn routes_are_named_by_their_template() {
+    let cases = [
+        ("GET", "/api/v1/models/12", "GET /api/v1/models/{id}"),
+        ("GET", "/api/v1/models", "GET /api/v1/models"),
+        (
+            "GET",
+            "/api/v1/model-versions/by-hash/12AB",
+            "GET /api/v1/model-versions/by-hash/{hash}",
+        ),
+        (
+            "GET",
+            "/api/v1/model-versions/by-hash/1234567890",
+            "GET /api/v1/model-versions/by-hash/{hash}",
+        ),
+        (
+            "POST",
+            "/api/v1/model-versions/by-hash",
+            "POST /api/v1/model-versions/by-hash",
+        ),
+        (
+            "POST",
+            "/api/v1/model-versions/by-hash/ids",
+            "POST /api/v1/model-versions/by-hash/ids",
+        ),
+        (
+            "GET",
+            "/api/download/models/9",
+            "GET /api/download/models/{id}",
+        ),
+    ];
+    for (method, path, route) in cases {
+        assert_eq!(crate::stats::route_of(method, path), route, "{path}");
+    }
+}
+
+/// Model 1 with versions 10 and 11 holding the same bytes (files 100 and 110), model 2 with a
+/// safetensors file (200) and a file whose hash is pending (201).
+fn by_hash_catalog() -> Catalog {
+    let twin = |id| FakeFile {
+        seed: 5,
+        ..file(id, 3_000)
+    };
+    let first = FakeModel::new(
+        1,
+        "Twins",
+        "LORA",
+        vec![
+            FakeVersion::new(11, "v2", vec![twin(110)]),
+            FakeVersion::new(10, "v1", vec![twin(100)]),
+        ],
+    );
+    let second = FakeModel::new(
+        2,
+        "Tensors",
+        "LORA",
+        vec![FakeVersion::new(
+            20,
+            "v1",
+            vec![
+                safetensors(200, 50_000, "Tensors"),
+                FakeFile {
+                    published_hash: PublishedHash::Missing,
+                    primary: false,
+                    ..file(201, 1_000)
+                },
+            ],
+        )],
+    );
+    Catalog {
+        models: vec![first, second],
+        valid_keys: Vec::new(),
+    }
+}
+
+async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (StatusCode, Value) {
+    let res = client.post(url).json(body).send().await.expect("request");
+    let status = res.status();
+    (status, res.json().await.expect("json body"))
+}
+
+#[tokio::test]
+async fn get_by_hash_finds_sha256_autov2_and_autov3_in_any_case() {
+    let server = start(by_hash_catalog(), Knobs::default()).await;
+    let client = client();
+    let url = |hash: &str| format!("{}/api/v1/model-versions/by-hash/{hash}", server.api_url());
+    let (_, version) = get_json(&client, &url(server.sha256_of(200).unwrap())).await;
+    let autov3 = version["files"][0]["hashes"]["AutoV3"]
+        .as_str()
+        .expect("AutoV3 published for safetensors")
+        .to_owned();
+    assert_eq!(autov3.len(), 12);
+    assert!(
+        version["files"][1]["hashes"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+    let sha = server.sha256_of(200).unwrap().to_owned();
+    for hash in [
+        sha.clone(),
+        sha.to_lowercase(),
+        sha[..10].to_owned(),
+        autov3.to_lowercase(),
+    ] {
+        let (status, found) = get_json(&client, &url(&hash)).await;
+        assert_eq!(
+            (status, found["id"].as_u64()),
+            (StatusCode::OK, Some(20)),
+            "{hash}"
+        );
+    }
+    // Noise files publish no AutoV3; identical bytes in two versions give the lowest version.
+    let (_, twin) = get_json(&client, &url(server.sha256_of(100).unwrap())).await;
+    assert_eq!(twin["id"], 10);
+    assert!(twin["files"][0]["hashes"].get("AutoV3").is_none());
+    let (status, _) = get_json(&client, &url(&sha[..12])).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "12 hex of the SHA-256 are not the AutoV3"
+    );
+    assert_eq!(
+        server
+            .stats()
+            .requests_to("GET /api/v1/model-versions/by-hash/{hash}"),
+        7
+    );
+}
+
+#[tokio::test]
+async fn post_by_hash_answers_one_version_per_matching_file_out_of_order() {
+    let server = start(by_hash_catalog(), Knobs::default()).await;
+    let client = client();
+    let url = format!("{}/api/v1/model-versions/by-hash", server.api_url());
+    let twin = server.sha256_of(100).unwrap().to_lowercase();
+    let tensors = server.sha256_of(200).unwrap().to_owned();
+    let unknown = "0".repeat(64);
+    let (status, body) = post_json(&client, &url, &json!([twin, unknown, tensors])).await;
+    assert_eq!(status, StatusCode::OK);
+    let versions = body.as_array().expect("bare array");
+    let mut ids: Vec<u64> = versions.iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    assert_eq!(
+        versions[0]["modelId"],
+        json!(ids[0] / 10),
+        "the /model-versions shape"
+    );
+    assert!(versions[0]["model"].is_object());
+    let answered = ids.clone();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [10, 11, 20],
+        "one element per matching file, misses absent"
+    );
+    assert_ne!(answered, [10, 11, 20], "not in input or catalogue order");
+    let (status, body) = post_json(&client, &url, &json!([])).await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
+
+    let too_many: Vec<String> = (0..101).map(|i| format!("{i:064}")).collect();
+    for bad in [
+        json!({"hashes": [tensors]}),
+        json!([&tensors[..63]]),
+        json!([42]),
+        json!(too_many),
+    ] {
+        let (status, body) = post_json(&client, &url, &bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.starts_with(MSG_BY_HASH_BODY), "{error}");
+    }
+    // Length is the only check: 64 characters that are not hex are simply not found.
+    let (status, body) = post_json(&client, &url, &json!(["z".repeat(64)])).await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
+    assert_eq!(
+        server
+            .stats()
+            .requests_to("POST /api/v1/model-versions/by-hash"),
+        7
+    );
+}
+
+#[tokio::test]
+async fn post_by_hash_ids_has_the_current_and_the_old_shape() {
+    let server = start(by_hash_catalog(), Knobs::default()).await;
+    let client = client();
+    let url = format!("{}/api/v1/model-versions/by-hash/ids", server.api_url());
+    let twin = server.sha256_of(100).unwrap().to_owned();
+    let (status, body) = post_json(&client, &url, &json!([twin.to_lowercase()])).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut entries = body.as_array().unwrap().clone();
+    entries.sort_by_key(|e| e["modelVersionId"].as_u64());
+    assert_eq!(
+        entries,
+        [
+            json!({"modelVersionId": 10, "modelId": 1, "hash": twin}),
+            json!({"modelVersionId": 11, "modelId": 1, "hash": twin}),
+        ]
+    );
+    let many: Vec<String> = (0..10_000).map(|i| format!("{i:064}")).collect();
+    let (status, _) = post_json(&client, &url, &json!(many)).await;
+    assert_eq!(status, StatusCode::OK, "today's server takes 10,000");
+
+    server.set_knobs(Knobs {
+        by_hash_ids_legacy: true,
+        ..Knobs::default()
+    });
+    let (status, body) = post_json(&client, &url, &json!([twin])).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ids: Vec<u64> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_u64().expect("bare ids"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [10, 11]);
+    let (status, _) = post_json(&client, &url, &json!(many[..101])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the old one took 100");
+    assert_eq!(
+        server
+            .stats()
+            .requests_to("POST /api/v1/model-versions/by-hash/ids"),
+        4
+    );
+}
+
+#[tokio::test]
+async fn by_hash_batch_faults_apply_to_the_first_posts_only() {
+    let server = start(by_hash_catalog(), Knobs::default()).await;
+    let client = client();
+    let url = format!("{}/api/v1/model-versions/by-hash", server.api_url());
+    let hashes = json!([server.sha256_of(200).unwrap()]);
+    let cases = [
+        (
+            BatchFault::TooManyRequests,
+            StatusCode::TOO_MANY_REQUESTS,
+            false,
+        ),
+        (
+            BatchFault::ServerError,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            false,
+        ),
+        (BatchFault::MaintenancePage, StatusCode::OK, true),
+        (BatchFault::Absent, StatusCode::NOT_FOUND, false),
+    ];
+    for (fault, status, html) in cases {
+        server.set_knobs(Knobs {
+            by_hash_batch_fault: Some(fault),
+            by_hash_batch_faulty: 2,
+            ..Knobs::default()
+        });
+        for _ in 0..2 {
+            let res = client.post(&url).json(&hashes).send().await.unwrap();
+            let is_html = res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html");
+            assert_eq!((res.status(), is_html), (status, html), "{fault:?}");
+        }
+        let (status, body) = post_json(&client, &url, &hashes).await;
+        assert_eq!((status, body[0]["id"].as_u64()), (StatusCode::OK, Some(20)));
+        // The other routes are spared.
+        let ids = format!("{url}/ids");
+        let (status, _) = post_json(&client, &ids, &hashes).await;
+        assert_eq!(status, StatusCode::OK, "{fault:?}");
+    }
+    assert_eq!(
+        server
+            .stats()
+            .requests_to("POST /api/v1/model-versions/by-hash"),
+        12
+    );
 }

@@ -2,14 +2,14 @@
 //! policy, and every failure state Civitai really produces becomes its own [`ApiError`].
 //!
 //! Rules learnt from the real API (see `docs/civitai-api.md`): the key travels only in the
-//! `Authorization` header and only to API hosts; the User-Agent is honest (a browser-like one turns
+//! `Authorization` header and only to API hosts (the by-hash batch POSTs included); the User-Agent is honest (a browser-like one turns
 //! errors into HTML redirects); bodies are checked before they are parsed, because maintenance and
 //! Cloudflare pages arrive as HTML even under status 200; listings use cursors, never deep page
 //! numbers; the download route is resolved without following its redirect, so the signed storage
 //! URL can be reused within a run and the key can never reach the storage host.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,9 @@ pub struct ApiClient {
     /// Bounds API calls in flight (metadata and download resolves alike) to the configured
     /// concurrency; 1 on sequential runs.
     in_flight: tokio::sync::Semaphore,
+    /// The host refused `POST /by-hash` as an unknown route once, so lookups go through
+    /// `/by-hash/ids` from then on (see `identify`).
+    pub(super) by_hash_batch_refused: AtomicBool,
 }
 
 /// What [`ApiClient::new`] needs.
@@ -119,6 +122,7 @@ impl ApiClient {
             served: Mutex::new(BTreeMap::new()),
             reporter,
             in_flight: tokio::sync::Semaphore::new(options.connections.max(1)),
+            by_hash_batch_refused: AtomicBool::new(false),
         })
     }
 
@@ -260,7 +264,7 @@ impl ApiClient {
         if let Some(file_id) = file_id {
             path.push_str(&format!("?fileId={file_id}"));
         }
-        match self.send(&path, Expect::Redirect).await? {
+        match self.send(&path, None, Expect::Redirect).await? {
             Reply::Redirect(location) => {
                 self.reporter.on_resolve();
                 Ok(SignedUrl::direct(location))
@@ -269,7 +273,10 @@ impl ApiClient {
         }
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<WithRaw<T>, ApiError> {
+    pub(super) async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<WithRaw<T>, ApiError> {
         self.get_json_at(&|_| path.to_string()).await
     }
 
@@ -278,7 +285,26 @@ impl ApiClient {
         &self,
         path: &(dyn Fn(usize) -> String + Sync),
     ) -> Result<WithRaw<T>, ApiError> {
-        let Reply::Json(text) = self.send_at(path, Expect::Json).await? else {
+        self.json_at(path, None).await
+    }
+
+    /// POST `body` (JSON text) to `path` and decode the JSON answer: the by-hash batch routes,
+    /// which only read, so they are retried like any GET.
+    pub(super) async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &str,
+    ) -> Result<WithRaw<T>, ApiError> {
+        self.json_at(&|_| path.to_string(), Some(body)).await
+    }
+
+    /// A GET, or a POST of `body`, whose answer is JSON to decode as `T`.
+    async fn json_at<T: DeserializeOwned>(
+        &self,
+        path: &(dyn Fn(usize) -> String + Sync),
+        body: Option<&str>,
+    ) -> Result<WithRaw<T>, ApiError> {
+        let Reply::Json(text) = self.send_at(path, body, Expect::Json).await? else {
             unreachable!("send honours Expect::Json");
         };
         let raw: Value = serde_json::from_str(&text).map_err(|e| ApiError::Decode {
@@ -290,17 +316,24 @@ impl ApiClient {
         Ok(WithRaw { value, raw })
     }
 
-    /// Send a GET to the current host with retries, moving on to the next host when one keeps
-    /// failing with connection errors or 5xx. The answer is read and checked inside each attempt,
-    /// so a maintenance page under status 200 is retried like any other transient failure.
-    async fn send(&self, path: &str, expect: Expect) -> Result<Reply, ApiError> {
-        self.send_at(&|_| path.to_string(), expect).await
+    /// Send a GET (or, with a `body`, a POST of that JSON) to the current host with retries,
+    /// moving on to the next host when one keeps failing with connection errors or 5xx. The
+    /// answer is read and checked inside each attempt, so a maintenance page under status 200 is
+    /// retried like any other transient failure.
+    async fn send(
+        &self,
+        path: &str,
+        body: Option<&str>,
+        expect: Expect,
+    ) -> Result<Reply, ApiError> {
+        self.send_at(&|_| path.to_string(), body, expect).await
     }
 
     /// [`Self::send`] where attempt `n` (1-based) asks for `path(n)`.
     async fn send_at(
         &self,
         path: &(dyn Fn(usize) -> String + Sync),
+        body: Option<&str>,
         expect: Expect,
     ) -> Result<Reply, ApiError> {
         loop {
@@ -318,10 +351,15 @@ impl ApiClient {
                 .retry
                 .run(
                     &self.cancel,
-                    |attempt| async move { self.attempt(url_of(attempt)?, expect).await },
+                    |attempt| async move { self.attempt(url_of(attempt)?, body, expect).await },
                     announce(
                         self.reporter.as_ref(),
-                        format!("{} {}", host_of(&url), url.path()),
+                        format!(
+                            "{}{} {}",
+                            if body.is_some() { "POST " } else { "" },
+                            host_of(&url),
+                            url.path()
+                        ),
                     ),
                 )
                 .await;
@@ -354,7 +392,12 @@ impl ApiClient {
     }
 
     /// One attempt: wait for the limiter, exchange, and report how it went.
-    async fn attempt(&self, url: Url, expect: Expect) -> Result<Reply, ApiError> {
+    async fn attempt(
+        &self,
+        url: Url,
+        body: Option<&str>,
+        expect: Expect,
+    ) -> Result<Reply, ApiError> {
         let permit = tokio::select! {
             () = self.cancel.cancelled() => None,
             permit = self.in_flight.acquire() => permit.ok(),
@@ -366,7 +409,7 @@ impl ApiClient {
         // An answer can take up to the read timeout to arrive; Ctrl-C does not wait for it.
         let result = tokio::select! {
             () = self.cancel.cancelled() => return Err(ApiError::Cancelled),
-            result = self.exchange(url, expect) => result,
+            result = self.exchange(url, body, expect) => result,
         };
         let latency = started.elapsed();
         let answered = !matches!(result, Err(ApiError::Network { .. }));
@@ -387,8 +430,20 @@ impl ApiClient {
 
     /// Send, read the answer, and turn anything but the expected kind of success into an
     /// [`ApiError`].
-    async fn exchange(&self, url: Url, expect: Expect) -> Result<Reply, ApiError> {
-        let mut request = self.http.get(url.clone());
+    async fn exchange(
+        &self,
+        url: Url,
+        body: Option<&str>,
+        expect: Expect,
+    ) -> Result<Reply, ApiError> {
+        let mut request = match body {
+            Some(body) => self
+                .http
+                .post(url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_owned()),
+            None => self.http.get(url.clone()),
+        };
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
@@ -535,7 +590,7 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<S
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-fn encode(value: &str) -> String {
+pub(super) fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         match byte {

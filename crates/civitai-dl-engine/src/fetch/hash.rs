@@ -1,9 +1,12 @@
-//! SHA-256 of files on disk: a finished `.part`, a file already at its final path, or the prefix
+//! SHA-256 of files on disk: a finished `.part`, a file already at its final path, the prefix
 //! a resumed transfer continues from (so the hash of the whole file is still computed in one
-//! pass while the rest streams). Read on the blocking pool, in large buffers.
+//! pass while the rest streams), and the growing prefix of a segmented file ([`PrefixHasher`]).
+//! Read on the blocking pool, in large buffers.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -91,6 +94,141 @@ fn hash_blocking(
     }
 }
 
+/// Hashes a file's contiguous prefix while the rest of it is still arriving.
+///
+/// Segments land out of order, and SHA-256 can only consume bytes in order, so one state follows
+/// the prefix that is complete: a thread on the blocking pool reads each newly completed stretch
+/// back (from the page cache it was just written to) and hashes it, then waits for the prefix to
+/// grow again. When the last byte lands, only what was not yet part of the prefix is left to
+/// hash, instead of the whole file; a resumed file's verified prefix is hashed once, while the
+/// rest streams. Dropping it stops the thread.
+pub(crate) struct PrefixHasher {
+    shared: Arc<Shared>,
+    thread: Option<tokio::task::JoinHandle<std::io::Result<(u64, Sha256)>>>,
+    path: PathBuf,
+}
+
+/// What the transfer tells the hashing thread.
+struct Shared {
+    mark: Mutex<Mark>,
+    grown: Condvar,
+}
+
+#[derive(Default)]
+struct Mark {
+    /// Bytes `[0, available)` are in the file and final.
+    available: u64,
+    /// The file is complete at `available` bytes: hash up to there and end.
+    complete: bool,
+    /// The transfer gave up: end now.
+    stop: bool,
+}
+
+impl PrefixHasher {
+    /// Start following `path`'s prefix (from zero bytes).
+    pub(crate) fn start(path: &Path, cancel: &CancellationToken) -> PrefixHasher {
+        let shared = Arc::new(Shared {
+            mark: Mutex::new(Mark::default()),
+            grown: Condvar::new(),
+        });
+        let (owned, token, seen) = (path.to_path_buf(), cancel.clone(), shared.clone());
+        let thread = tokio::task::spawn_blocking(move || follow_prefix(&owned, &seen, &token));
+        PrefixHasher {
+            shared,
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Bytes `[0, prefix)` are written, flushed to the file, and will not change.
+    pub(crate) fn advance(&self, prefix: u64) {
+        let mut mark = crate::lock(&self.shared.mark);
+        if prefix > mark.available {
+            mark.available = prefix;
+            self.shared.grown.notify_one();
+        }
+    }
+
+    /// The file is complete at `total` bytes: the lowercase hex SHA-256 of them, once the thread
+    /// has caught up.
+    pub(crate) async fn finish(
+        &mut self,
+        total: u64,
+        cancel: &CancellationToken,
+    ) -> Result<String, DownloadError> {
+        {
+            let mut mark = crate::lock(&self.shared.mark);
+            mark.available = total;
+            mark.complete = true;
+            self.shared.grown.notify_one();
+        }
+        let Some(thread) = self.thread.take() else {
+            return Err(self.failed(std::io::ErrorKind::BrokenPipe.into()));
+        };
+        let joined = thread
+            .await
+            .map_err(|e| self.failed(std::io::Error::other(e)))?;
+        match joined {
+            Ok((hashed, hasher)) if hashed == total => Ok(hex(&hasher.finalize())),
+            Ok(_) => Err(self.failed(std::io::ErrorKind::UnexpectedEof.into())),
+            Err(_) if cancel.is_cancelled() => Err(DownloadError::Cancelled),
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    fn failed(&self, error: std::io::Error) -> DownloadError {
+        io_error("hash", &self.path, error)
+    }
+}
+
+impl Drop for PrefixHasher {
+    fn drop(&mut self) {
+        crate::lock(&self.shared.mark).stop = true;
+        self.shared.grown.notify_one();
+    }
+}
+
+/// How long the hashing thread sleeps between looks at the cancel token while nothing arrives.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// The hashing thread: hash whatever of the prefix is new, in buffers, until the file is
+/// complete (the bytes hashed and the state) or the transfer stops (an error).
+fn follow_prefix(
+    path: &Path,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> std::io::Result<(u64, Sha256)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
+    let mut hashed = 0u64;
+    loop {
+        let available = {
+            let mut mark = crate::lock(&shared.mark);
+            loop {
+                if mark.stop || cancel.is_cancelled() {
+                    return Err(std::io::ErrorKind::Interrupted.into());
+                }
+                if mark.available > hashed {
+                    break mark.available;
+                }
+                if mark.complete {
+                    return Ok((hashed, hasher));
+                }
+                mark = shared
+                    .grown
+                    .wait_timeout(mark, IDLE_WAIT)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0;
+            }
+        };
+        let want = (available - hashed).min(buffer.len() as u64) as usize;
+        file.read_exact(&mut buffer[..want])?;
+        hasher.update(&buffer[..want]);
+        hashed += want as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +253,48 @@ mod tests {
         prefix.update(b"world");
         assert_eq!(hex(&prefix.finalize()), sha);
         assert!(hash_prefix(&path, 20, &never).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_prefix_hasher_follows_a_growing_prefix_to_the_whole_files_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        let bytes: Vec<u8> = (0..3 * HASH_BUFFER_BYTES + 17).map(|i| i as u8).collect();
+        // Preallocated like a segmented `.part`: the hasher must read only the prefix it is told.
+        std::fs::write(&path, vec![0u8; bytes.len()]).unwrap();
+        let never = CancellationToken::new();
+        let mut hasher = PrefixHasher::start(&path, &never);
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        for piece in bytes.chunks(HASH_BUFFER_BYTES / 3 + 1) {
+            std::io::Write::write_all(&mut file, piece).unwrap();
+            let written = std::io::Seek::stream_position(&mut file).unwrap();
+            hasher.advance(written);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let whole = hex(&Sha256::digest(&bytes));
+        let total = bytes.len() as u64;
+        assert_eq!(hasher.finish(total, &never).await.unwrap(), whole);
+    }
+
+    #[tokio::test]
+    async fn the_prefix_hasher_fails_on_a_short_file_and_stops_on_cancel() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        std::fs::write(&path, b"hello").unwrap();
+        let never = CancellationToken::new();
+        let mut short = PrefixHasher::start(&path, &never);
+        assert!(matches!(
+            short.finish(6, &never).await,
+            Err(DownloadError::Io { .. })
+        ));
+        let cancel = CancellationToken::new();
+        let mut waiting = PrefixHasher::start(&path, &cancel);
+        waiting.advance(2);
+        cancel.cancel();
+        assert!(matches!(
+            waiting.finish(5, &cancel).await,
+            Err(DownloadError::Cancelled)
+        ));
     }
 
     #[tokio::test]

@@ -145,6 +145,8 @@ struct Transferred {
     total: u64,
     transferred: u64,
     sha256: String,
+    /// When the last byte reached the file: what follows (sync, hash, rename) is the tail.
+    landed: Instant,
 }
 
 impl Downloader {
@@ -475,6 +477,11 @@ impl FileFetch<'_> {
             Some(expected) => return self.mismatch(&part, expected, actual, done.total).await,
         };
         part.commit(dest, done.total).await?;
+        tracing::debug!(
+            "{}: verified and renamed {} ms after the last byte",
+            file.label,
+            done.landed.elapsed().as_millis()
+        );
         Ok(Outcome::Downloaded {
             path: dest.to_path_buf(),
             bytes: done.total,

@@ -70,6 +70,63 @@ pub fn split(total: u64, count: usize) -> Vec<Segment> {
         .collect()
 }
 
+/// The first layout of a `total`-byte file over `count` connections: one `piece` for each
+/// connection, then the rest as one range no connection holds yet, from whose front each
+/// connection takes its next piece ([`next_piece`]). So the bytes arrive roughly in file order,
+/// the contiguous prefix grows with them and the hash follows it while they arrive; every
+/// request asks for one whole piece, so its connection stays open for the next. A file too
+/// small for that gets `count` equal segments.
+pub(crate) fn lay_out(total: u64, count: usize, piece: u64) -> Vec<Segment> {
+    let count = count.max(1) as u64;
+    if piece == 0 || total <= (count + 1) * piece {
+        return split(total, count as usize);
+    }
+    let mut segments: Vec<Segment> = (0..count)
+        .map(|i| Segment {
+            start: i * piece,
+            end: (i + 1) * piece,
+            done: 0,
+        })
+        .collect();
+    segments.push(Segment {
+        start: count * piece,
+        end: total,
+        done: 0,
+    });
+    segments
+}
+
+/// The next piece for an idle connection: the front `piece` of the earliest unfinished range no
+/// connection holds (split off, the rest staying free), or that whole range when less than
+/// another `min_piece` would be left behind. `None` when every unfinished range is held (then
+/// [`steal`] shares a busy one). Keeps the tiling, and `received`/`busy` in step with the
+/// segments; the taken segment is marked busy.
+pub(crate) fn next_piece(
+    segments: &mut Vec<Segment>,
+    received: &mut Vec<u64>,
+    busy: &mut Vec<bool>,
+    piece: u64,
+    min_piece: u64,
+) -> Option<usize> {
+    let index = (0..segments.len())
+        .filter(|&i| !busy[i] && !segments[i].is_done())
+        .min_by_key(|&i| segments[i].start)?;
+    let free = segments[index];
+    let from = free.start + free.done;
+    if free.end - from >= piece + min_piece.max(1) {
+        segments[index].end = from + piece;
+        segments.push(Segment {
+            start: from + piece,
+            end: free.end,
+            done: 0,
+        });
+        received.push(0);
+        busy.push(false);
+    }
+    busy[index] = true;
+    Some(index)
+}
+
 /// The segments with the largest unfinished ranges split in two until `connections` ranges are
 /// unfinished (or no range left is worth splitting: under `2 × min_piece`). A range that a reset
 /// left for the next attempt, or the few left after a resume, then go over every connection
@@ -423,13 +480,15 @@ pub(crate) fn without_segments(mut meta: PartMeta) -> PartMeta {
     meta
 }
 
-/// Lay out segments for a `total`-byte file. A `.part` left by the one-stream path (the record
-/// already vouches that it is this file) is kept: its bytes count as done in the first segments.
+/// Lay out segments for a `total`-byte file ([`lay_out`]). A `.part` left by the one-stream path
+/// (the record already vouches that it is this file) is kept: its bytes count as done in the
+/// first segments.
 pub(crate) async fn start_segments(
     part: &PartFile,
     mut meta: PartMeta,
     total: u64,
     count: usize,
+    piece: u64,
 ) -> Result<PartMeta, DownloadError> {
     let existing = file_len(&part.path).await.unwrap_or(0);
     let keep = if meta.segments.is_none() && existing <= total {
@@ -440,7 +499,7 @@ pub(crate) async fn start_segments(
     if keep == 0 {
         part.discard().await?;
     }
-    let mut segments = split(total, count);
+    let mut segments = lay_out(total, count, piece);
     for segment in &mut segments {
         segment.done = keep.clamp(segment.start, segment.end) - segment.start;
     }
@@ -543,6 +602,52 @@ mod tests {
             steal(&mut small, &[0], &[true], 2 * mib),
             None,
             "too little left"
+        );
+    }
+
+    #[test]
+    fn the_first_layout_is_a_piece_per_connection_and_a_free_rest() {
+        let mib = 1024 * 1024;
+        let layout = lay_out(100 * mib, 4, 8 * mib);
+        let starts: Vec<u64> = layout.iter().map(|s| s.start / mib).collect();
+        assert_eq!(starts, [0, 8, 16, 24, 32]);
+        assert_eq!(layout[4].end, 100 * mib);
+        assert_eq!(
+            lay_out(40 * mib, 4, 8 * mib),
+            split(40 * mib, 4),
+            "too small for pieces: equal segments"
+        );
+    }
+
+    #[test]
+    fn an_idle_connection_takes_the_front_of_the_earliest_free_range() {
+        let mib = 1024 * 1024;
+        let mut segments = lay_out(100 * mib, 2, 8 * mib);
+        segments[0].done = 8 * mib;
+        let (mut received, mut busy) = (vec![8 * mib, 3 * mib, 0], vec![false, true, false]);
+        let taken = next_piece(&mut segments, &mut received, &mut busy, 8 * mib, mib).unwrap();
+        assert_eq!(taken, 2, "the free rest, not the finished piece");
+        assert_eq!(
+            segments[2],
+            Segment {
+                start: 16 * mib,
+                end: 24 * mib,
+                done: 0
+            }
+        );
+        assert_eq!(segments[3].start, 24 * mib);
+        assert_eq!(
+            (received.len(), busy.clone()),
+            (4, vec![false, true, true, false])
+        );
+        // What is left is taken whole when a piece would leave less than `min_piece` behind.
+        segments[3].done = 76 * mib - 8 * mib - mib / 2;
+        let last = next_piece(&mut segments, &mut received, &mut busy, 8 * mib, mib).unwrap();
+        assert_eq!((last, segments.len()), (3, 4));
+        assert_eq!(
+            next_piece(&mut segments, &mut received, &mut busy, 8 * mib, mib),
+            None,
+            "every unfinished range is held"
         );
     }
 

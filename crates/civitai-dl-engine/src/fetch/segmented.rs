@@ -14,17 +14,25 @@
 //! cost attempts × attempts requests per segment. An expired URL is renewed once and every
 //! unfinished segment continues with the new one.
 //!
+//! Pieces, in file order: a large file is laid out as one piece per connection and a free rest
+//! (`part::lay_out`, about 8 pieces per connection, 16 to 128 MiB each); a connection that
+//! finishes its piece takes the next one from the front of the rest (`part::next_piece`). Every
+//! request asks for a whole piece, so its body ends cleanly and the connection is reused, and
+//! the bytes arrive close to file order, which lets the hash follow them (below).
+//!
 //! No connection idles while a range is left (as aria2 splits ranges again): when fewer ranges
 //! are unfinished than there are connections (a range a reset left, or the few left after a
-//! resume), the largest are split at the start of the attempt (`part::rebalance`); and a
-//! connection that finishes early takes the second half of the busiest range's rest, the busy
-//! transfer stopping at the new end (`part::steal`, work stealing). Pieces are at least 4 MiB.
-//! A split is recorded at once and keeps the record a tiling of the file, so a kill at any
-//! instant leaves a record the next run can continue.
+//! resume), the largest are split at the start of the attempt (`part::rebalance`); and once no
+//! free range is left, a connection that finishes early takes the second half of the busiest
+//! range's rest, the busy transfer stopping at the new end (`part::steal`, work stealing).
+//! Pieces are at least 4 MiB. A split is recorded at once and keeps the record a tiling of the
+//! file, so a kill at any instant leaves a record the next run can continue.
 //!
-//! Hashing: ranges arrive out of order, so the hash cannot be streamed. The finished file is
-//! re-read once at the end; with hardware SHA-256 that costs about 0.6 s per GiB from the page
-//! cache, far less than keeping N hasher states and stitching them (SHA-256 cannot be combined).
+//! Hashing: ranges arrive out of order and SHA-256 consumes bytes in order only (states cannot be
+//! combined), so one state follows the contiguous prefix as it completes
+//! ([`PrefixHasher`](crate::fetch::hash::PrefixHasher)), reading each completed stretch back from
+//! the page cache. When the last byte lands only the part that was not yet prefix is left; the
+//! final fsync runs beside that catch-up instead of before it.
 //!
 //! A host that refuses the extra connections (403 or 429 on a range while another is open) is
 //! remembered for the run; the file continues as one stream from its contiguous prefix.
@@ -38,10 +46,10 @@ use reqwest::header::CONTENT_RANGE;
 use tokio::io::AsyncSeekExt;
 
 use crate::fetch::error::DownloadError;
-use crate::fetch::hash::hash_file;
+use crate::fetch::hash::PrefixHasher;
 use crate::fetch::part::{
-    PartFile, PartMeta, Segment, rebalance, recorded_segments_usable, start_segments, steal, sync,
-    without_segments,
+    PartFile, PartMeta, Segment, contiguous_prefix, next_piece, rebalance,
+    recorded_segments_usable, start_segments, steal, sync, without_segments,
 };
 use crate::fetch::stream::{BodyCopy, FlushEvery, Limit};
 use crate::fetch::validate::{check_size, check_type, parse_content_range};
@@ -60,6 +68,24 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 const MIN_PIECE_BYTES: u64 = 4 * 1024 * 1024;
 /// Write buffer of each segment.
 const SEGMENT_BUFFER_BYTES: usize = 256 * 1024;
+/// A file is fetched in about this many pieces per connection. More pieces keep the bytes closer
+/// to file order, so less is left to hash after the last one lands; each costs a round trip on
+/// its connection.
+const PIECES_PER_CONNECTION: u64 = 8;
+/// Pieces are at least this large: a stalled piece keeps enough left for work stealing to
+/// share it (`2 ×` [`MIN_PIECE_BYTES`]), and a file below 5 pieces over 4 connections (80 MiB)
+/// keeps equal segments, where the hash tail is a few tens of milliseconds anyway.
+const MIN_FILE_PIECE_BYTES: u64 = 16 * 1024 * 1024;
+/// Pieces are at most this large, so the hash of a many-GB file stays close behind the bytes
+/// (at most one piece per connection left to hash at the end); 128 MiB takes seconds even on a
+/// fast connection, so the round trip per piece stays a few percent.
+const MAX_PIECE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// The piece size for a `total`-byte file over `count` connections.
+fn piece_size(total: u64, count: usize) -> u64 {
+    (total / (count.max(1) as u64 * PIECES_PER_CONNECTION))
+        .clamp(MIN_FILE_PIECE_BYTES, MAX_PIECE_BYTES)
+}
 
 /// Fetch a file as `count` parallel ranges into a preallocated `.part`, then hash it. Falls back
 /// to one stream when the host serves no ranges.
@@ -79,7 +105,9 @@ pub(super) async fn transfer(
         return fetch.transfer(part, without_segments(meta)).await;
     } else {
         match probe_total(fetch, &url).await? {
-            Some(total) => start_segments(part, meta, total, count).await?,
+            Some(total) => {
+                start_segments(part, meta, total, count, piece_size(total, count)).await?
+            }
             None => {
                 fetcher.remember_single_stream(&host);
                 return fetch.transfer(part, without_segments(meta)).await;
@@ -95,8 +123,11 @@ pub(super) async fn transfer(
     let run = Segments {
         fetch,
         url,
-        ledger: Ledger::new(part, meta),
+        ledger: Ledger::new(part, meta, piece_size(total, count)),
+        hasher: PrefixHasher::start(&part.path, &fetcher.cancel),
     };
+    // A resumed file's finished prefix is hashed while the rest streams.
+    run.hasher.advance(run.ledger.prefix());
     let done: u64 = run.ledger.segments().iter().map(|s| s.done).sum();
     fetch.progress.set(done, Some(total));
     let mut round = Round::default();
@@ -106,7 +137,9 @@ pub(super) async fn transfer(
         (0..segments.len()).filter(move |&i| !segments[i].is_done())
     };
     if parallel {
-        let workers = pending().map(|i| run.worker(i));
+        // One worker per connection; the ranges beyond are taken piece by piece as they finish.
+        let first: Vec<usize> = pending().take(count).collect();
+        let workers = first.into_iter().map(|i| run.worker(i));
         for results in futures_util::future::join_all(workers).await {
             for result in results {
                 round.add(result);
@@ -144,7 +177,15 @@ pub(super) async fn transfer(
             }
         }
     }
-    run.ledger.save().await;
+    let landed = Instant::now();
+    if round.failure.is_none() && pending().next().is_none() {
+        // Complete: the file is about to be hashed and committed, and the commit removes the
+        // record. Writing it now would put a second full fsync in front of the final one; a
+        // kill before the commit finds the last record, which claims a little less.
+        run.ledger.settle().await;
+    } else {
+        run.ledger.save().await;
+    }
     if let Some(error) = round.failure {
         if matches!(error, DownloadError::BadRange { .. }) {
             // The file is not what the record says any more: start over.
@@ -152,8 +193,7 @@ pub(super) async fn transfer(
         }
         return Err(error.with_written(round.written));
     }
-    sync(part).await?;
-    let (size, sha256) = hash_file(&part.path, 0, &fetcher.cancel).await?;
+    let size = file_len(&part.path).await.unwrap_or(0);
     if size != total {
         part.discard().await?;
         return Err(DownloadError::Truncated {
@@ -162,10 +202,14 @@ pub(super) async fn transfer(
             written: 0,
         });
     }
+    let mut hasher = run.hasher;
+    let (synced, sha256) = tokio::join!(sync(part), hasher.finish(total, &fetcher.cancel));
+    synced?;
     Ok(Transferred {
-        total: size,
+        total,
         transferred: round.written,
-        sha256,
+        sha256: sha256?,
+        landed,
     })
 }
 
@@ -236,6 +280,8 @@ struct Segments<'a> {
     fetch: &'a FileFetch<'a>,
     url: SignedUrl,
     ledger: Ledger<'a>,
+    /// Hears the contiguous prefix grow with every flush.
+    hasher: PrefixHasher,
 }
 
 impl Segments<'_> {
@@ -321,7 +367,10 @@ impl Segments<'_> {
                 &mut response,
                 &mut writer,
                 |_| Ok(()),
-                |flushed| self.ledger.advance(index, segment.done + flushed),
+                |flushed| {
+                    let prefix = self.ledger.advance(index, segment.done + flushed);
+                    self.hasher.advance(prefix);
+                },
             )
             .await?;
         // The end may have moved closer while this ran (stolen by another connection).
@@ -341,6 +390,8 @@ impl Segments<'_> {
 /// The segments' shared record: progress of each, saved to `.part.json` now and then.
 struct Ledger<'a> {
     part: &'a PartFile,
+    /// How much an idle connection takes from the free rest at a time ([`next_piece`]).
+    piece: u64,
     book: Mutex<Book>,
     last_save: Mutex<Instant>,
     /// The save under way, if any. Saves sync the `.part`, so they run on the blocking pool,
@@ -361,11 +412,12 @@ struct Book {
 }
 
 impl Ledger<'_> {
-    fn new(part: &PartFile, meta: PartMeta) -> Ledger<'_> {
+    fn new(part: &PartFile, meta: PartMeta, piece: u64) -> Ledger<'_> {
         let received: Vec<u64> = meta.segments.iter().flatten().map(|s| s.done).collect();
         let busy = vec![false; received.len()];
         Ledger {
             part,
+            piece,
             book: Mutex::new(Book {
                 meta,
                 received,
@@ -413,8 +465,8 @@ impl Ledger<'_> {
         granted as usize
     }
 
-    /// Split the busiest segment for an idle connection (see [`steal`]); the new segment's
-    /// index, marked busy.
+    /// Work for an idle connection, marked busy: the next piece of a free range
+    /// ([`next_piece`]), else half of the busiest segment's rest ([`steal`]).
     fn steal(&self) -> Option<usize> {
         let (stolen, snapshot) = {
             let mut book = self.lock();
@@ -424,9 +476,15 @@ impl Ledger<'_> {
                 busy,
             } = &mut *book;
             let segments = meta.segments.as_mut()?;
-            let stolen = steal(segments, received, busy, MIN_PIECE_BYTES)?;
-            received.push(0);
-            busy.push(true);
+            let stolen = match next_piece(segments, received, busy, self.piece, MIN_PIECE_BYTES) {
+                Some(free) => free,
+                None => {
+                    let stolen = steal(segments, received, busy, MIN_PIECE_BYTES)?;
+                    received.push(0);
+                    busy.push(true);
+                    stolen
+                }
+            };
             (stolen, book.record())
         };
         // Recorded at once: a kill now must find the new layout, not redo the stolen range
@@ -435,20 +493,30 @@ impl Ledger<'_> {
         Some(stolen)
     }
 
-    fn advance(&self, index: usize, done: u64) {
-        let snapshot = {
+    /// Segment `index` has `done` bytes in the file; returns the file's contiguous prefix.
+    fn advance(&self, index: usize, done: u64) -> u64 {
+        let (prefix, snapshot) = {
             let mut book = self.lock();
             if let Some(segments) = book.meta.segments.as_mut() {
                 segments[index].done = done;
             }
+            let snapshot = book.record();
+            let prefix = contiguous_prefix(snapshot.segments.as_deref().unwrap_or_default());
             let mut last = lock(&self.last_save);
             if last.elapsed() < SAVE_EVERY {
-                return;
+                return prefix;
             }
             *last = Instant::now();
-            book.record()
+            (prefix, snapshot)
         };
         self.save_in_background(snapshot, false);
+        prefix
+    }
+
+    /// The bytes from the start of the file that every segment before them has finished.
+    fn prefix(&self) -> u64 {
+        let record = self.lock().record();
+        contiguous_prefix(record.segments.as_deref().unwrap_or_default())
     }
 
     /// Save `snapshot` after any save under way. Progress alone may skip it instead (`must`
@@ -464,13 +532,18 @@ impl Ledger<'_> {
         *saving = Some(self.write_in_background(snapshot, earlier));
     }
 
-    /// The final record of this attempt, once any save under way has landed (so an older
-    /// record can never be written over it, nor after the file is committed).
-    async fn save(&self) {
+    /// Wait for any save under way, so no record can be written after the file is committed.
+    async fn settle(&self) {
         let under_way = lock(&self.saving).take();
         if let Some(handle) = under_way {
             let _ = handle.await;
         }
+    }
+
+    /// The final record of this attempt, once any save under way has landed (so an older
+    /// record can never be written over it, nor after the file is committed).
+    async fn save(&self) {
+        self.settle().await;
         let snapshot = self.lock().record();
         let _ = self.write_in_background(snapshot, None).await;
     }

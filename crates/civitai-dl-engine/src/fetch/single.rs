@@ -1,7 +1,7 @@
 //! The one-stream transfer: continue the `.part` from its length with one request, hashing as
 //! the bytes arrive (a resumed transfer first re-hashes the prefix it continues), then fsync.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, ETAG};
@@ -77,6 +77,7 @@ impl FileFetch<'_> {
                 total,
                 transferred: 0,
                 sha256,
+                landed: Instant::now(),
             });
         }
         let url = fetcher.signed_url(file).await?;
@@ -153,6 +154,7 @@ impl FileFetch<'_> {
             }
             other => other?,
         };
+        let landed = Instant::now();
         writer
             .get_ref()
             .sync_all()
@@ -178,6 +180,7 @@ impl FileFetch<'_> {
             total: got,
             transferred: written,
             sha256: hex(&hasher.finalize()),
+            landed,
         })
     }
 
@@ -209,6 +212,7 @@ impl FileFetch<'_> {
             total,
             transferred: 0,
             sha256,
+            landed: Instant::now(),
         })
     }
 }

@@ -114,7 +114,8 @@ pub struct Planned {
 }
 
 impl Planned {
-    fn jobs(jobs: Vec<Job>) -> Planned {
+    /// Just these jobs.
+    pub fn jobs(jobs: Vec<Job>) -> Planned {
         Planned {
             jobs,
             ..Planned::default()
@@ -207,6 +208,10 @@ pub struct Job {
     pub sidecars: Option<SidecarPlan>,
     /// The preview images to fetch beside the file.
     pub previews: PreviewPlan,
+    /// For a pinned version's target: the target, the plan's settings and how many files it
+    /// gave. Recorded with the file, so a rerun can trust finished files instead of asking
+    /// Civitai again (`run::settled`).
+    pub pin: Option<String>,
 }
 
 /// Preview images for one model file: how many are wanted, and the version's images to choose
@@ -315,6 +320,19 @@ impl Planner {
             planned_keys: Mutex::new(HashSet::new()),
             prefetch: tokio::sync::Mutex::new(Prefetch::default()),
         }
+    }
+
+    /// Everything besides the target that decides which files a plan gives and where they go.
+    /// Debug output, so a setting added later changes it by itself (and only makes a rerun ask
+    /// Civitai again, never trust a record it should not).
+    pub fn settings_key(&self) -> String {
+        format!(
+            "{:?}/{:?}/{:?}/{}",
+            self.selection,
+            self.layout,
+            self.sidecars,
+            self.output.display()
+        )
     }
 
     /// Tell the planner which targets it will plan, so the models they name can be fetched
@@ -653,6 +671,7 @@ impl Planner {
             },
             sidecars,
             previews,
+            pin: None,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::observe::{ActiveFile, Reporter, SavedFile};
 use crate::plan::naming::join_inside;
 use crate::plan::{Job, ListingPage, PlanError, Planned, Planner, Step, preview_path};
 use crate::run::relocate::{Relocated, relocate};
+use crate::run::settled::{self, Settled};
 use crate::run::{JobOutcome, Mode, Performance, PlanOutcome, Unit, emergency};
 use crate::sidecar::preview;
 use crate::sidecar::{self, OnDisk, SavedPreview, SidecarKind};
@@ -31,6 +32,8 @@ mod previews;
 /// Everything a run shares: planner, downloader, state, the subscribers and the report.
 pub struct Run {
     planner: Planner,
+    /// Pinned targets an earlier run finished, from the state as the run found it.
+    settled: Settled,
     downloader: Arc<Downloader>,
     api: Arc<ApiClient>,
     reporter: Arc<dyn Reporter>,
@@ -68,6 +71,7 @@ impl Run {
     /// A run from its parts.
     pub fn new(parts: RunParts) -> Run {
         Run {
+            settled: Settled::index(parts.state.records()),
             planner: parts.planner,
             downloader: parts.downloader,
             api: parts.api,
@@ -530,10 +534,43 @@ impl Run {
         record.relative_path = relative;
         record.expected_size = job.file.expected_size;
         record.expected_sha256 = job.file.expected_sha256.clone();
+        record.pin.clone_from(&job.pin);
         change(&mut record);
+        if state.get(&job.key) == Some(&record) {
+            // Nothing new (a file found present as recorded): a rerun of 100,000 finished files
+            // must not append 100,000 journal lines and rewrite the snapshot hundreds of times.
+            return;
+        }
         if let Err(error) = state.upsert(record) {
             tracing::error!("{error}");
         }
+    }
+
+    /// Tell the planner which targets it will plan, leaving out the pinned ones an earlier run
+    /// finished: their models are not asked for ([`settled`]).
+    pub async fn expect(&self, targets: &[Target]) {
+        let unsettled: Vec<Target> = targets
+            .iter()
+            .filter(|target| {
+                let step = Step::Target((*target).clone());
+                self.pin_prefix(&step)
+                    .is_none_or(|prefix| self.settled_jobs(&prefix).is_none())
+            })
+            .cloned()
+            .collect();
+        self.planner.expect(&unsettled).await;
+    }
+
+    /// What names a pinned target's plan, for [`settled`].
+    fn pin_prefix(&self, step: &Step) -> Option<String> {
+        match step {
+            Step::Target(target) => settled::pin_prefix(target, &self.planner.settings_key()),
+            Step::Page(_) => None,
+        }
+    }
+
+    fn settled_jobs(&self, prefix: &str) -> Option<Vec<Job>> {
+        self.settled.jobs(prefix, &self.state(), &self.output)
     }
 
     /// A creator's listing that broke in an earlier run resumes at the page that failed.
@@ -593,10 +630,21 @@ impl Unit for Run {
 
     async fn plan(&self, step: &Step) -> PlanOutcome<Step, Job, PlanError> {
         let step = self.resume_listing(step);
-        let result = self.planner.plan(&step).await;
+        let prefix = self.pin_prefix(&step);
+        let trusted = prefix.as_deref().and_then(|p| self.settled_jobs(p));
+        let result = match trusted {
+            Some(jobs) => Ok(Planned::jobs(jobs)),
+            None => self.planner.plan(&step).await,
+        };
         self.keep_listing_place(&step, &result);
         match result {
-            Ok(planned) => {
+            Ok(mut planned) => {
+                if let Some(prefix) = prefix {
+                    let pin = settled::pin(&prefix, planned.jobs.len());
+                    for job in &mut planned.jobs {
+                        job.pin = Some(pin.clone());
+                    }
+                }
                 for error in planned.failures {
                     self.give_up_target(&step, error);
                 }

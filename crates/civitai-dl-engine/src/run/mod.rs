@@ -23,6 +23,7 @@ pub mod failsafe;
 pub mod job;
 mod relocate;
 pub mod sequential;
+mod settled;
 #[cfg(test)]
 mod tests;
 

@@ -42,12 +42,14 @@ fn record(key: String) -> impl Strategy<Value = FileRecord> {
             proptest::option::of(any::<String>()),
             any::<u64>(),
         ),
+        proptest::option::of(any::<String>()),
     )
         .prop_map(
             move |(
                 (model, version, file, path),
                 (expected_size, expected_sha256, local_sha256),
                 (status, attempts, last_error, bytes_on_disk),
+                pin,
             )| FileRecord {
                 key: key.clone(),
                 model,
@@ -63,6 +65,7 @@ fn record(key: String) -> impl Strategy<Value = FileRecord> {
                 bytes_on_disk,
                 created_at: String::new(),
                 updated_at: String::new(),
+                pin,
             },
         )
 }

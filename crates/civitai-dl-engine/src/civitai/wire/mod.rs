@@ -344,6 +344,67 @@ impl<'de> Deserialize<'de> for Hashes {
     }
 }
 
+impl Hashes {
+    /// Every hash present, of whatever kind: what `GET by-hash/{hash}` may have matched.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.sha256,
+            &self.auto_v1,
+            &self.auto_v2,
+            &self.auto_v3,
+            &self.crc32,
+            &self.blake3,
+        ]
+        .into_iter()
+        .filter_map(|hash| hash.as_deref())
+    }
+}
+
+/// One entry of the answer of `POST /api/v1/model-versions/by-hash/ids`. Today's server sends
+/// `{modelVersionId, modelId, hash}`; older ones sent a bare version id. Both decode; an entry of
+/// neither shape is an error, which the caller skips.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionIdByHash {
+    /// The version holding a file with one of the hashes asked for.
+    pub version_id: u64,
+    /// Its model (today's shape only).
+    pub model_id: Option<u64>,
+    /// The SHA-256 it matched (today's shape only).
+    pub hash: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for VersionIdByHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Entry {
+            model_version_id: u64,
+            #[serde(default, deserialize_with = "lenient::option")]
+            model_id: Option<u64>,
+            #[serde(default, deserialize_with = "lenient::text")]
+            hash: Option<String>,
+        }
+        match Value::deserialize(deserializer)? {
+            Value::Number(id) => id
+                .as_u64()
+                .map(|version_id| VersionIdByHash {
+                    version_id,
+                    model_id: None,
+                    hash: None,
+                })
+                .ok_or_else(|| D::Error::custom("a version id must be a positive integer")),
+            other => {
+                let entry = Entry::deserialize(other).map_err(D::Error::custom)?;
+                Ok(VersionIdByHash {
+                    version_id: entry.model_version_id,
+                    model_id: entry.model_id,
+                    hash: entry.hash,
+                })
+            }
+        }
+    }
+}
+
 /// A preview image or video, in a version's `images` or in `GET /api/v1/images`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "ImageWire")]
@@ -1116,6 +1177,39 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(file(input.clone()).sha256(), expected, "{input}");
         }
+    }
+
+    #[test]
+    fn by_hash_ids_entries_decode_in_both_shapes() {
+        let cases = [
+            (json!(123), Some((123, None, None))),
+            (
+                json!({"modelVersionId": 5, "modelId": 4, "hash": "AB", "extra": 1}),
+                Some((5, Some(4), Some("AB"))),
+            ),
+            (
+                json!({"modelVersionId": 5, "modelId": null, "hash": null}),
+                Some((5, None, None)),
+            ),
+            (json!({"modelId": 4}), None),
+            (json!(-1), None),
+            (json!("123"), None),
+            (json!(null), None),
+        ];
+        for (input, expected) in cases {
+            let decoded = serde_json::from_value::<VersionIdByHash>(input.clone()).ok();
+            let got = decoded
+                .as_ref()
+                .map(|e| (e.version_id, e.model_id, e.hash.as_deref()));
+            assert_eq!(got, expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn all_hashes_lists_every_kind_present() {
+        let hashes: Hashes = from_json(json!({"SHA256": "S", "AutoV3": "A3", "CRC32": null}));
+        assert_eq!(hashes.all().collect::<Vec<_>>(), ["S", "A3"]);
+        assert_eq!(Hashes::default().all().count(), 0);
     }
 
     #[test]

@@ -151,6 +151,18 @@ fn damaged(record: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Whether segments in any order, sorted as a record is saved, make a usable record.
+fn usable_once_sorted(segments: &[Segment], total: u64) -> bool {
+    let mut record = segments.to_vec();
+    record.sort_by_key(|s| s.start);
+    let meta = PartMeta {
+        total: Some(total),
+        segments: Some(record),
+        ..PartMeta::default()
+    };
+    recorded_segments_usable(&meta, Some(total))
+}
+
 proptest! {
     #![proptest_config(cases(128))]
 
@@ -275,12 +287,37 @@ proptest! {
             prop_assert!(split[new].len() >= min_piece);
             received.push((split[new].len() as f64 * share) as u64);
         }
-        let mut record = split.clone();
-        record.sort_by_key(|s| s.start);
-        let meta = PartMeta { total: Some(total), segments: Some(record), ..PartMeta::default() };
-        prop_assert!(recorded_segments_usable(&meta, Some(total)), "{:?}", split);
+        prop_assert!(usable_once_sorted(&split, total), "{:?}", split);
         let done = |s: &[Segment]| s.iter().map(|s| s.done).sum::<u64>();
         prop_assert_eq!(done(&split), done(&segments));
+    }
+
+    #[test]
+    fn taking_pieces_from_free_ranges_keeps_a_usable_record_and_the_books_in_step(
+        segments in tiling(),
+        held in proptest::collection::vec(proptest::bool::ANY, 0..8),
+        piece in 1..300u64,
+        min_piece in 1..300u64,
+    ) {
+        let total = segments.last().map_or(0, |s| s.end);
+        let mut split = segments.clone();
+        let mut received: Vec<u64> = split.iter().map(|s| s.done).collect();
+        let mut busy: Vec<bool> = (0..split.len()).map(|i| held.get(i).copied().unwrap_or(false)).collect();
+        while let Some(taken) = next_piece(&mut split, &mut received, &mut busy, piece, min_piece) {
+            prop_assert!(busy[taken] && !split[taken].is_done());
+            prop_assert_eq!((received.len(), busy.len()), (split.len(), split.len()));
+        }
+        prop_assert!(split.iter().zip(&busy).all(|(s, b)| *b || s.is_done()), "every range held or done: {:?}", split);
+        prop_assert!(usable_once_sorted(&split, total), "{:?}", split);
+        let done = |s: &[Segment]| s.iter().map(|s| s.done).sum::<u64>();
+        prop_assert_eq!(done(&split), done(&segments));
+    }
+
+    #[test]
+    fn the_first_layout_tiles_the_file(total in 0..10_000u64, count in 1..17usize, piece in 0..2_000u64) {
+        let layout = lay_out(total, count, piece);
+        let meta = PartMeta { total: Some(total), segments: Some(layout.clone()), ..PartMeta::default() };
+        prop_assert!(total == 0 || recorded_segments_usable(&meta, Some(total)), "{:?}", layout);
     }
 
     #[test]
