@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
 
@@ -27,6 +27,7 @@ const SHORT_SHA_DIGITS: usize = 10;
 /// The subscriber of one `scan` or `verify` run.
 pub struct LibraryView {
     bar: ProgressBar,
+    progress: Progress,
     json: bool,
     /// Files done, kept for the table at the end (people only).
     table: Mutex<Vec<ScannedFile>>,
@@ -37,13 +38,15 @@ pub struct LibraryView {
 impl LibraryView {
     /// A view whose bar sits with `progress`'s (hidden when they are).
     pub fn new(progress: &Progress, json: bool) -> LibraryView {
-        let bar = progress.add(ProgressBar::hidden());
+        // Hidden until there is something to hash: a warm rescan or an early error draws no bar.
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         if let Ok(style) = ProgressStyle::with_template(HASH_TEMPLATE) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix("hashing");
         LibraryView {
             bar,
+            progress: progress.clone(),
             json,
             table: Mutex::new(Vec::new()),
             to_hash: AtomicU64::new(0),
@@ -136,6 +139,7 @@ impl ScanReporter for LibraryView {
             self.bar.set_length(bytes_to_hash);
             self.bar.reset_eta();
             self.show_counts();
+            self.progress.add(self.bar.clone());
             self.bar.enable_steady_tick(Duration::from_millis(200));
         }
     }

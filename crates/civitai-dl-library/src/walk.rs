@@ -157,7 +157,8 @@ pub fn is_model_file(path: &Path) -> bool {
 /// The sidecar suffix Civitai Helper and our downloads write: `<stem>.civitai.info`.
 pub const INFO_SUFFIX: &str = ".civitai.info";
 
-/// Walk `roots` (folders, or single files) to their model files. `stop` is checked per entry.
+/// Walk `roots` (folders, or single files, taken whatever their extension) to their model files.
+/// `stop` is checked per entry.
 pub fn walk(roots: &[PathBuf], stop: &AtomicBool) -> Walked {
     let mut found: BTreeMap<PathBuf, Candidate> = BTreeMap::new();
     let mut walked = Walked::default();
@@ -204,7 +205,8 @@ pub fn walk(roots: &[PathBuf], stop: &AtomicBool) -> Walked {
                 walked.info_files.push(path.to_path_buf());
                 continue;
             }
-            if !is_model_file(path) {
+            // A file given as a root is taken whatever its name: the user named it.
+            if entry.depth() > 0 && !is_model_file(path) {
                 continue;
             }
             let seen = std::fs::canonicalize(path).and_then(|canonical| {
@@ -354,9 +356,9 @@ mod tests {
     }
 
     #[test]
-    fn a_root_may_be_a_single_file() {
+    fn a_root_may_be_a_single_file_of_any_name() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("one.safetensors");
+        let file = dir.path().join("one.model");
         touch(&file);
         let walked = walk(std::slice::from_ref(&file), &AtomicBool::new(false));
         assert_eq!(walked.files.len(), 1);
