@@ -89,6 +89,17 @@ fn sha256_upper(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Every file under `root` with its length and modification time.
+fn snapshot(root: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+    crate::support::files_under(root)
+        .into_iter()
+        .map(|relative| {
+            let metadata = std::fs::metadata(root.join(&relative)).unwrap();
+            (relative, metadata.len(), metadata.modified().unwrap())
+        })
+        .collect()
+}
+
 /// Move a file's modification time forward, as an edit would.
 fn touch_later(path: &Path) {
     let file = std::fs::File::options().write(true).open(path).unwrap();
@@ -106,8 +117,14 @@ fn a_warm_rescan_reuses_every_hash_a_touched_file_is_read_again_and_a_removed_on
         );
     }
     write(&sandbox.out.join("checkpoints/c.ckpt"), &[9; 70_000]);
+    let before = snapshot(&sandbox.out);
     let (cold, events) = scan_json(&sandbox);
     cold.expect_code(0);
+    assert_eq!(
+        snapshot(&sandbox.out),
+        before,
+        "scan is read-only on the library"
+    );
     assert_eq!(counts(summary(&events)), (13, 13, 0));
     assert_eq!(summary(&events)["unidentified"], 13);
 

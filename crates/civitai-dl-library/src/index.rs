@@ -232,10 +232,7 @@ impl Index {
     }
 
     fn query_error(&self) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
-        |source| IndexError::Query {
-            path: self.path.clone(),
-            source,
-        }
+        |source| failed(&self.path, source)
     }
 
     /// Every row for `root` itself and the files under it (canonical paths).
@@ -311,10 +308,7 @@ impl Index {
     /// Delete the rows of `paths` (files that are gone), in one transaction; how many went.
     pub fn prune(&mut self, paths: &[PathBuf]) -> Result<usize, IndexError> {
         let path = self.path.clone();
-        let error = |source| IndexError::Query {
-            path: path.clone(),
-            source,
-        };
+        let error = |source| failed(&path, source);
         let transaction = self.connection.transaction().map_err(error)?;
         let mut removed = 0;
         {
@@ -347,6 +341,22 @@ impl Index {
         found.sort_by(|a, b| a.path.cmp(&b.path));
         found.dedup_by(|a, b| a.path == b.path);
         Ok(found)
+    }
+}
+
+/// A failed read or write; damage found only now (a page past the header) gets the same advice
+/// as damage found at open.
+fn failed(path: &Path, source: rusqlite::Error) -> IndexError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match source.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => IndexError::Unusable {
+            path: path.to_path_buf(),
+            source,
+        },
+        _ => IndexError::Query {
+            path: path.to_path_buf(),
+            source,
+        },
     }
 }
 
@@ -522,6 +532,30 @@ mod tests {
         assert!(!message.contains('\n'), "one line: {message}");
         let folder = Index::open(dir.path()).err().unwrap();
         assert!(matches!(folder, IndexError::Unusable { .. }), "{folder}");
+    }
+
+    #[test]
+    fn damage_found_after_opening_gets_the_same_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        {
+            let index = Index::open(&path).unwrap();
+            for i in 0..400 {
+                let file = PathBuf::from(format!("/m/{i:04}-{}.safetensors", "x".repeat(60)));
+                index
+                    .store(&file, &stamp(1, 1), &digest(&"A".repeat(64)), 1)
+                    .unwrap();
+            }
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 16 * 1024, "the rows span several pages");
+        bytes[8 * 1024..].fill(0x5A);
+        std::fs::write(&path, bytes).unwrap();
+        let error = Index::open(&path)
+            .and_then(|index| index.rows_under(Path::new("/m")).map(drop))
+            .unwrap_err();
+        assert!(matches!(error, IndexError::Unusable { .. }), "{error}");
+        assert!(error.to_string().contains("delete it"), "{error}");
     }
 
     #[test]

@@ -344,6 +344,7 @@ pub fn verify(
     let mut summary = VerifySummary::default();
     let mut to_hash: Vec<(Candidate, PathBuf)> = Vec::new();
     let mut missing: Vec<PathBuf> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for given in &options.paths {
         if given.symlink_metadata().is_err() {
             missing.push(given.clone());
@@ -372,7 +373,14 @@ pub fn verify(
                 .filter_map(|info| named_model(info))
                 .filter(|model| !model.exists()),
         );
-        to_hash.extend(walked.files.into_iter().map(|c| (c, root.clone())));
+        // A file under two of the paths given is judged once.
+        to_hash.extend(
+            walked
+                .files
+                .into_iter()
+                .filter(|c| seen.insert(c.path.clone()))
+                .map(|c| (c, root.clone())),
+        );
     }
     for path in missing {
         let checked = checked_file(path, Verdict::Missing, None, None);
@@ -709,7 +717,11 @@ mod tests {
         .unwrap();
         let index = Index::open(&dir.path().join("index.sqlite")).unwrap();
         let options = VerifyOptions {
-            paths: vec![root.clone(), dir.path().join("nothing-here.pt")],
+            paths: vec![
+                root.clone(),
+                dir.path().join("nothing-here.pt"),
+                root.join("ok.safetensors"),
+            ],
             cached: false,
             quarantine: true,
         };
