@@ -214,17 +214,27 @@ pub fn scan(
     Ok(summary)
 }
 
-/// The cache rows under every root, by canonical path.
+/// The cache rows under every root, by canonical path, one range query per root; then the rows
+/// of files found through symlinks to folders outside the roots (a shared store), which are keyed
+/// by where they really are, one by one.
 fn cached_rows(index: &Index, walked: &Walked) -> Result<HashMap<PathBuf, CachedHash>, IndexError> {
     let mut rows = HashMap::new();
     for root in &walked.roots {
         rows.extend(index.rows_under(root)?);
     }
+    for candidate in &walked.files {
+        if !rows.contains_key(&candidate.path)
+            && let Some(row) = index.get(&candidate.path)?
+        {
+            rows.insert(candidate.path.clone(), row);
+        }
+    }
     Ok(rows)
 }
 
 /// Remove rows of files under the roots that the walk did not find, unless an unreadable folder
-/// (or a stop) may have hidden them: an unplugged disk must not cost the user their cache.
+/// (or a stop) may have hidden them: an unplugged disk must not cost the user their cache. Rows
+/// outside the roots (files linked in from a shared store) are pruned by a scan of that store.
 fn prune_vanished(
     index: &mut Index,
     walked: &Walked,
@@ -408,6 +418,22 @@ mod tests {
         let (gone, recorder) = run(&mut index, &root, 1);
         assert_eq!((gone.files, gone.pruned, gone.errors), (0, 0, 1));
         assert_eq!(recorder.problems.into_inner().unwrap().len(), 1);
+    }
+
+    // Regression: a file reached through a symlink to a folder outside the root (a shared store)
+    // is keyed by its canonical path, outside the root's rows, and was hashed again every scan.
+    #[cfg(unix)]
+    #[test]
+    fn a_file_linked_in_from_outside_the_root_is_reused_too() {
+        let (dir, root, mut index) = library();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(store.join("shared.safetensors"), [4u8; 64]).unwrap();
+        std::os::unix::fs::symlink(&store, root.join("linked")).unwrap();
+        let (cold, _) = run(&mut index, &root, 1);
+        assert_eq!((cold.files, cold.hashed), (4, 4));
+        let (warm, _) = run(&mut index, &root, 1);
+        assert_eq!((warm.hashed, warm.reused, warm.pruned), (0, 4, 0));
     }
 
     #[test]
