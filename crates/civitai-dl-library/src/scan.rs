@@ -1,6 +1,6 @@
 //! The scan driver: walk the roots, reuse every cached hash that still holds, hash the rest on a
 //! bounded pool of blocking threads, commit each new hash as it lands, prune rows of files that
-//! are gone, and report every step through [`ScanReporter`].
+//! are gone, and report every step through a `ScanReporter`.
 //!
 //! The pool is plain threads, not async tasks: hashing is CPU and disk work that would starve an
 //! async runtime, and the caller runs the whole scan on one blocking thread. The pool's size is a
@@ -139,11 +139,6 @@ pub trait ScanReporter: Send + Sync {
     /// A path had a problem; the scan goes on.
     fn on_problem(&self, _problem: &ScanProblem) {}
 }
-
-/// A reporter that listens to nothing.
-pub struct Silent;
-
-impl ScanReporter for Silent {}
 
 /// Scan `options.roots` into `index`. Stops between reads once `stop` is set, keeping every hash
 /// committed so far. Only a failing index ends it with an error.
@@ -443,7 +438,13 @@ mod tests {
             roots: vec![root],
             hash_jobs: 1,
         };
-        let summary = scan(&mut index, &options, &Silent, &AtomicBool::new(true)).unwrap();
+        let summary = scan(
+            &mut index,
+            &options,
+            &Recorder::default(),
+            &AtomicBool::new(true),
+        )
+        .unwrap();
         assert!(summary.stopped);
         assert_eq!(summary.hashed, 0);
     }
