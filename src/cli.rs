@@ -92,6 +92,12 @@ pub enum Command {
     /// Show what would be downloaded: versions, files, sizes, hashes.
     #[command(after_help = INFO_EXAMPLES)]
     Info(InfoArgs),
+    /// Hash the model files under folders (cached, read-only) and list them.
+    #[command(after_help = SCAN_EXAMPLES)]
+    Scan(ScanArgs),
+    /// Check model files against the hashes in their .civitai.info sidecars.
+    #[command(after_help = VERIFY_EXAMPLES)]
+    Verify(VerifyArgs),
     /// Print shell completions (e.g. `civitai-dl completions bash > ~/.local/share/bash-completion/completions/civitai-dl`).
     Completions(CompletionsArgs),
     /// Print the man page (e.g. `civitai-dl man > ~/.local/share/man/man1/civitai-dl.1`).
@@ -125,6 +131,82 @@ Examples:
   civitai-dl info 4201                                       # versions, files, sizes, hashes
   civitai-dl info 4201 --all-versions --all-files --json     # everything, machine-readable
   civitai-dl info --from-file list.txt -o ~/ComfyUI --layout comfyui   # where each file would go";
+
+/// Shown at the end of `scan --help`.
+const SCAN_EXAMPLES: &str = "\
+Examples:
+  civitai-dl scan ~/ComfyUI/models                           # hash every model file (cached) and list it
+  civitai-dl scan --comfy-yaml ~/ComfyUI/extra_model_paths.yaml   # the folders ComfyUI is told about
+  civitai-dl scan ~/sd/models --hash-jobs 2 --json           # two files at once (SSDs); NDJSON events
+
+Identification on Civitai is not part of scan yet: it works offline (--no-remote is the only mode).";
+
+/// Shown at the end of `verify --help`.
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  civitai-dl verify ~/ComfyUI/models/loras                   # re-hash and compare with each .civitai.info
+  civitai-dl verify --cached ~/sd/models                     # trust hashes cached by scan where files are unchanged
+  civitai-dl verify --quarantine ~/sd/models                 # move mismatches to <folder>/.civitai-dl/quarantine/
+
+Verdicts: ok, ok-tensor (header edited, weights intact), mismatch, no-published-hash, unknown (no
+sidecar), missing. Exit 0 only when every file is ok or ok-tensor.";
+
+/// The hash cache the library commands read and fill.
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// The hash index (default: $XDG_CACHE_HOME/civitai-dl/index.sqlite, else
+    /// ~/.cache/civitai-dl/index.sqlite).
+    #[arg(long, value_name = "PATH")]
+    pub index: Option<PathBuf>,
+}
+
+/// `civitai-dl scan`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Folders (or single model files) to scan.
+    #[arg(value_name = "ROOT")]
+    pub roots: Vec<PathBuf>,
+
+    /// Also scan the model folders named in ComfyUI's extra_model_paths.yaml. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub comfy_yaml: Vec<PathBuf>,
+
+    /// The hash cache.
+    #[command(flatten)]
+    pub index: IndexArgs,
+
+    /// Files hashed at once; keep 1 for spinning disks, where parallel reads seek against each
+    /// other.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = limits::HASH_JOBS.parser::<usize>())]
+    pub hash_jobs: usize,
+
+    /// Do not ask Civitai what the files are. For now this is the only mode: scan hashes and
+    /// lists, identification comes in a later release.
+    #[arg(long)]
+    pub no_remote: bool,
+}
+
+/// `civitai-dl verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Model files or folders to check.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+
+    /// Trust the cached hash of a file unchanged since it was hashed, instead of reading it
+    /// again.
+    #[arg(long)]
+    pub cached: bool,
+
+    /// Move mismatching files to <folder>/.civitai-dl/quarantine/<relative path> (never deletes,
+    /// never overwrites).
+    #[arg(long)]
+    pub quarantine: bool,
+
+    /// The hash cache.
+    #[command(flatten)]
+    pub index: IndexArgs,
+}
 
 /// `civitai-dl completions`.
 #[derive(Debug, Args)]

@@ -9,6 +9,8 @@ mod download;
 mod fake_server;
 mod info;
 mod reference;
+mod scan;
+mod verify;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -114,6 +116,9 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
         Command::Bench(args) => bench::bench(global, args).await,
         Command::Completions(args) => reference::completions(args.shell),
         Command::Man => reference::man_page(),
+        // Offline for now: they need no API settings, so a config file cannot stop them.
+        Command::Scan(args) => scan::scan(args, global.json, progress).await,
+        Command::Verify(args) => verify::verify(args, global.json, progress).await,
         command => {
             let settings = Settings::load(&global)?;
             if let Some(path) = &settings.config_file {
@@ -128,7 +133,9 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
                 Command::Demo(args) => demo::demo(settings, args, global.json, progress).await,
                 #[cfg(feature = "dev-tools")]
                 Command::FakeServer(_) | Command::Bench(_) => unreachable!("handled above"),
-                Command::Completions(_) | Command::Man => unreachable!("handled above"),
+                Command::Completions(_) | Command::Man | Command::Scan(_) | Command::Verify(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

@@ -88,6 +88,11 @@ impl Progress {
         }
     }
 
+    /// Draw `bar` with the others, so log lines print above it; hidden when the bars are.
+    pub fn add(&self, bar: ProgressBar) -> ProgressBar {
+        self.multi.add(bar)
+    }
+
     /// Print a line above the bars (the demo's introduction).
     #[cfg(feature = "dev-tools")]
     pub fn println(&self, line: &str) {

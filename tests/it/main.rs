@@ -16,6 +16,7 @@ mod probes;
 mod regressions;
 mod resume;
 mod safety;
+mod scan;
 mod sidecars;
 mod state;
 mod strategy;

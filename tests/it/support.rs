@@ -195,6 +195,7 @@ pub fn civitai_dl(base_url: &str, sandbox: &Sandbox, retry_delays_ms: &str) -> C
     }
     cmd.env("HOME", &sandbox.home)
         .env("XDG_CONFIG_HOME", &sandbox.home)
+        .env("XDG_CACHE_HOME", sandbox.home.join(".cache"))
         .env("NO_COLOR", "1")
         .current_dir(&sandbox.home)
         .args(["--base-url", base_url])

@@ -109,3 +109,41 @@ fn an_early_error_draws_no_bar() {
     let bars = total_bars(&screen);
     assert!(bars.is_empty(), "no bar before work starts: {bars:?}");
 }
+
+/// `scan` on a terminal draws its own bar: bytes to hash, speed, ETA, files hashed.
+#[test]
+fn the_scan_bar_shows_bytes_speed_eta_and_files() {
+    let sandbox = Sandbox::new();
+    for i in 0..4 {
+        std::fs::write(
+            sandbox.out.join(format!("m{i}.ckpt")),
+            vec![i as u8; 32 * MIB as usize],
+        )
+        .unwrap();
+    }
+    let args = [
+        "scan".to_string(),
+        "--index".into(),
+        sandbox.root().join("index.sqlite").display().to_string(),
+        sandbox.out.display().to_string(),
+    ];
+    let screen = on_a_terminal(&sandbox, &args);
+    let bars: Vec<String> = screen_lines(&screen)
+        .into_iter()
+        .filter(|l| l.trim_start().starts_with("hashing"))
+        .collect();
+    assert!(!bars.is_empty(), "no scan bar:\n{screen}");
+    for bar in &bars {
+        assert!(
+            bar.contains("/128.00 MiB") && bar.contains("/s eta") && bar.contains("/4 files"),
+            "every drawing is over the bytes to hash: {bar}"
+        );
+    }
+    let warm = on_a_terminal(&sandbox, &args);
+    assert!(
+        !screen_lines(&warm)
+            .iter()
+            .any(|l| l.trim_start().starts_with("hashing")),
+        "a rescan with nothing to hash draws no bar:\n{warm}"
+    );
+}
