@@ -81,6 +81,14 @@ fn verbose_shows_requests_but_never_the_key_or_a_signature() {
         ran.stderr
     );
     assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("GET {storage_host}/file/"))
+                && l.contains(": body 262144 B in ")),
+        "no line for the bytes a storage answer brought: {}",
+        ran.stderr
+    );
+    assert!(
         lines.iter().any(|l| l.contains("content-type: ")),
         "-vv shows the headers behind decisions: {}",
         ran.stderr

@@ -1,5 +1,5 @@
 //! Request-level log lines, for `-v` (one line per answer: method, host, path, status, bytes,
-//! time) and `-vv` (the headers that explain a decision: content type and range, `Retry-After`).
+//! time; for a storage answer also one when its body ends) and `-vv` (the headers that explain a decision: content type and range, `Retry-After`).
 //!
 //! They go to their own tracing target, [`TARGET`], so the binary can turn them on with `-v`
 //! without also turning on every other debug line, and leave them off by default: a 10,000-file
@@ -49,8 +49,12 @@ pub fn api_url(url: &Url) -> String {
 
 /// A storage URL as a request line shows it: host and path only.
 pub fn storage_url(url: &SignedUrl) -> String {
-    let full = url.as_url();
-    format!("{}{}", host_of(full), full.path())
+    host_and_path(url.as_url())
+}
+
+/// Host and path, never the query: what a line may show of a URL that may be signed.
+fn host_and_path(url: &Url) -> String {
+    format!("{}{}", host_of(url), url.path())
 }
 
 /// An API answer to `method` arrived and was read: `body` bytes in `elapsed`; `redirect` is
@@ -75,8 +79,8 @@ pub fn api_answer(
     );
 }
 
-/// A storage answer's head arrived: the status, the bytes it announces, and the time to it.
-/// The bytes that then arrive are counted per file (the `downloaded …` line and `-v` progress).
+/// A storage answer's head arrived: the status, the bytes it announces, and the time to it
+/// ([`body_received`] tells what then arrived).
 pub fn storage_answer(
     url: &SignedUrl,
     range: Option<&str>,
@@ -93,6 +97,20 @@ pub fn storage_answer(
         "GET {}{range} -> {status}{length}, answered in {}",
         storage_url(url),
         millis(elapsed)
+    );
+}
+
+/// A storage answer's body ended: `bytes` received in `elapsed`, and why it stopped early, if
+/// it did. `url` is the answer's (signed) URL, shown as host and path.
+pub fn body_received(url: &Url, bytes: u64, elapsed: Duration, broke: Option<&dyn Display>) {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let broke = broke.map(|why| format!("; then {why}")).unwrap_or_default();
+    tracing::info!(
+        target: TARGET,
+        "GET {}: body {bytes} B in {} ({:.1} MB/s){broke}",
+        host_and_path(url),
+        millis(elapsed),
+        bytes as f64 / 1e6 / secs
     );
 }
 
@@ -156,5 +174,9 @@ mod tests {
             Url::parse("https://b2.civitai.com/file/x/y.safetensors?sig=SECRET&expires=1").unwrap(),
         );
         assert_eq!(storage_url(&url), "b2.civitai.com/file/x/y.safetensors");
+        assert_eq!(
+            host_and_path(url.as_url()),
+            "b2.civitai.com/file/x/y.safetensors"
+        );
     }
 }
