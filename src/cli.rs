@@ -30,7 +30,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "CIVITAI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Civitai base URL.
+    /// Civitai base URL [default: https://civitai.com].
     #[arg(long, global = true, env = "CIVITAI_BASE_URL", value_name = "URL")]
     pub base_url: Option<String>,
 
@@ -39,12 +39,14 @@ pub struct GlobalArgs {
     #[arg(long = "fallback-base-url", global = true, value_name = "URL")]
     pub fallback_base_urls: Vec<String>,
 
-    /// Config file (default: $CIVITAI_DL_CONFIG, else civitai-dl/config.toml in the user's
-    /// config directory, if present).
+    /// Config file [default: civitai-dl/config.toml in the user's config directory, if
+    /// present].
     #[arg(long, global = true, env = "CIVITAI_DL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// More log output (-v: debug, -vv: trace).
+    /// More log output: -v adds a line per request (method, host, path, status, bytes, time;
+    /// never the key or a signed URL's query), -vv debug detail and the headers behind retries,
+    /// -vvv everything.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
 
@@ -56,27 +58,33 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub no_progress: bool,
 
+    /// Without bars (stderr not a terminal, or --no-progress), a progress line for each file
+    /// still transferring, this often (0 = none; the "downloaded …" line comes either way).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10,
+          value_parser = limits::PROGRESS_INTERVAL.parser::<u64>())]
+    pub progress_interval: u64,
+
     /// Print a machine-readable JSON summary on stdout.
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Requests per second to Civitai (API calls and download resolves).
+    /// Requests per second to Civitai (API calls and download resolves) [default: 5].
     #[arg(long, global = true, value_name = "PER_SEC", value_parser = limits::RATE_LIMIT.parser::<f64>())]
     pub rate_limit: Option<f64>,
 
-    /// How many requests may go back to back after an idle spell.
+    /// How many requests may go back to back after an idle spell [default: 1].
     #[arg(long, global = true, value_name = "N", value_parser = limits::RATE_BURST.parser::<u32>())]
     pub rate_burst: Option<u32>,
 
-    /// Waits before each retry, in milliseconds (comma-separated; default 5000,15000,30000,60000).
+    /// Waits before each retry, in milliseconds, comma-separated [default: 5000,15000,30000,60000].
     #[arg(long, global = true, value_name = "MS,MS,...", value_delimiter = ',')]
     pub retry_delays_ms: Option<Vec<u64>>,
 
-    /// Seconds to wait for a connection.
+    /// Seconds to wait for a connection [default: 10].
     #[arg(long, global = true, value_name = "SECS", value_parser = limits::CONNECT_TIMEOUT.parser::<u64>())]
     pub connect_timeout: Option<u64>,
 
-    /// Seconds of silence after which a transfer is considered stalled.
+    /// Seconds of silence after which a transfer is considered stalled [default: 300].
     #[arg(long, global = true, value_name = "SECS", value_parser = limits::READ_TIMEOUT.parser::<u64>())]
     pub read_timeout: Option<u64>,
 }
@@ -270,7 +278,7 @@ pub struct SelectionArgs {
     #[arg(long, value_name = "QUANT")]
     pub quant_type: Option<String>,
 
-    /// Also fetch up to N preview images of each chosen version.
+    /// Also fetch up to N preview images of each chosen version [default: 0].
     #[arg(long, value_name = "N", value_parser = limits::IMAGES.parser::<usize>())]
     pub images: Option<usize>,
 
@@ -307,7 +315,7 @@ pub struct DownloadArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// State file (default: <output>/.civitai-dl/state.json).
+    /// State file [default: <output>/.civitai-dl/state.json].
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
 
@@ -321,7 +329,7 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "BYTES_PER_SEC")]
     pub min_speed: Option<u64>,
 
-    /// The window for --min-speed, in seconds.
+    /// The window for --min-speed, in seconds [default: 60].
     #[arg(long, value_name = "SECS", value_parser = limits::MIN_SPEED_WINDOW.parser::<u64>())]
     pub min_speed_window: Option<u64>,
 
@@ -343,7 +351,7 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub monitor_performance: bool,
 
-    /// Seconds between monitor lines and alert checks (default 60).
+    /// Seconds between monitor lines and alert checks [default: 60].
     #[arg(long, value_name = "SECS", value_parser = limits::REPORT_INTERVAL.parser::<u64>())]
     pub report_interval: Option<u64>,
 
@@ -376,24 +384,24 @@ pub struct PerformanceArgs {
     pub force_sync_mode: bool,
 
     /// Requests to the API host in flight at once, metadata and download resolves alike
-    /// (experimental; default 2).
+    /// (experimental) [default: 2].
     #[arg(long, value_name = "N", value_parser = limits::MAX_API.parser::<usize>())]
     pub max_concurrent_api: Option<usize>,
 
-    /// Model files downloading at once (experimental; default 2).
+    /// Model files downloading at once (experimental) [default: 2].
     #[arg(long, value_name = "N", value_parser = limits::MAX_DOWNLOADS.parser::<usize>())]
     pub max_concurrent_downloads: Option<usize>,
 
-    /// Preview images downloading at once (experimental; default 2).
+    /// Preview images downloading at once (experimental) [default: 2].
     #[arg(long, value_name = "N", value_parser = limits::MAX_IMAGES.parser::<usize>())]
     pub max_concurrent_images: Option<usize>,
 
-    /// Connections per large file (experimental; default 4).
+    /// Connections per large file (experimental) [default: 4].
     #[arg(long, value_name = "N", value_parser = limits::SEGMENTS.parser::<usize>())]
     pub segments: Option<usize>,
 
-    /// Stop starting new work when this file appears (default: EMERGENCY_STOP in the working
-    /// directory or the output directory).
+    /// Stop starting new work when this file appears [default: EMERGENCY_STOP in the working
+    /// directory or the output directory].
     #[arg(long, value_name = "PATH")]
     pub emergency_stop_file: Option<PathBuf>,
 }
@@ -417,14 +425,14 @@ pub struct InfoArgs {
 /// The output folder and the layout under it, for `download` and for what `info` shows.
 #[derive(Debug, Args)]
 pub struct PlacementArgs {
-    /// Output directory, the app's folder with a layout (default: the config file's, else the
-    /// current directory). --root is the same option: `--layout forge --root ~/Forge`.
+    /// Output directory, the app's folder with a layout [default: the config file's `output`,
+    /// else the current directory]. --root is the same option: `--layout forge --root ~/Forge`.
     #[arg(short, long, visible_alias = "root", value_name = "DIR")]
     pub output: Option<PathBuf>,
 
     /// Where each file goes: flat, or the folders A1111, Forge, ComfyUI or SwarmUI read for its
     /// type (a checkpoint's VAE or text encoder to its own folder); invoke: <type>/<base model>/
-    /// for InvokeAI to register in place.
+    /// for InvokeAI to register in place [default: flat, or the config file's `layout`].
     #[arg(long, value_enum)]
     pub layout: Option<Layout>,
 }
@@ -466,7 +474,7 @@ pub struct FakeServerArgs {
 #[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where to put the downloads (default: a fresh temporary folder, printed).
+    /// Where to put the downloads [default: a fresh temporary folder, printed].
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
 
@@ -483,7 +491,7 @@ pub struct DemoArgs {
 #[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// A scenario to run (repeatable; default all but soak): clean-fast, api-latency,
+    /// A scenario to run, repeatable [default: all but soak]: clean-fast, api-latency,
     /// api-latency-8, flaky, rate-limit, big-files, big-file-segmented, soak.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,

@@ -699,6 +699,77 @@ mod tests {
         Settings::resolve(&global(args), file, None, || None)
     }
 
+    /// The `[default: …]` of each `--help` line is written by hand (the value comes from the
+    /// config file when one sets it, so clap cannot know it): it must say what an empty config
+    /// resolves to.
+    #[test]
+    fn the_defaults_help_shows_are_the_resolved_ones() {
+        use clap::CommandFactory;
+        let mut cli = crate::cli::Cli::command();
+        cli.build();
+        let help = cli
+            .find_subcommand_mut("download")
+            .expect("download")
+            .render_long_help()
+            .to_string();
+        // Each option is its header line (indented by up to 6 spaces) and the lines under it.
+        let option = |flag: &str| -> String {
+            let mut lines = help.lines().skip_while(|l| {
+                !l.trim_start().starts_with(flag) && !l.contains(&format!(", {flag}"))
+            });
+            let header = lines
+                .next()
+                .unwrap_or_else(|| panic!("{flag} is not in the help"));
+            let body = lines.take_while(|l| !l.starts_with("  ") || l.starts_with("       "));
+            std::iter::once(header)
+                .chain(body)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let s = resolve(&[], "").unwrap();
+        let delays: Vec<String> = DEFAULT_DELAYS_MS.iter().map(u64::to_string).collect();
+        for (flag, default) in [
+            ("--base-url", s.base_url.clone()),
+            ("--rate-limit", s.network.rate_limit.to_string()),
+            ("--rate-burst", s.network.rate_burst.to_string()),
+            ("--retry-delays-ms", delays.join(",")),
+            (
+                "--connect-timeout",
+                s.network.connect_timeout.as_secs().to_string(),
+            ),
+            (
+                "--read-timeout",
+                s.network.read_timeout.as_secs().to_string(),
+            ),
+            ("--images", s.images.to_string()),
+            ("--min-speed <", format!("{}; 0 = off", s.network.min_speed)),
+            (
+                "--min-speed-window",
+                s.network.min_speed_window.as_secs().to_string(),
+            ),
+            (
+                "--report-interval",
+                DEFAULT_REPORT_INTERVAL_SECS.to_string(),
+            ),
+            ("--max-concurrent-api", DEFAULT_MAX_API.to_string()),
+            (
+                "--max-concurrent-downloads",
+                DEFAULT_MAX_DOWNLOADS.to_string(),
+            ),
+            ("--max-concurrent-images", DEFAULT_MAX_IMAGES.to_string()),
+            ("--segments", DEFAULT_SEGMENTS.to_string()),
+        ] {
+            let text = option(flag);
+            assert!(
+                text.contains(&format!("[default: {default}]")),
+                "{flag} should show [default: {default}]: {text}"
+            );
+        }
+    }
+
     #[test]
     fn sidecars_come_from_the_file_and_metadata_false_turns_them_off() {
         let s = resolve(&[], "sidecars = [\"a1111-json\", \"lm-metadata\"]\n").unwrap();

@@ -125,7 +125,7 @@ pub(super) async fn execute(
     );
     if request.dry_run {
         planner.expect(&request.targets).await;
-        return show_plan(&planner, &request.targets, json, &cancel).await;
+        return show_plan(&planner, &request.targets, json, &cancel, &progress).await;
     }
     std::fs::create_dir_all(&request.output).map_err(|e| {
         usage(format!(
@@ -160,11 +160,12 @@ pub(super) async fn execute(
         run.clone()
             .watch_emergency_stop(request.performance.emergency_stop_file.clone()),
     );
-    let queue = request
+    let queue: Vec<_> = request
         .targets
         .into_iter()
         .map(|target| Work::Plan(Step::Target(target)))
         .collect();
+    progress.planning(queue.len() as u64);
     let mut monitor = Monitor::start(metrics.clone(), request.monitor);
     run_with_failsafe(&run, &failsafe, &request.performance, queue).await;
     monitor.stop().await;

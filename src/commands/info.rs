@@ -9,11 +9,18 @@ use super::{Exit, build_api, check_key, collect_targets, selection, watch_ctrl_c
 use crate::cli::InfoArgs;
 use crate::settings::Settings;
 use crate::ui::output;
+use crate::ui::progress::Progress;
 use civitai_dl_engine::civitai::target::Target;
+use civitai_dl_engine::observe::Reporter;
 use civitai_dl_engine::observe::metrics::Metrics;
 use civitai_dl_engine::plan::{FileFacts, Planner, Step};
 
-pub(super) async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyhow::Result<Exit> {
+pub(super) async fn info(
+    settings: Settings,
+    args: InfoArgs,
+    json: bool,
+    progress: Progress,
+) -> anyhow::Result<Exit> {
     let targets = collect_targets(&args.targets)?;
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
@@ -27,22 +34,29 @@ pub(super) async fn info(settings: Settings, args: InfoArgs, json: bool) -> anyh
         layout,
         settings.sidecars.clone(),
     );
-    show_plan(&planner, &targets, json, &cancel).await
+    show_plan(&planner, &targets, json, &cancel, &progress).await
 }
 
-/// Print what would be downloaded (`info`, `download --dry-run`).
+/// Print what would be downloaded (`info`, `download --dry-run`). The plan is printed once
+/// complete; until then a long list shows how planning goes.
 pub(super) async fn show_plan(
     planner: &Planner,
     targets: &[Target],
     json: bool,
     cancel: &CancellationToken,
+    progress: &Progress,
 ) -> anyhow::Result<Exit> {
     planner.expect(targets).await;
+    progress.planning(targets.len() as u64);
     let mut all: Vec<FileFacts> = Vec::new();
     let mut failed = false;
     let mut steps: VecDeque<Step> = targets.iter().cloned().map(Step::Target).collect();
     while let Some(step) = steps.pop_front() {
-        match planner.plan(&step).await {
+        let result = planner.plan(&step).await;
+        if matches!(step, Step::Target(_)) && !cancel.is_cancelled() {
+            progress.on_target_planned();
+        }
+        match result {
             Ok(planned) => {
                 for error in &planned.failures {
                     eprintln!("error: {error}");
@@ -60,6 +74,7 @@ pub(super) async fn show_plan(
             }
         }
     }
+    progress.finish();
     if json {
         output::line(serde_json::to_string_pretty(&all)?)?;
     } else {

@@ -15,6 +15,7 @@ mod verify;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
@@ -69,10 +70,17 @@ pub(super) fn usage(message: impl Into<String>) -> anyhow::Error {
 
 /// Run a parsed command line to its exit code. Errors are printed as one line.
 pub fn run(cli: Cli) -> ExitCode {
-    let progress = Progress::new(
-        !(cli.global.no_progress || cli.global.quiet)
-            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    );
+    let bars = !(cli.global.no_progress || cli.global.quiet)
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = if bars {
+        Progress::bars()
+    } else {
+        // Lines are info events: `-q` hides them with everything else below an error.
+        Progress::lines(
+            Some(Duration::from_secs(cli.global.progress_interval))
+                .filter(|every| !every.is_zero()),
+        )
+    };
     crate::ui::logging::init_logging(&cli, &progress);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -128,7 +136,7 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
                 Command::Download(args) => {
                     download::download(settings, *args, global.json, progress).await
                 }
-                Command::Info(args) => info::info(settings, args, global.json).await,
+                Command::Info(args) => info::info(settings, args, global.json, progress).await,
                 #[cfg(feature = "dev-tools")]
                 Command::Demo(args) => demo::demo(settings, args, global.json, progress).await,
                 #[cfg(feature = "dev-tools")]

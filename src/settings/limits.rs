@@ -37,6 +37,8 @@ pub const SEGMENT_THRESHOLD: Limit = limit(
 );
 /// A command-line value only (no config key): files `scan` hashes at once.
 pub const HASH_JOBS: Limit = limit("hash_jobs", 1.0, 64.0, "files");
+/// A command-line setting only (no config key); 0 turns the lines off.
+pub const PROGRESS_INTERVAL: Limit = limit("progress_interval", 0.0, 86_400.0, "seconds");
 pub const REPORT_INTERVAL: Limit = limit("monitor.report_interval_secs", 1.0, 86_400.0, "seconds");
 
 const fn limit(key: &'static str, min: f64, max: f64, unit: &'static str) -> Limit {

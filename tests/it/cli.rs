@@ -343,3 +343,56 @@ fn help_ends_with_examples() {
         );
     }
 }
+
+// Issue 11.10: several defaults were missing from --help. Every option that has a default says
+// it, the ones from the config file as `[default: …]` text.
+#[test]
+fn download_help_shows_every_default() {
+    let sandbox = Sandbox::new();
+    let mut cmd = civitai_dl("http://127.0.0.1:9", &sandbox, FAST_RETRIES);
+    cmd.args(["download", "--help"]);
+    let ran = run(cmd);
+    ran.expect_code(0);
+    // An option's block: its header line and the indented lines under it.
+    let block = |flag: &str| -> String {
+        let mut lines = ran.stdout.lines().skip_while(|l| {
+            let header = l.trim_start();
+            !(header.starts_with(&format!("{flag} ")) || header.contains(&format!(", {flag} ")))
+        });
+        let header = lines
+            .next()
+            .unwrap_or_else(|| panic!("{flag} is not in the help"));
+        let body: Vec<&str> = lines
+            .take_while(|l| l.is_empty() || l.starts_with("          "))
+            .collect();
+        format!("{header} {}", body.join(" "))
+    };
+    for flag in [
+        "--output",
+        "--layout",
+        "--images",
+        "--state-file",
+        "--min-speed",
+        "--min-speed-window",
+        "--max-concurrent-api",
+        "--max-concurrent-downloads",
+        "--max-concurrent-images",
+        "--segments",
+        "--emergency-stop-file",
+        "--report-interval",
+        "--base-url",
+        "--config",
+        "--progress-interval",
+        "--rate-limit",
+        "--rate-burst",
+        "--retry-delays-ms",
+        "--connect-timeout",
+        "--read-timeout",
+    ] {
+        let text = block(flag);
+        assert!(
+            text.contains("[default: "),
+            "{flag} shows no default: {text}"
+        );
+    }
+}

@@ -14,6 +14,7 @@ mod monitor;
 mod performance;
 mod probes;
 mod regressions;
+mod reporting;
 mod resume;
 mod safety;
 mod scan;

@@ -431,3 +431,22 @@ pub fn start_download_until_part_grows(
     }
     child
 }
+
+/// Targets a list plans in batches of 100: a list file of 120 one-file models from `first_id`,
+/// served with 700 ms per API answer so planning takes over a second (two batches). The fake,
+/// a sandbox, and the list file in it.
+pub fn slow_list(first_id: u64) -> (FakeCivitai, Sandbox, PathBuf) {
+    let catalogue = models(first_id, 120, 1024);
+    let ids: Vec<String> = catalogue.iter().map(|m| m.id.to_string()).collect();
+    let server = serve(
+        catalogue,
+        Knobs {
+            api_latency: Duration::from_millis(700),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let list = sandbox.root().join("list.txt");
+    std::fs::write(&list, ids.join("\n")).expect("write the list");
+    (server, sandbox, list)
+}

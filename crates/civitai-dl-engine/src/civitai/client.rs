@@ -26,7 +26,7 @@ use crate::http::limiter::RateLimiter;
 use crate::http::retry::{RetryPolicy, Tried, retry_after};
 use crate::http::{POOL_IDLE_TIMEOUT, SignedUrl, client_builder, header, host_of, snippet};
 use crate::lock;
-use crate::observe::{Attempt, Operation, Reporter, announce};
+use crate::observe::{Attempt, Operation, Reporter, announce, requests};
 
 /// Page size for listings: the API's maximum.
 pub const PAGE_LIMIT: u32 = 100;
@@ -355,8 +355,8 @@ impl ApiClient {
                     announce(
                         self.reporter.as_ref(),
                         format!(
-                            "{}{} {}",
-                            if body.is_some() { "POST " } else { "" },
+                            "{} {}{}",
+                            if body.is_some() { "POST" } else { "GET" },
                             host_of(&url),
                             url.path()
                         ),
@@ -447,16 +447,45 @@ impl ApiClient {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.map_err(network_error)?;
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let started = Instant::now();
+        let response = request.send().await.map_err(|error| {
+            let error = network_error(error);
+            requests::no_answer(method, &requests::api_url(&url), &error, started.elapsed());
+            error
+        })?;
         let status = response.status();
+        requests::headers(&requests::api_url(&url), response.headers());
         if status.is_success() || status.is_redirection() {
-            return read_reply(&url, response, expect).await;
+            let reply = read_reply(&url, response, expect).await;
+            let (body, redirect) = match &reply {
+                Ok(Reply::Json(text)) => (Some(text.len()), None),
+                Ok(Reply::Redirect(to)) => (None, Some(to)),
+                Err(_) => (None, None),
+            };
+            requests::api_answer(
+                method,
+                &url,
+                status.as_u16(),
+                body,
+                redirect,
+                started.elapsed(),
+            );
+            return reply;
         }
         let retry_after = retry_after(response.headers());
         // The status already says what failed; a body lost on the way only costs the details.
         let body = read_limited(response, MAX_ERROR_BODY_BYTES)
             .await
             .unwrap_or_default();
+        requests::api_answer(
+            method,
+            &url,
+            status.as_u16(),
+            Some(body.len()),
+            None,
+            started.elapsed(),
+        );
         let error = classify_failure(status, retry_after, &body);
         if let ApiError::RateLimited {
             retry_after: Some(wait),

@@ -26,7 +26,7 @@ use crate::fs::{file_len, with_suffix};
 use crate::http::retry::{RetryPolicy, Tried, retry_after};
 use crate::http::{POOL_IDLE_TIMEOUT, SignedUrl, client_builder, host_of, snippet};
 use crate::lock;
-use crate::observe::{Attempt, Operation, Reporter, TransferProgress, announce};
+use crate::observe::{Attempt, Operation, Reporter, TransferProgress, announce, requests};
 use crate::plan::naming::disambiguate;
 pub use crate::plan::{FileKind, PlannedFile, Source};
 
@@ -365,13 +365,27 @@ impl Downloader {
         range: Option<String>,
     ) -> Result<reqwest::Response, DownloadError> {
         let mut request = self.http.get(url.as_url().clone());
-        if let Some(range) = range {
+        if let Some(range) = &range {
             request = request.header(reqwest::header::RANGE, format!("bytes={range}"));
         }
-        tokio::select! {
+        let started = Instant::now();
+        let result = tokio::select! {
             () = self.cancel.cancelled() => Err(DownloadError::Cancelled),
             response = request.send() => response.map_err(|e| error::network(e, 0)),
+        };
+        match &result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let length = response.content_length();
+                requests::storage_answer(url, range.as_deref(), status, length, started.elapsed());
+                requests::headers(&requests::storage_url(url), response.headers());
+            }
+            Err(DownloadError::Cancelled) => {}
+            Err(error) => {
+                requests::no_answer("GET", &requests::storage_url(url), error, started.elapsed())
+            }
         }
+        result
     }
 
     /// `--min-speed` and its window, for each body copy.

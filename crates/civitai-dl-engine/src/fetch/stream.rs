@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fetch::error::{DownloadError, network};
 use crate::fetch::part::PartFile;
-use crate::observe::{Reporter, TransferProgress};
+use crate::observe::{Reporter, TransferProgress, requests};
 
 /// A transfer that has flushed this much more since the last background writeback starts
 /// another.
@@ -105,6 +105,7 @@ impl BodyCopy<'_> {
         mut inspect: impl FnMut(&[u8]) -> Result<(), DownloadError>,
         mut flushed: impl FnMut(u64),
     ) -> Result<u64, DownloadError> {
+        let started = Instant::now();
         let mut written = 0u64;
         let mut unflushed = 0u64;
         let mut flushed_at = Instant::now();
@@ -157,6 +158,8 @@ impl BodyCopy<'_> {
         };
         self.flush(writer).await?;
         flushed(written);
+        let broke = ended.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+        requests::body_received(response.url(), written, started.elapsed(), broke);
         ended.map(|()| written)
     }
 

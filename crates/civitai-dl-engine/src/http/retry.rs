@@ -118,14 +118,14 @@ impl RetryPolicy {
     }
 
     /// Run `op` (given the 1-based attempt number) until it succeeds, fails fatally, runs out of
-    /// attempts, or `cancel` fires during a wait. `on_retry(error, failures, delay)` is called
-    /// before each wait (for logs and metrics). On cancellation the last error is returned;
+    /// attempts, or `cancel` fires during a wait. `on_retry(error, next)` is called before each
+    /// wait (for logs and metrics). On cancellation the last error is returned;
     /// callers check the token to tell the cases apart.
     pub async fn run<T, E, F, Fut>(
         &self,
         cancel: &CancellationToken,
         mut op: F,
-        mut on_retry: impl FnMut(&E, usize, Duration),
+        mut on_retry: impl FnMut(&E, NextAttempt),
     ) -> Tried<T, E>
     where
         E: Retryable,
@@ -154,7 +154,15 @@ impl RetryPolicy {
             let Some(delay) = self.next_delay(failures, class, |d| self.jittered(d)) else {
                 break Err(error);
             };
-            on_retry(&error, failures, delay);
+            on_retry(
+                &error,
+                NextAttempt {
+                    number: failures + 1,
+                    of: self.max_attempts(),
+                    delay,
+                    renewed: class == RetryClass::Renewed,
+                },
+            );
             tokio::select! {
                 () = cancel.cancelled() => break Err(error),
                 () = tokio::time::sleep(delay) => {}
@@ -165,6 +173,20 @@ impl RetryPolicy {
             attempts: attempts as u32,
         }
     }
+}
+
+/// The retry [`RetryPolicy::run`] is about to make, as a user is told about it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NextAttempt {
+    /// Which attempt of the budget comes next (2 after the first failure). A failure that made
+    /// progress restarts the stages, so a long transfer may count from 2 again.
+    pub number: usize,
+    /// Attempts in the budget.
+    pub of: usize,
+    /// The wait before it.
+    pub delay: Duration,
+    /// Whether it comes at once because a credential was renewed (it spends no stage).
+    pub renewed: bool,
 }
 
 /// How [`RetryPolicy::run`] ended, and after how many attempts: an operation that needed more
@@ -309,7 +331,7 @@ mod tests {
                     calls.fetch_add(1, Ordering::SeqCst);
                     async { Err(Fault(TIMEOUT)) }
                 },
-                |_, _, delay| waits.push(delay),
+                |_, next| waits.push(next.delay),
             )
             .await;
         assert_eq!(tried.result, Err(Fault(TIMEOUT)));
@@ -334,7 +356,7 @@ mod tests {
                         TIMEOUT
                     }))
                 },
-                |_, _, delay| waits.push(delay),
+                |_, next| waits.push(next.delay),
             )
             .await;
         assert_eq!(
@@ -357,7 +379,7 @@ mod tests {
                         Ok(attempt)
                     }
                 },
-                |_, _, _| {},
+                |_, _| {},
             )
             .await;
         assert_eq!(
@@ -391,7 +413,7 @@ mod tests {
                     calls.fetch_add(1, Ordering::SeqCst);
                     async { Err::<(), _>(Progressing) }
                 },
-                |_, _, _| {},
+                |_, _| {},
             )
             .await
             .result;
@@ -409,7 +431,7 @@ mod tests {
         cancel.cancel();
         let started = Instant::now();
         let result: Result<(), Fault> = policy
-            .run(&cancel, |_| async { Err(Fault(TIMEOUT)) }, |_, _, _| {})
+            .run(&cancel, |_| async { Err(Fault(TIMEOUT)) }, |_, _| {})
             .await
             .result;
         assert!(result.is_err());

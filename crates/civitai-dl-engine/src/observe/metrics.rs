@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::lock;
@@ -46,10 +47,85 @@ pub struct Metrics {
     alerts: Mutex<AlertLog>,
 }
 
-#[derive(Debug, Default)]
+/// The distributions, in constant memory whatever the length of the run: a week-long run makes
+/// millions of requests, and a sample each would grow without bound.
+#[derive(Debug)]
 struct Samples {
-    api_latencies: Vec<Duration>,
-    file_speeds: Vec<f64>,
+    /// API latencies in microseconds, to 2 significant digits (1 %), from 1 µs to an hour.
+    api_latency_us: Histogram<u64>,
+    /// The exact sum of the same latencies, for the mean.
+    api_latency_sum_us: u64,
+    /// Speeds of finished files, MB/s.
+    file_speeds: Running,
+}
+
+/// Lowest and highest trackable latency, microseconds (the API timeout tops out at an hour).
+const LATENCY_RANGE_US: (u64, u64) = (1, 3_600_000_000);
+/// Significant digits the latency histogram keeps.
+const LATENCY_DIGITS: u8 = 2;
+
+impl Default for Samples {
+    fn default() -> Samples {
+        let (low, high) = LATENCY_RANGE_US;
+        Samples {
+            // The bounds are constants within what the histogram accepts.
+            api_latency_us: Histogram::new_with_bounds(low, high, LATENCY_DIGITS)
+                .expect("valid histogram bounds"),
+            api_latency_sum_us: 0,
+            file_speeds: Running::default(),
+        }
+    }
+}
+
+impl Samples {
+    fn record_latency(&mut self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // saturating_record clamps a value outside the range to its edge.
+        self.api_latency_us.saturating_record(us.max(1));
+        self.api_latency_sum_us = self.api_latency_sum_us.saturating_add(us);
+    }
+
+    /// The latency at percentile `p`, in milliseconds (0 with no samples). HDR reports the top
+    /// of the value's 1 % bucket, so a percentile is never below the latencies it stands for.
+    fn latency_ms(&self, p: f64) -> f64 {
+        if self.api_latency_us.is_empty() {
+            return 0.0;
+        }
+        self.api_latency_us.value_at_percentile(p) as f64 / 1000.0
+    }
+
+    fn mean_latency_ms(&self) -> f64 {
+        match self.api_latency_us.len() {
+            0 => 0.0,
+            n => self.api_latency_sum_us as f64 / n as f64 / 1000.0,
+        }
+    }
+}
+
+/// Minimum, maximum and mean of a series, without keeping it.
+#[derive(Debug, Default)]
+struct Running {
+    count: u64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+impl Running {
+    fn push(&mut self, value: f64) {
+        self.count += 1;
+        self.sum += value;
+        self.min = Some(self.min.map_or(value, |m| m.min(value)));
+        self.max = Some(self.max.map_or(value, |m| m.max(value)));
+    }
+
+    fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
 }
 
 impl Metrics {
@@ -122,12 +198,6 @@ impl Metrics {
     /// Everything measured so far.
     pub fn report(&self) -> MetricsReport {
         let samples = lock(&self.samples);
-        let mut latencies: Vec<f64> = samples
-            .api_latencies
-            .iter()
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .collect();
-        latencies.sort_by(f64::total_cmp);
         let speeds = &samples.file_speeds;
         let wall = self.started.elapsed().as_secs_f64();
         let attempts = self.load(&self.api_requests) + self.load(&self.transfer_attempts);
@@ -141,15 +211,15 @@ impl Metrics {
             wall_secs: wall,
             api: LatencyReport {
                 requests: self.load(&self.api_requests),
-                avg_ms: mean(&latencies),
-                p50_ms: percentile(&latencies, 50.0),
-                p95_ms: percentile(&latencies, 95.0),
-                p99_ms: percentile(&latencies, 99.0),
+                avg_ms: samples.mean_latency_ms(),
+                p50_ms: samples.latency_ms(50.0),
+                p95_ms: samples.latency_ms(95.0),
+                p99_ms: samples.latency_ms(99.0),
             },
             speed_mb_per_sec: SpeedReport {
-                min: speeds.iter().copied().reduce(f64::min).unwrap_or(0.0),
-                avg: mean(speeds),
-                max: speeds.iter().copied().reduce(f64::max).unwrap_or(0.0),
+                min: speeds.min.unwrap_or(0.0),
+                avg: speeds.mean(),
+                max: speeds.max.unwrap_or(0.0),
                 overall: self.load(&self.bytes) as f64 / 1e6 / wall.max(1e-9),
             },
             attempts,
@@ -215,7 +285,7 @@ impl Reporter for Metrics {
         };
         requests.fetch_add(1, Ordering::Relaxed);
         if let Some(latency) = latency {
-            lock(&self.samples).api_latencies.push(latency);
+            lock(&self.samples).record_latency(latency);
         }
         self.count_attempt(attempt, failures, timeouts);
     }
@@ -495,23 +565,6 @@ pub struct SpeedReport {
     pub overall: f64,
 }
 
-/// Nearest-rank percentile of sorted values (0 when empty).
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        0.0
-    } else {
-        values.iter().sum::<f64>() / values.len() as f64
-    }
-}
-
 /// `part / whole`, or 0 when there is no whole.
 pub fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
@@ -527,13 +580,47 @@ mod tests {
     use crate::observe::ActiveFile;
 
     #[test]
-    fn nearest_rank_percentiles() {
-        let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&values, 50.0), 50.0);
-        assert_eq!(percentile(&values, 95.0), 95.0);
-        assert_eq!(percentile(&values, 99.0), 99.0);
-        assert_eq!(percentile(&[7.0], 99.0), 7.0);
-        assert_eq!(percentile(&[], 50.0), 0.0);
+    fn latency_percentiles_are_within_one_percent_and_never_below() {
+        let mut samples = Samples::default();
+        assert_eq!(samples.latency_ms(50.0), 0.0, "no samples, no figure");
+        for ms in 1..=100 {
+            samples.record_latency(Duration::from_millis(ms));
+        }
+        for (p, exact) in [(50.0, 50.0), (95.0, 95.0), (99.0, 99.0)] {
+            let got = samples.latency_ms(p);
+            assert!(
+                got >= exact && got <= exact * 1.01,
+                "p{p}: {got} ms for {exact} ms"
+            );
+        }
+        assert!(
+            (samples.mean_latency_ms() - 50.5).abs() < 1e-9,
+            "the mean is exact"
+        );
+    }
+
+    #[test]
+    fn the_latency_record_does_not_grow_with_the_run() {
+        let mut samples = Samples::default();
+        let before = samples.api_latency_us.distinct_values();
+        for i in 0..200_000u64 {
+            samples.record_latency(Duration::from_micros(1 + i * 97 % 5_000_000));
+        }
+        assert_eq!(samples.api_latency_us.distinct_values(), before);
+        assert_eq!(samples.api_latency_us.len(), 200_000);
+    }
+
+    #[test]
+    fn file_speeds_keep_min_mean_and_max() {
+        let mut speeds = Running::default();
+        assert_eq!((speeds.min, speeds.mean()), (None, 0.0));
+        for v in [3.0, 1.0, 2.0] {
+            speeds.push(v);
+        }
+        assert_eq!(
+            (speeds.min, speeds.max, speeds.mean()),
+            (Some(1.0), Some(3.0), 2.0)
+        );
     }
 
     #[test]
@@ -568,7 +655,11 @@ mod tests {
         assert!((r.success_rate - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(r.speed_mb_per_sec.min, 1.0);
         assert_eq!(r.speed_mb_per_sec.max, 2.0);
-        assert_eq!(r.api.p99_ms, 30.0);
+        assert!(
+            (30.0..=30.0 * 1.01).contains(&r.api.p99_ms),
+            "within the histogram's 1 %: {}",
+            r.api.p99_ms
+        );
     }
 
     fn reading(rss_mib: u64, peak_mib: Option<u64>, cpu_ms: u64) -> ProcessSample {

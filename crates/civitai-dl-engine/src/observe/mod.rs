@@ -10,12 +10,14 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http::retry::{RetryClass, Retryable};
+use crate::http::retry::{NextAttempt, RetryClass, Retryable};
 
+pub mod json_path;
 pub mod metrics;
 pub mod monitor;
 pub mod rates;
 pub mod report;
+pub mod requests;
 
 /// How one request attempt went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +83,9 @@ pub trait Reporter: Send + Sync {
     /// Planning found `files` more model files to process, of `bytes` in all (as far as
     /// Civitai lists their sizes).
     fn on_planned(&self, _files: u64, _bytes: u64) {}
+    /// One of the targets the run was given is planned (or given up): its files are known, or
+    /// its failure is. With the count of targets, the "planning N/M" progress.
+    fn on_target_planned(&self) {}
     /// A model file starts being processed (see [`ActiveFile`]).
     fn on_model_file_started(&self) {}
     /// A model file stops being processed (settled, handed back or interrupted).
@@ -176,6 +181,9 @@ impl Reporter for Fanout {
     fn on_planned(&self, files: u64, bytes: u64) {
         self.each(|s| s.on_planned(files, bytes));
     }
+    fn on_target_planned(&self) {
+        self.each(|s| s.on_target_planned());
+    }
     fn on_model_file_started(&self) {
         self.each(|s| s.on_model_file_started());
     }
@@ -234,19 +242,36 @@ impl Drop for ActiveFile<'_> {
 }
 
 /// The `on_retry` every caller hands to [`RetryPolicy::run`](crate::http::retry::RetryPolicy::run):
-/// report the retry and log what is retried, why, and when, in one format for API calls, files
-/// and segments alike. It lives here, not beside the policy, so the policy stays a pure leaf.
+/// report the retry and log what is retried, when, which attempt of how many, and why, in one
+/// line and one format for API calls, files and segments alike. It lives here, not beside the
+/// policy, so the policy stays a pure leaf. `what` and the error never hold a key or a signed
+/// URL's query: API calls are named by host and path, files by their label.
 pub fn announce<'a, E: Display>(
     reporter: &'a dyn Reporter,
     what: impl Display + 'a,
-) -> impl FnMut(&E, usize, Duration) + 'a {
-    move |error, failures, delay| {
+) -> impl FnMut(&E, NextAttempt) + 'a {
+    move |error, next| {
         reporter.on_retry();
-        tracing::warn!(
-            "{what}: {error}; retry {failures} in {:.1}s",
-            delay.as_secs_f64()
-        );
+        tracing::warn!("{}", retry_line(&what, error, next));
     }
+}
+
+/// `retrying GET civitai.com/api/v1/models/1 in 5 s (attempt 2 of 5): Civitai server error 503`.
+fn retry_line(what: &dyn Display, error: &dyn Display, next: NextAttempt) -> String {
+    if next.renewed {
+        return format!("retrying {what} at once with a fresh signed URL: {error}");
+    }
+    let secs = next.delay.as_secs_f64();
+    // Whole seconds read best; the short waits of tests and Retry-After: 0 keep their size.
+    let wait = if secs >= 1.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{} ms", next.delay.as_millis())
+    };
+    format!(
+        "retrying {what} in {wait} (attempt {} of {}): {error}",
+        next.number, next.of
+    )
 }
 
 #[cfg(test)]
@@ -278,6 +303,32 @@ mod tests {
         for log in [a, b] {
             assert_eq!(*log.0.lock().unwrap(), ["bytes 7", "start x"]);
         }
+    }
+
+    #[test]
+    fn a_retry_line_says_what_when_which_attempt_and_why() {
+        let next = |delay_ms, renewed| NextAttempt {
+            number: 2,
+            of: 5,
+            delay: Duration::from_millis(delay_ms),
+            renewed,
+        };
+        assert_eq!(
+            retry_line(
+                &"GET civitai.com/api/v1/models/1",
+                &"Civitai server error 503",
+                next(5_170, false)
+            ),
+            "retrying GET civitai.com/api/v1/models/1 in 5 s (attempt 2 of 5): Civitai server error 503"
+        );
+        assert_eq!(
+            retry_line(&"x", &"reset", next(20, false)),
+            "retrying x in 20 ms (attempt 2 of 5): reset"
+        );
+        assert_eq!(
+            retry_line(&"x", &"expired", next(0, true)),
+            "retrying x at once with a fresh signed URL: expired"
+        );
     }
 
     #[test]

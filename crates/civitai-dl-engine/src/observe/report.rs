@@ -31,6 +31,7 @@ pub struct FileResult {
     /// Model, version and file.
     pub label: String,
     /// Where it is (or would have been).
+    #[serde(flatten, serialize_with = "crate::observe::json_path::path_and_bytes")]
     pub path: PathBuf,
     /// How it ended.
     pub status: FileStatus,

@@ -282,8 +282,10 @@ pub struct FileFacts {
     /// Early access.
     pub early_access: bool,
     /// Where it would be saved.
+    #[serde(flatten, serialize_with = "crate::observe::json_path::path_and_bytes")]
     pub path: PathBuf,
     /// Where its preview images would be saved (`--images N`).
+    #[serde(serialize_with = "crate::observe::json_path::lossy_list")]
     pub previews: Vec<PathBuf>,
 }
 

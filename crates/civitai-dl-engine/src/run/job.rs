@@ -613,6 +613,22 @@ impl Run {
         }
     }
 
+    fn record_target_failure(&self, step: &Step, error: PlanError) {
+        tracing::error!("{error}");
+        self.report().failed_targets.push(TargetFailure {
+            target: step.to_string(),
+            reason: error.to_string(),
+        });
+    }
+
+    /// A target the user gave is planned (or given up): the "planning N/M" count. A creator's
+    /// later pages are part of its target and do not count again.
+    fn target_planned(&self, step: &Step) {
+        if let Step::Target(_) = step {
+            self.reporter.on_target_planned();
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, StateStore> {
         lock(&self.state)
     }
@@ -646,8 +662,9 @@ impl Unit for Run {
                     }
                 }
                 for error in planned.failures {
-                    self.give_up_target(&step, error);
+                    self.record_target_failure(&step, error);
                 }
+                self.target_planned(&step);
                 self.report()
                     .skipped_versions
                     .extend(planned.skipped.iter().map(ToString::to_string));
@@ -672,11 +689,8 @@ impl Unit for Run {
     }
 
     fn give_up_target(&self, step: &Step, error: PlanError) {
-        tracing::error!("{error}");
-        self.report().failed_targets.push(TargetFailure {
-            target: step.to_string(),
-            reason: error.to_string(),
-        });
+        self.record_target_failure(step, error);
+        self.target_planned(step);
     }
 
     fn defer_target(&self, _step: &Step, error: &PlanError) {
