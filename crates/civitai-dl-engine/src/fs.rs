@@ -39,6 +39,16 @@ pub fn write_atomic_blocking(
     bytes: &[u8],
     durability: Durability,
 ) -> Result<(), WriteError> {
+    write_atomic_with(path, durability, |out| out.write_all(bytes))
+}
+
+/// Replace `path` atomically with what `write` puts out, streamed through a buffer: a snapshot of
+/// 100,000 records is never held in memory whole.
+pub fn write_atomic_with(
+    path: &Path,
+    durability: Durability,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), WriteError> {
     let fail = |action, at: &Path| {
         let at = at.to_path_buf();
         move |source| WriteError {
@@ -50,8 +60,12 @@ pub fn write_atomic_blocking(
     let parent = parent_dir(path);
     std::fs::create_dir_all(parent).map_err(fail("create folder", parent))?;
     let tmp = with_suffix(path, "tmp");
-    let mut file = File::create(&tmp).map_err(fail("create", &tmp))?;
-    file.write_all(bytes).map_err(fail("write", &tmp))?;
+    let file = File::create(&tmp).map_err(fail("create", &tmp))?;
+    let mut out = io::BufWriter::with_capacity(1024 * 1024, file);
+    write(&mut out).map_err(fail("write", &tmp))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| fail("write", &tmp)(e.into_error()))?;
     if durability == Durability::Durable {
         file.sync_all().map_err(fail("sync", &tmp))?;
     }

@@ -324,17 +324,20 @@ impl Planner {
         }
     }
 
-    /// Everything besides the target that decides which files a plan gives and where they go.
+    /// Everything besides the target that decides which files a plan gives and where they go,
+    /// as 16 hex digits of a SHA-256 (it is stored with every file of the state). Taken from
     /// Debug output, so a setting added later changes it by itself (and only makes a rerun ask
     /// Civitai again, never trust a record it should not).
     pub fn settings_key(&self) -> String {
-        format!(
+        use sha2::Digest;
+        let settings = format!(
             "{:?}/{:?}/{:?}/{}",
             self.selection,
             self.layout,
             self.sidecars,
             self.output.display()
-        )
+        );
+        crate::fetch::hex(&sha2::Sha256::digest(settings.as_bytes())[..8])
     }
 
     /// Tell the planner which targets it will plan, so the models they name can be fetched
