@@ -263,6 +263,23 @@ struct FileTable {
 }
 
 impl FileTable {
+    /// The table of a snapshot's records, kept in place (a key seen twice keeps its last record,
+    /// as inserting them one by one would).
+    fn from_records(records: Vec<FileRecord>) -> FileTable {
+        let mut index = HashMap::with_capacity(records.len());
+        for (position, record) in records.iter().enumerate() {
+            index.insert(record.key.clone(), position);
+        }
+        if index.len() == records.len() {
+            return FileTable { records, index };
+        }
+        let mut table = FileTable::default();
+        for record in records {
+            table.insert(record);
+        }
+        table
+    }
+
     fn get(&self, key: &str) -> Option<&FileRecord> {
         self.index.get(key).map(|&position| &self.records[position])
     }
@@ -535,27 +552,42 @@ fn acquire_lock(path: &Path) -> Result<File, StateError> {
     }
 }
 
+/// Read the snapshot straight from the file into the table: at 100,000 files, the whole file in a
+/// buffer beside the records it decodes to, and the records copied into the table, made the
+/// peak memory of a run three times the state it holds.
 fn load_snapshot(path: &Path) -> Result<(FileTable, BTreeMap<String, String>), StateError> {
-    let mut table = FileTable::default();
-    let Some(bytes) = read_if_exists(path)? else {
-        return Ok((table, BTreeMap::new()));
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(cause) if cause.kind() == io::ErrorKind::NotFound => {
+            return Ok((FileTable::default(), BTreeMap::new()));
+        }
+        Err(cause) => return Err(io_error("read", path)(cause)),
     };
-    let corrupt = |cause| StateError::CorruptSnapshot {
+    let reader = io::BufReader::with_capacity(1024 * 1024, file);
+    let unsupported = |found| StateError::UnsupportedVersion {
         path: path.to_owned(),
-        cause,
+        found,
     };
-    let probe: FormatProbe = serde_json::from_slice(&bytes).map_err(corrupt)?;
-    if probe.version != u64::from(FORMAT_VERSION) {
-        return Err(StateError::UnsupportedVersion {
-            path: path.to_owned(),
-            found: probe.version,
-        });
+    match serde_json::from_reader::<_, Snapshot>(reader) {
+        Ok(snapshot) if snapshot.version == FORMAT_VERSION => Ok((
+            FileTable::from_records(snapshot.files.into_owned()),
+            snapshot.listings.into_owned(),
+        )),
+        Ok(snapshot) => Err(unsupported(u64::from(snapshot.version))),
+        Err(cause) => {
+            // A later format may not decode as this one: say so rather than call it damaged.
+            let bytes = read_if_exists(path)?.unwrap_or_default();
+            match serde_json::from_slice::<FormatProbe>(&bytes) {
+                Ok(probe) if probe.version != u64::from(FORMAT_VERSION) => {
+                    Err(unsupported(probe.version))
+                }
+                _ => Err(StateError::CorruptSnapshot {
+                    path: path.to_owned(),
+                    cause,
+                }),
+            }
+        }
     }
-    let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(corrupt)?;
-    for record in snapshot.files.into_owned() {
-        table.insert(record);
-    }
-    Ok((table, snapshot.listings.into_owned()))
 }
 
 /// Applies the journal's complete lines to `table`; returns whether the journal held anything.
@@ -697,6 +729,24 @@ mod tests {
         assert_eq!(loaded[0].key, "130072:99");
         assert_eq!(loaded[1].key, "1:2");
         assert_eq!(reopened.path(), path);
+    }
+
+    #[test]
+    fn a_key_twice_in_a_snapshot_keeps_its_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let (first, mut last) = (record("a"), record("a"));
+        last.attempts = 7;
+        let snapshot = Snapshot {
+            version: FORMAT_VERSION,
+            files: Cow::Owned(vec![first, record("b"), last]),
+            listings: Cow::Owned(BTreeMap::new()),
+        };
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, serde_json::to_vec(&snapshot).unwrap()).unwrap();
+        let store = StateStore::open(&path).unwrap();
+        assert_eq!(store.records().count(), 2);
+        assert_eq!(store.get("a").unwrap().attempts, 7);
     }
 
     #[test]
