@@ -9,6 +9,11 @@
 #   four   four SIZE-byte files, same cap: curl one after another, aria2c -j4 -x4 -s4,
 #          civitai-dl 4 downloads x 4 segments
 #   raw    one RAW_SIZE-byte file, no cap: curl -o, curl -o + sync, civitai-dl
+#   small  100 models of 64 KiB, 100 ms per API answer: curl 8 at a time, civitai-dl at the
+#          default rate limit, and experimental with --rate-limit 100 and 8 at a time
+# The segmented rows also run civitai-dl with --rate-limit 50: at the default 5 requests/s its
+# metadata, key check and resolves wait for the limiter (about 0.2 s each), which aria2c, handed
+# resolved URLs, never does; the second row shows the transfer itself beside aria2c.
 # Each is run ROUNDS times, alternating tools; the median time is printed with our speed as a
 # ratio to each peer. A peer's time includes resolving the signed URLs (one request per file),
 # as civitai-dl's includes its metadata and resolve requests. aria2c rows are skipped when it is not installed (apt-get install aria2).
@@ -23,7 +28,7 @@ SIZE=${SIZE:-209715200}
 BW=${BW:-25000000}
 RAW_SIZE=${RAW_SIZE:-1073741824}
 ROUNDS=${ROUNDS:-3}
-WORKLOADS=${WORKLOADS:-"one four raw"}
+WORKLOADS=${WORKLOADS:-"one four raw small"}
 command -v curl >/dev/null || { echo "curl is needed for the comparison" >&2; exit 1; }
 HAVE_ARIA=$(command -v aria2c >/dev/null && echo 1 || echo 0)
 
@@ -38,11 +43,12 @@ stop_server() {
   SERVER=
 }
 
-# start_server N FILE_SIZE [BANDWIDTH]: sets API and KEY
+# start_server N FILE_SIZE [BANDWIDTH] [API_LATENCY_MS]: sets API and KEY
 start_server() {
   stop_server
   local args=(fake-server --uniform "$1" --file-size "$2")
   [ -n "${3:-}" ] && args+=(--bandwidth "$3")
+  [ -n "${4:-}" ] && args+=(--api-latency-ms "$4")
   "$BIN" "${args[@]}" >"$WORK/server.txt" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 1200); do grep -q '^fake Civitai API' "$WORK/server.txt" 2>/dev/null && break; sleep 0.1; done
@@ -101,13 +107,15 @@ for workload in $WORKLOADS; do
       if [ "$HAVE_ARIA" = 1 ]; then timed aria2c-x4 peer aria2c -q -x4 -s4 -d "$WORK/dl" -o f -- 0; fi
       timed seq ours 1000
       timed seg4 ours 1000 "${EXP[@]}" --segments 4
+      timed seg4r ours 1000 "${EXP[@]}" --segments 4 --rate-limit 50
     done
     echo; echo "one file of $((SIZE / 1048576)) MiB, storage capped at $BW B/s per connection"
     row "curl (1 connection)" curl1 "$SIZE"
     if [ "$HAVE_ARIA" = 1 ]; then row "aria2c -x4 -s4" aria2c-x4 "$SIZE"; fi
     row "civitai-dl (sequential)" seq "$SIZE"
     row "civitai-dl --segments 4 (experimental)" seg4 "$SIZE"
-    ratio seg4 aria2c-x4; ratio seg4 seq
+    row "  the same with --rate-limit 50" seg4r "$SIZE"
+    ratio seg4 aria2c-x4; ratio seg4r aria2c-x4; ratio seg4 seq
     ;;
   four)
     start_server 4 "$SIZE" "$BW"
@@ -118,12 +126,14 @@ for workload in $WORKLOADS; do
           aria2c -q -j4 -x4 -s4 -d "'"$WORK"'/dl" -i "'"$WORK"'/urls.txt"'
       fi
       timed exp4 ours 1000 1001 1002 1003 "${EXP[@]}" --max-concurrent-downloads 4 --segments 4
+      timed exp4r ours 1000 1001 1002 1003 "${EXP[@]}" --max-concurrent-downloads 4 --segments 4 --rate-limit 50
     done
     echo; echo "four files of $((SIZE / 1048576)) MiB each, same cap"
     row "curl, one after another" curl4 $((4 * SIZE))
     if [ "$HAVE_ARIA" = 1 ]; then row "aria2c -j4 -x4 -s4 (16 connections)" aria2c-j4 $((4 * SIZE)); fi
     row "civitai-dl 4 downloads x 4 segments" exp4 $((4 * SIZE))
-    ratio exp4 aria2c-j4; ratio exp4 curl4
+    row "  the same with --rate-limit 50" exp4r $((4 * SIZE))
+    ratio exp4 aria2c-j4; ratio exp4r aria2c-j4; ratio exp4 curl4
     ;;
   raw)
     start_server 1 "$RAW_SIZE"
@@ -137,6 +147,23 @@ for workload in $WORKLOADS; do
     row "curl -o; sync FILE" curlsync "$RAW_SIZE"
     row "civitai-dl (SHA-256, fsync, rename)" raw "$RAW_SIZE"
     ratio raw curlraw; ratio raw curlsync
+    ;;
+  small)
+    start_server 100 65536 "" 100
+    ids=$(seq 1000 1099)
+    for _ in $(seq 1 "$ROUNDS"); do
+      # shellcheck disable=SC2016
+      timed curl8 bash -c 'seq 0 99 | xargs -P8 -I{} bash -c '"'"'curl -s -o "$0/{}" "$(signed_url {})"'"'"' "$1"' _ "$WORK/dl"
+      # shellcheck disable=SC2086
+      timed smalldefault ours $ids
+      # shellcheck disable=SC2086
+      timed small8 ours $ids "${EXP[@]}" --rate-limit 100 --max-concurrent-api 8 --max-concurrent-downloads 8
+    done
+    echo; echo "100 models of 64 KiB, 100 ms per API answer"
+    row "curl, 8 at a time (resolve + download)" curl8 $((100 * 65536))
+    row "civitai-dl, default settings" smalldefault $((100 * 65536))
+    row "civitai-dl --rate-limit 100, 8 at a time" small8 $((100 * 65536))
+    ratio small8 curl8
     ;;
   *) echo "unknown workload $workload" >&2; exit 2 ;;
   esac
