@@ -92,12 +92,15 @@ pub enum Command {
     /// Show what would be downloaded: versions, files, sizes, hashes.
     #[command(after_help = INFO_EXAMPLES)]
     Info(InfoArgs),
-    /// Hash the model files under folders (cached, read-only) and list them.
+    /// Hash the model files under folders (cached), identify them on Civitai and list them.
     #[command(after_help = SCAN_EXAMPLES)]
     Scan(ScanArgs),
-    /// Check model files against the hashes in their .civitai.info sidecars.
+    /// Check model files against the hashes their .civitai.info sidecars or Civitai publish.
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
+    /// Say what a model file (or hash) is on Civitai, and the command that downloads it.
+    #[command(after_help = IDENTIFY_EXAMPLES)]
+    Identify(IdentifyArgs),
     /// Print shell completions (e.g. `civitai-dl completions bash > ~/.local/share/bash-completion/completions/civitai-dl`).
     Completions(CompletionsArgs),
     /// Print the man page (e.g. `civitai-dl man > ~/.local/share/man/man1/civitai-dl.1`).
@@ -135,11 +138,13 @@ Examples:
 /// Shown at the end of `scan --help`.
 const SCAN_EXAMPLES: &str = "\
 Examples:
-  civitai-dl scan ~/ComfyUI/models                           # hash every model file (cached) and list it
-  civitai-dl scan --comfy-yaml ~/ComfyUI/extra_model_paths.yaml   # the folders ComfyUI is told about
+  civitai-dl scan ~/ComfyUI/models                           # hash (cached), identify on Civitai, list
+  civitai-dl scan --comfy-yaml ~/ComfyUI/extra_model_paths.yaml --no-remote   # offline: hashes only
   civitai-dl scan ~/sd/models --hash-jobs 2 --json           # two files at once (SSDs); NDJSON events
 
-Identification on Civitai is not part of scan yet: it works offline (--no-remote is the only mode).";
+SHA-256s go to Civitai 100 per request; a file still unknown is looked up by its AutoV3 (finds
+files whose header a tool rewrote). A failed lookup (429, 5xx, maintenance) leaves a file pending
+for the next scan; matched and unmatched files are not asked again (--retry-unmatched asks again).";
 
 /// Shown at the end of `verify --help`.
 const VERIFY_EXAMPLES: &str = "\
@@ -149,7 +154,17 @@ Examples:
   civitai-dl verify --quarantine ~/sd/models                 # move mismatches to <folder>/.civitai-dl/quarantine/
 
 Verdicts: ok, ok-tensor (header edited, weights intact), mismatch, no-published-hash, unknown (no
-sidecar), missing. Exit 0 only when every file is ok or ok-tensor.";
+sidecar), missing. The expected hash comes from the .civitai.info, else (for a file scan identified)
+from Civitai, unless --no-remote. Exit 0 only when every file is ok or ok-tensor.";
+
+/// Shown at the end of `identify --help`.
+const IDENTIFY_EXAMPLES: &str = "\
+Examples:
+  civitai-dl identify some.safetensors                       # hashed once (the scan cache is used)
+  civitai-dl identify 3A5B0C1D2E3F                           # any hash kind: SHA256, AutoV2, AutoV3
+  civitai-dl identify --json a.safetensors b.ckpt
+
+Exit 1 when something was not found on Civitai.";
 
 /// The hash cache the library commands read and fill.
 #[derive(Debug, Args)]
@@ -180,10 +195,25 @@ pub struct ScanArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = limits::HASH_JOBS.parser::<usize>())]
     pub hash_jobs: usize,
 
-    /// Do not ask Civitai what the files are. For now this is the only mode: scan hashes and
-    /// lists, identification comes in a later release.
+    /// Do not ask Civitai what the files are: hash and list only (no config or network needed).
     #[arg(long)]
     pub no_remote: bool,
+
+    /// Ask Civitai again about files it did not know last time (they are skipped otherwise).
+    #[arg(long, conflicts_with = "no_remote")]
+    pub retry_unmatched: bool,
+}
+
+/// `civitai-dl identify`.
+#[derive(Debug, Args)]
+pub struct IdentifyArgs {
+    /// Model files, or hashes (SHA256, AutoV2, AutoV3, BLAKE3).
+    #[arg(value_name = "FILE|HASH", required = true)]
+    pub items: Vec<String>,
+
+    /// The hash cache (a file hashed before is not read again).
+    #[command(flatten)]
+    pub index: IndexArgs,
 }
 
 /// `civitai-dl verify`.
@@ -202,6 +232,10 @@ pub struct VerifyArgs {
     /// never overwrites).
     #[arg(long)]
     pub quarantine: bool,
+
+    /// Judge by sidecars only: never ask Civitai for a published hash.
+    #[arg(long)]
+    pub no_remote: bool,
 
     /// The hash cache.
     #[command(flatten)]
