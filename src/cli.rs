@@ -139,6 +139,7 @@ Examples:
 const SCAN_EXAMPLES: &str = "\
 Examples:
   civitai-dl scan ~/ComfyUI/models                           # hash (cached), identify on Civitai, list
+  civitai-dl scan ~/sd/models --write-sidecars civitai-info,a1111-json,lm-metadata
   civitai-dl scan --comfy-yaml ~/ComfyUI/extra_model_paths.yaml --no-remote   # offline: hashes only
   civitai-dl scan ~/sd/models --hash-jobs 2 --json           # two files at once (SSDs); NDJSON events
 
@@ -202,6 +203,16 @@ pub struct ScanArgs {
     /// Ask Civitai again about files it did not know last time (they are skipped otherwise).
     #[arg(long, conflicts_with = "no_remote")]
     pub retry_unmatched: bool,
+
+    /// Beside each identified file, write these sidecars where they are missing (an existing
+    /// one is never touched): civitai-info, a1111-json, lm-metadata.
+    #[arg(
+        long,
+        value_name = "KIND,...",
+        value_delimiter = ',',
+        conflicts_with = "no_remote"
+    )]
+    pub write_sidecars: Vec<SidecarKind>,
 }
 
 /// `civitai-dl identify`.

@@ -11,6 +11,7 @@ mod identify;
 mod info;
 mod reference;
 mod scan;
+mod scan_sidecars;
 mod verify;
 
 use std::path::Path;

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Exit, build_api, usage, watch_ctrl_c};
+use super::{Exit, build_api, scan_sidecars, usage, watch_ctrl_c};
 use crate::cli::{IndexArgs, ScanArgs};
 use crate::settings::Settings;
 use crate::ui::library::{LibraryView, scan_summary, summary_event};
@@ -23,7 +23,7 @@ use crate::ui::output;
 use crate::ui::progress::Progress;
 use civitai_dl_engine::observe::metrics::Metrics;
 use civitai_dl_library::comfy;
-use civitai_dl_library::identify::{IdentifySummary, identify};
+use civitai_dl_library::identify::{Identification, IdentifySummary, identify};
 use civitai_dl_library::index::{Index, MatchStatus};
 use civitai_dl_library::scan::{ScanOptions, ScanSummary};
 
@@ -52,16 +52,38 @@ pub(super) async fn scan(
     .await
     .context("the scan thread failed")?;
     let summary = summary?;
+    let mut sidecars = None;
     let identified = match &settings {
         Some(settings) if !summary.stopped => {
             let unidentified = index.unidentified(&summary.roots, args.retry_unmatched)?;
-            let found = if unidentified.is_empty() {
-                IdentifySummary::default()
+            let needs_api = !unidentified.is_empty() || !args.write_sidecars.is_empty();
+            let api = if needs_api {
+                Some(build_api(settings, cancel, Arc::new(Metrics::new()), None)?)
             } else {
-                let api = build_api(settings, cancel, Arc::new(Metrics::new()), None)?;
-                identify(&mut index, &api, &unidentified, view.as_ref(), &stop).await?
+                None
             };
-            Some(found)
+            let found = match &api {
+                Some(api) if !unidentified.is_empty() => {
+                    identify(&mut index, api, &unidentified, view.as_ref(), &stop).await?
+                }
+                _ => Identification::default(),
+            };
+            if let Some(api) = &api
+                && !args.write_sidecars.is_empty()
+                && !found.summary.stopped
+            {
+                sidecars = Some(
+                    scan_sidecars::write_missing(
+                        api,
+                        &index,
+                        &summary.roots,
+                        &args.write_sidecars,
+                        &found.versions,
+                    )
+                    .await?,
+                );
+            }
+            Some(found.summary)
         }
         _ => None,
     };
@@ -71,13 +93,19 @@ pub(super) async fn scan(
     let statuses = statuses(&index, &summary.roots)?;
     eprintln!("{}", scan_summary(&summary, started.elapsed(), &index_path));
     eprintln!("{}", identify_line(&statuses, identified.as_ref()));
+    if let Some(counts) = &sidecars {
+        eprintln!(
+            "sidecars: {} written, {} identified files had them all, {} not written",
+            counts.written, counts.complete, counts.failed
+        );
+    }
     if json {
         output::line(summary_event(
             &summary,
             json!({"index": index_path, "matched": statuses.matched,
                 "unmatched": statuses.unmatched, "pending": statuses.pending,
                 "identify": if identified.is_some() { "remote" } else { "offline" },
-                "asked": identified.as_ref().map_or(0, |i| i.asked)}),
+                "asked": identified.as_ref().map_or(0, |i| i.asked), "sidecars": sidecars}),
         ))?;
     }
     let stopped = summary.stopped || identified.as_ref().is_some_and(|i| i.stopped);

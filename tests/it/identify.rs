@@ -70,6 +70,20 @@ fn local_copy(file: &FakeFile, path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// [`Catalog::uniform`] with a local copy of each of its files in `dir`, and those files.
+fn uniform_copies(count: usize, size: u64, dir: &Path) -> (Catalog, Vec<FakeFile>) {
+    let catalog = Catalog::uniform(count, size);
+    let files: Vec<FakeFile> = catalog
+        .models
+        .iter()
+        .map(|m| m.versions[0].files[0].clone())
+        .collect();
+    for file in &files {
+        local_copy(file, &dir.join(&file.name));
+    }
+    (catalog, files)
+}
+
 fn start(catalog: Catalog, knobs: Knobs) -> FakeCivitai {
     FakeCivitai::start_in_background(catalog, knobs).expect("fake Civitai starts")
 }
@@ -95,12 +109,8 @@ fn tensors_catalog() -> Catalog {
 
 #[test]
 fn two_hundred_fifty_local_files_take_three_posts_and_a_warm_rescan_asks_nothing() {
-    let catalog = Catalog::uniform(250, 1_000);
     let sandbox = Sandbox::new();
-    for model in &catalog.models {
-        let file = &model.versions[0].files[0];
-        local_copy(file, &sandbox.out.join("loras").join(&file.name));
-    }
+    let (catalog, _) = uniform_copies(250, 1_000, &sandbox.out.join("loras"));
     std::fs::write(sandbox.out.join("loras/mine.ckpt"), [3; 5_000]).unwrap();
     let server = start(catalog, Knobs::default());
 
@@ -179,12 +189,8 @@ fn a_header_edited_safetensors_copy_is_matched_by_its_autov3() {
 /// A batch route that keeps failing the way `fault` does leaves every file pending; once it
 /// answers again, the next scan matches them.
 fn failing_batches_leave_files_pending(fault: BatchFault) {
-    let catalog = Catalog::uniform(3, 1_000);
     let sandbox = Sandbox::new();
-    for model in &catalog.models {
-        let file = &model.versions[0].files[0];
-        local_copy(file, &sandbox.out.join(&file.name));
-    }
+    let (catalog, _) = uniform_copies(3, 1_000, &sandbox.out);
     // Every attempt of the first scan (the first try and one per retry wait) fails.
     let attempts = FAST_RETRIES.split(',').count() as u32 + 1;
     let server = start(
@@ -292,16 +298,8 @@ fn identify_names_a_file_and_a_hash_and_the_command_that_fetches_them() {
 
 #[test]
 fn verify_takes_the_published_hash_from_civitai_when_no_sidecar_gives_one() {
-    let catalog = Catalog::uniform(2, 2_000);
     let sandbox = Sandbox::new();
-    let files: Vec<FakeFile> = catalog
-        .models
-        .iter()
-        .map(|m| m.versions[0].files[0].clone())
-        .collect();
-    for file in &files {
-        local_copy(file, &sandbox.out.join(&file.name));
-    }
+    let (catalog, files) = uniform_copies(2, 2_000, &sandbox.out);
     let server = start(catalog, Knobs::default());
     let (ran, events) = scan(&server, &sandbox, &[]);
     ran.expect_code(0);
@@ -344,4 +342,82 @@ fn verify_takes_the_published_hash_from_civitai_when_no_sidecar_gives_one() {
     let ran = run(cmd);
     ran.expect_code(1);
     assert!(ran.stdout.contains("\"unknown\""), "{}", ran.stdout);
+}
+
+#[test]
+fn write_sidecars_writes_every_missing_kind_and_never_touches_an_existing_one() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.out.join("Lora");
+    let (catalog, _) = uniform_copies(2, 2_000, &dir);
+    let card = dir.join("uniform_lora_0.json");
+    std::fs::write(&card, "{\"notes\": \"mine\"}").unwrap();
+    let other_info = dir.join("uniform_lora_1.civitai.info");
+    std::fs::write(&other_info, "{\"id\": 9999, \"name\": \"another tool's\"}").unwrap();
+    let server = start(catalog, Knobs::default());
+    let kinds = ["--write-sidecars", "civitai-info,a1111-json,lm-metadata"];
+
+    let (ran, events) = scan(&server, &sandbox, &kinds);
+    ran.expect_code(0);
+    assert_eq!(statuses(&events), (2, 0, 0), "{}", ran.stderr);
+    let sidecars = &summary(&events)["sidecars"];
+    assert_eq!(
+        (&sidecars["written"], &sidecars["failed"]),
+        (&4.into(), &0.into()),
+        "{sidecars}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&card).unwrap(),
+        "{\"notes\": \"mine\"}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&other_info).unwrap(),
+        "{\"id\": 9999, \"name\": \"another tool's\"}"
+    );
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    let info = read("uniform_lora_0.civitai.info");
+    assert_eq!(info["id"], 2000);
+    assert_eq!(info["model"]["name"], "Uniform LoRA 0");
+    let lm = read("uniform_lora_1.metadata.json");
+    assert_eq!(lm["sha256"], server.sha256_of(3001).unwrap().to_lowercase());
+    assert_eq!(lm["size"], 2_000);
+    assert_eq!(
+        read("uniform_lora_0.metadata.json")["model_name"],
+        "Uniform LoRA 0"
+    );
+    assert!(read("uniform_lora_1.json").get("sd version").is_some());
+    let after_first = server.stats().api_requests();
+    assert_eq!(
+        server
+            .stats()
+            .requests_to("GET /api/v1/model-versions/{id}"),
+        0,
+        "the lookup's answers give the version JSON"
+    );
+
+    let (again, events) = scan(&server, &sandbox, &kinds);
+    again.expect_code(0);
+    assert_eq!(summary(&events)["sidecars"]["written"], 0);
+    assert_eq!(
+        server.stats().api_requests(),
+        after_first,
+        "nothing missing, nothing asked"
+    );
+
+    std::fs::remove_file(dir.join("uniform_lora_0.metadata.json")).unwrap();
+    let (refill, events) = scan(&server, &sandbox, &kinds);
+    refill.expect_code(0);
+    assert_eq!(summary(&events)["sidecars"]["written"], 1);
+    assert_eq!(
+        server
+            .stats()
+            .requests_to("GET /api/v1/model-versions/{id}"),
+        1,
+        "a file matched earlier has its version fetched once"
+    );
+    assert_eq!(
+        read("uniform_lora_0.metadata.json")["model_name"],
+        "Uniform LoRA 0"
+    );
 }

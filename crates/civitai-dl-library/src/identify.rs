@@ -71,6 +71,16 @@ impl IdentifySummary {
     }
 }
 
+/// What an identify step learnt: the counts, and every version Civitai answered with (for
+/// sidecars, which would otherwise cost a request per version).
+#[derive(Debug, Default)]
+pub struct Identification {
+    /// The counts.
+    pub summary: IdentifySummary,
+    /// The versions the answers held, by id.
+    pub versions: HashMap<u64, Arc<WithRaw<ModelVersion>>>,
+}
+
 /// The events of an identify step.
 pub trait IdentifyReporter: Send + Sync {
     /// A file's outcome is known and recorded.
@@ -93,8 +103,9 @@ pub async fn identify(
     files: &[Unidentified],
     reporter: &dyn IdentifyReporter,
     stop: &AtomicBool,
-) -> Result<IdentifySummary, IndexError> {
-    let mut summary = IdentifySummary::default();
+) -> Result<Identification, IndexError> {
+    let mut found = Identification::default();
+    let summary = &mut found.summary;
     let mut by_hash: HashMap<String, Vec<&Unidentified>> = HashMap::new();
     let mut order = Vec::new();
     for file in files {
@@ -108,7 +119,7 @@ pub async fn identify(
     for batch in order.chunks(SHA256_BATCH) {
         if stop.load(Ordering::Relaxed) {
             summary.stopped = true;
-            return Ok(summary);
+            return Ok(found);
         }
         let answers = api.lookup_sha256(batch).await;
         let versions: HashMap<u64, Arc<WithRaw<ModelVersion>>> = answers
@@ -143,12 +154,13 @@ pub async fn identify(
                 );
             }
         }
-        settle(index, done, reporter, &mut summary)?;
+        settle(index, done, reporter, summary)?;
+        found.versions.extend(versions);
     }
     for file in for_autov3 {
         if stop.load(Ordering::Relaxed) {
             summary.stopped = true;
-            return Ok(summary);
+            return Ok(found);
         }
         let Some(autov3) = &file.autov3 else { continue };
         let answer = api.version_by_hash(autov3).await;
@@ -163,10 +175,11 @@ pub async fn identify(
             index,
             vec![outcome_of(file, &outcome, MatchedBy::Autov3, &versions)],
             reporter,
-            &mut summary,
+            summary,
         )?;
+        found.versions.extend(versions);
     }
-    Ok(summary)
+    Ok(found)
 }
 
 /// Commit `done`, then report and count it.
