@@ -110,13 +110,15 @@ fn tensors_catalog() -> Catalog {
 #[test]
 fn two_hundred_fifty_local_files_take_three_posts_and_a_warm_rescan_asks_nothing() {
     let sandbox = Sandbox::new();
-    let (catalog, _) = uniform_copies(250, 1_000, &sandbox.out.join("loras"));
+    let (catalog, files) = uniform_copies(250, 1_000, &sandbox.out.join("loras"));
+    // The same bytes under another name: asked about once, matched twice.
+    local_copy(&files[0], &sandbox.out.join("backup/copy.safetensors"));
     std::fs::write(sandbox.out.join("loras/mine.ckpt"), [3; 5_000]).unwrap();
     let server = start(catalog, Knobs::default());
 
     let (cold, events) = scan(&server, &sandbox, &[]);
     cold.expect_code(0);
-    assert_eq!(statuses(&events), (250, 1, 0), "{}", cold.stderr);
+    assert_eq!(statuses(&events), (251, 1, 0), "{}", cold.stderr);
     assert_eq!(server.stats().requests_to(BATCH_ROUTE), 3);
     assert_eq!(server.stats().api_requests(), 3, "nothing but the batches");
     let first = identity(&events, "uniform_lora_0.safetensors");
@@ -130,11 +132,12 @@ fn two_hundred_fifty_local_files_take_three_posts_and_a_warm_rescan_asks_nothing
     assert_eq!(first["matched_by"], "sha256");
     assert_eq!(identity(&events, "mine.ckpt")["status"], "unmatched");
     let identified = events.iter().filter(|e| e["event"] == "identified").count();
-    assert_eq!(identified, 251, "one event per file asked about");
+    assert_eq!(identified, 252, "one event per file asked about");
+    assert_eq!(identity(&events, "copy.safetensors")["version_id"], 2000);
 
     let (warm, events) = scan(&server, &sandbox, &[]);
     warm.expect_code(0);
-    assert_eq!(statuses(&events), (250, 1, 0));
+    assert_eq!(statuses(&events), (251, 1, 0));
     assert_eq!(
         server.stats().api_requests(),
         3,
@@ -148,7 +151,7 @@ fn two_hundred_fifty_local_files_take_three_posts_and_a_warm_rescan_asks_nothing
 
     let (retry, events) = scan(&server, &sandbox, &["--retry-unmatched"]);
     retry.expect_code(0);
-    assert_eq!(statuses(&events), (250, 1, 0));
+    assert_eq!(statuses(&events), (251, 1, 0));
     assert_eq!(
         server.stats().requests_to(BATCH_ROUTE),
         4,
@@ -420,4 +423,36 @@ fn write_sidecars_writes_every_missing_kind_and_never_touches_an_existing_one() 
         read("uniform_lora_0.metadata.json")["model_name"],
         "Uniform LoRA 0"
     );
+}
+
+#[test]
+fn the_same_bytes_in_two_versions_match_the_version_a_sidecar_names_else_the_lowest() {
+    let twin = |id| FakeFile {
+        seed: 5,
+        ..FakeFile::new(id, "twin.safetensors", 3_000)
+    };
+    let catalog = Catalog {
+        models: vec![FakeModel::new(
+            1,
+            "Twins",
+            "LORA",
+            vec![
+                FakeVersion::new(11, "v2", vec![twin(110)]),
+                FakeVersion::new(10, "v1", vec![twin(100)]),
+            ],
+        )],
+        valid_keys: Vec::new(),
+    };
+    let sandbox = Sandbox::new();
+    local_copy(&twin(100), &sandbox.out.join("a/twin.safetensors"));
+    local_copy(&twin(100), &sandbox.out.join("b/twin.safetensors"));
+    std::fs::write(sandbox.out.join("b/twin.civitai.info"), "{\"id\": 11}").unwrap();
+    let server = start(catalog, Knobs::default());
+
+    let (ran, events) = scan(&server, &sandbox, &[]);
+    ran.expect_code(0);
+    assert_eq!(statuses(&events), (2, 0, 0), "{}", ran.stderr);
+    assert_eq!(identity(&events, "a/twin.safetensors")["version_id"], 10);
+    assert_eq!(identity(&events, "b/twin.safetensors")["version_id"], 11);
+    assert_eq!(server.stats().api_requests(), 1);
 }

@@ -127,31 +127,17 @@ pub async fn identify(
             .iter()
             .map(|v| (v.value.id, Arc::new(v.clone())))
             .collect();
-        let preferred = |hash: &str| {
-            by_hash
-                .get(hash)?
-                .iter()
-                .find_map(|file| sidecar_version(&file.path))
-        };
-        let outcomes = match_hashes(batch, &answers, preferred);
+        let outcomes = match_hashes(batch, &answers, |_| None);
         let mut done = Vec::new();
         for (hash, outcome) in batch.iter().zip(outcomes) {
             let paths = by_hash.get(hash).map(Vec::as_slice).unwrap_or_default();
-            if outcome == HashMatch::Unmatched {
-                let (with_autov3, without): (Vec<&Unidentified>, Vec<&Unidentified>) =
-                    paths.iter().partition(|f| f.autov3.is_some());
-                for_autov3.extend(with_autov3);
-                done.extend(
-                    without
-                        .into_iter()
-                        .map(|file| outcome_of(file, &outcome, MatchedBy::Sha256, &versions)),
-                );
-            } else {
-                done.extend(
-                    paths
-                        .iter()
-                        .map(|file| outcome_of(file, &outcome, MatchedBy::Sha256, &versions)),
-                );
+            for &file in paths {
+                if outcome == HashMatch::Unmatched && file.autov3.is_some() {
+                    for_autov3.push(file);
+                } else {
+                    let outcome = preferring_sidecar(&outcome, &file.path);
+                    done.push(outcome_of(file, &outcome, MatchedBy::Sha256, &versions));
+                }
             }
         }
         settle(index, done, reporter, summary)?;
@@ -179,7 +165,24 @@ pub async fn identify(
         )?;
         found.versions.extend(versions);
     }
+    // A stop during the last lookup failed it (pending); the caller must still hear of it.
+    found.summary.stopped |= stop.load(Ordering::Relaxed);
     Ok(found)
+}
+
+/// `outcome` with the version the sidecar beside `path` names chosen, when it is a candidate:
+/// each copy of the same bytes keeps the version its own sidecar says it is.
+fn preferring_sidecar(outcome: &HashMatch, path: &Path) -> HashMatch {
+    if let HashMatch::Matched { candidates, .. } = outcome
+        && let Some(named) = sidecar_version(path)
+        && let Some(chosen) = candidates.iter().find(|c| c.version_id == named)
+    {
+        return HashMatch::Matched {
+            chosen: *chosen,
+            candidates: candidates.clone(),
+        };
+    }
+    outcome.clone()
 }
 
 /// Commit `done`, then report and count it.
@@ -255,6 +258,34 @@ pub fn identity_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_copy_keeps_the_version_its_own_sidecar_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (named, plain) = (dir.path().join("a.pt"), dir.path().join("b.pt"));
+        std::fs::write(dir.path().join("a.civitai.info"), r#"{"id": 11}"#).unwrap();
+        let at = |version_id| FileRef {
+            version_id,
+            file_id: version_id * 10,
+            model_id: Some(1),
+        };
+        let both = HashMatch::Matched {
+            chosen: at(10),
+            candidates: vec![at(10), at(11)],
+        };
+        let chosen = |outcome: HashMatch| match outcome {
+            HashMatch::Matched { chosen, .. } => chosen.version_id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(chosen(preferring_sidecar(&both, &named)), 11);
+        assert_eq!(chosen(preferring_sidecar(&both, &plain)), 10);
+        std::fs::write(dir.path().join("b.civitai.info"), r#"{"id": 99}"#).unwrap();
+        assert_eq!(
+            chosen(preferring_sidecar(&both, &plain)),
+            10,
+            "a version that is no candidate changes nothing"
+        );
+    }
 
     #[test]
     fn a_sidecar_names_its_version_by_id() {
