@@ -139,7 +139,7 @@ Examples:
 const SCAN_EXAMPLES: &str = "\
 Examples:
   civitai-dl scan ~/ComfyUI/models                           # hash (cached), identify on Civitai, list
-  civitai-dl scan ~/sd/models --write-sidecars civitai-info,a1111-json,lm-metadata
+  civitai-dl scan ~/sd/models --write-sidecars civitai-info,a1111-json,lm-metadata,preview
   civitai-dl scan --comfy-yaml ~/ComfyUI/extra_model_paths.yaml --no-remote   # offline: hashes only
   civitai-dl scan ~/sd/models --hash-jobs 2 --json           # two files at once (SSDs); NDJSON events
 
@@ -205,14 +205,40 @@ pub struct ScanArgs {
     pub retry_unmatched: bool,
 
     /// Beside each identified file, write these sidecars where they are missing (an existing
-    /// one is never touched): civitai-info, a1111-json, lm-metadata.
+    /// one is never touched).
     #[arg(
         long,
+        value_enum,
         value_name = "KIND,...",
         value_delimiter = ',',
         conflicts_with = "no_remote"
     )]
-    pub write_sidecars: Vec<SidecarKind>,
+    pub write_sidecars: Vec<ScanSidecar>,
+}
+
+/// What `scan --write-sidecars` can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanSidecar {
+    /// `<stem>.civitai.info` (Civitai Helper, SwarmUI).
+    CivitaiInfo,
+    /// `<stem>.json`, the A1111 / Forge card.
+    A1111Json,
+    /// `<stem>.metadata.json` (ComfyUI-Lora-Manager).
+    LmMetadata,
+    /// `<stem>.preview.<ext>`: the version's first image, named by its bytes' format.
+    Preview,
+}
+
+impl ScanSidecar {
+    /// The metadata format, for all but the preview.
+    pub fn format(self) -> Option<SidecarKind> {
+        match self {
+            ScanSidecar::CivitaiInfo => Some(SidecarKind::CivitaiInfo),
+            ScanSidecar::A1111Json => Some(SidecarKind::A1111Json),
+            ScanSidecar::LmMetadata => Some(SidecarKind::LmMetadata),
+            ScanSidecar::Preview => None,
+        }
+    }
 }
 
 /// `civitai-dl identify`.

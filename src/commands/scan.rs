@@ -21,6 +21,8 @@ use crate::settings::Settings;
 use crate::ui::library::{LibraryView, scan_summary, summary_event};
 use crate::ui::output;
 use crate::ui::progress::Progress;
+use civitai_dl_engine::civitai::ApiClient;
+use civitai_dl_engine::fetch::{DownloadOptions, Downloader};
 use civitai_dl_engine::observe::metrics::Metrics;
 use civitai_dl_library::comfy;
 use civitai_dl_library::identify::{Identification, IdentifySummary, identify};
@@ -58,7 +60,12 @@ pub(super) async fn scan(
             let unidentified = index.unidentified(&summary.roots, args.retry_unmatched)?;
             let needs_api = !unidentified.is_empty() || !args.write_sidecars.is_empty();
             let api = if needs_api {
-                Some(build_api(settings, cancel, Arc::new(Metrics::new()), None)?)
+                Some(build_api(
+                    settings,
+                    cancel.clone(),
+                    Arc::new(Metrics::new()),
+                    None,
+                )?)
             } else {
                 None
             };
@@ -72,9 +79,11 @@ pub(super) async fn scan(
                 && !args.write_sidecars.is_empty()
                 && !found.summary.stopped
             {
+                let downloader = previews_downloader(settings, api, &cancel)?;
                 sidecars = Some(
                     scan_sidecars::write_missing(
                         api,
+                        &downloader,
                         &index,
                         &summary.roots,
                         &args.write_sidecars,
@@ -114,6 +123,32 @@ pub(super) async fn scan(
     } else {
         exit(&summary)
     })
+}
+
+/// The downloader previews are fetched with: download's network settings, one connection.
+fn previews_downloader(
+    settings: &Settings,
+    api: &Arc<ApiClient>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Downloader> {
+    let options = DownloadOptions {
+        accept_hash_mismatch: false,
+        min_speed: settings.network.min_speed,
+        min_speed_window: settings.network.min_speed_window,
+        connect_timeout: settings.network.connect_timeout,
+        read_timeout: settings.network.read_timeout,
+        segments: 1,
+        segment_threshold: u64::MAX,
+        connections: 1,
+    };
+    Downloader::new(
+        api.clone(),
+        settings.retry.clone(),
+        options,
+        cancel.clone(),
+        Arc::new(Metrics::new()),
+    )
+    .context("cannot set up the HTTP client")
 }
 
 /// How the files under the scanned roots stand, identification-wise.

@@ -2,6 +2,11 @@
 //! from what identification learnt. Only missing sidecars are written; one that exists (the
 //! user's card, another tool's record) is never touched, whatever it holds.
 //!
+//! A preview is the version's first image (images before videos, as `download` picks), fetched
+//! through the download path (limiter, retries, a staging name) and named
+//! `<stem>.preview.<ext>` by its bytes' format; it is fetched before the metadata, so LoRA
+//! Manager's record names it.
+//!
 //! The content comes from the engine's writers, exactly as `download` writes it. The version JSON
 //! is the one the lookup answered with; for files matched by an earlier scan it is fetched once per
 //! version (`GET /model-versions/{id}`), and each parent model once, a hundred per request
@@ -11,12 +16,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use civitai_dl_engine::civitai::wire::ModelVersion;
 use civitai_dl_engine::civitai::{ApiClient, PAGE_LIMIT, WithRaw};
-use civitai_dl_engine::sidecar::{OnDisk, SidecarKind, SidecarPlan, write_all};
+use civitai_dl_engine::fetch::{Connections, Downloader};
+use civitai_dl_engine::observe::NoProgress;
+use civitai_dl_engine::plan::naming::sidecar_path;
+use civitai_dl_engine::plan::{FileKind, PlannedFile, Source, preview_candidates, preview_path};
+use civitai_dl_engine::sidecar::preview;
+use civitai_dl_engine::sidecar::{OnDisk, SavedPreview, SidecarKind, SidecarPlan, write_all};
 use civitai_dl_library::index::{Index, MatchStatus, MatchedBy};
+
+use crate::cli::ScanSidecar;
 
 /// What writing sidecars did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -39,18 +52,23 @@ struct Lacking {
     file_id: u64,
     model_id: Option<u64>,
     kinds: Vec<SidecarKind>,
+    preview: bool,
 }
 
-/// Write the missing `kinds` beside every matched file under `roots`.
+/// Write the missing `wanted` beside every matched file under `roots`; previews are fetched
+/// with `downloader`.
 pub(super) async fn write_missing(
     api: &ApiClient,
+    downloader: &Downloader,
     index: &Index,
     roots: &[PathBuf],
-    kinds: &[SidecarKind],
+    wanted: &[ScanSidecar],
     known: &HashMap<u64, Arc<WithRaw<ModelVersion>>>,
 ) -> anyhow::Result<SidecarCounts> {
+    let kinds: Vec<SidecarKind> = wanted.iter().filter_map(|w| w.format()).collect();
+    let wants_preview = wanted.contains(&ScanSidecar::Preview);
     let mut counts = SidecarCounts::default();
-    let mut lacking = Vec::new();
+    let mut lacking: Vec<Lacking> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for root in roots {
         for (path, row) in index.rows_under(root)? {
@@ -70,7 +88,8 @@ pub(super) async fn write_missing(
                 .copied()
                 .filter(|kind| kind.path(&path).symlink_metadata().is_err())
                 .collect();
-            if missing.is_empty() {
+            let preview = wants_preview && existing_preview(&path).is_none();
+            if missing.is_empty() && !preview {
                 counts.complete += 1;
                 continue;
             }
@@ -83,6 +102,7 @@ pub(super) async fn write_missing(
                 file_id,
                 model_id: identity.model_id,
                 kinds: missing,
+                preview,
             });
         }
     }
@@ -96,9 +116,22 @@ pub(super) async fn write_missing(
         .map_or(0.0, |d| d.as_secs_f64());
     for file in lacking {
         let Some(version) = versions.get(&file.version_id) else {
-            counts.failed += file.kinds.len() as u64;
+            counts.failed += file.kinds.len() as u64 + u64::from(file.preview);
             continue;
         };
+        let preview = if file.preview {
+            let saved = fetch_preview(downloader, &file.path, version).await;
+            match &saved {
+                Some(_) => counts.written += 1,
+                None => counts.failed += 1,
+            }
+            saved
+        } else {
+            existing_preview(&file.path)
+        };
+        if file.kinds.is_empty() {
+            continue;
+        }
         let plan = SidecarPlan {
             kinds: file.kinds.clone(),
             version: version.clone(),
@@ -111,7 +144,7 @@ pub(super) async fn write_missing(
             size: file.size,
             sha256: file.sha256.clone(),
             verified: file.verified,
-            preview: None,
+            preview,
             now_unix,
             now_rfc3339: civitai_dl_engine::state::now_rfc3339(),
         };
@@ -179,4 +212,66 @@ async fn models_of(api: &ApiClient, lacking: &[Lacking]) -> HashMap<u64, Arc<Val
         }
     }
     models
+}
+
+/// The preview a model file has already (ours, in any format), so it is not fetched again and
+/// LoRA Manager's record can name it.
+fn existing_preview(model: &std::path::Path) -> Option<SavedPreview> {
+    preview::existing(model, 0).map(|path| SavedPreview {
+        path,
+        nsfw_level: 0,
+    })
+}
+
+/// Fetch the version's first image beside `model` and name it by its bytes; `None` (with a
+/// warning) when there is none or it cannot be had.
+async fn fetch_preview(
+    downloader: &Downloader,
+    model: &std::path::Path,
+    version: &Value,
+) -> Option<SavedPreview> {
+    let parsed = ModelVersion::deserialize(version).ok()?;
+    let Some(candidate) = preview_candidates(&parsed).into_iter().next() else {
+        tracing::info!(
+            "{}: its version has no image for a preview",
+            model.display()
+        );
+        return None;
+    };
+    let staged = PlannedFile {
+        label: format!("{} preview", model.display()),
+        source: Source::Direct(candidate.url.clone()),
+        dest: sidecar_path(model, "preview-candidate-0.download"),
+        expected_size: None,
+        expected_sha256: None,
+        known_sha256: None,
+        kind: FileKind::Preview,
+        replace_existing: true,
+    };
+    if let Err(error) = downloader
+        .download_file(&staged, &NoProgress, Connections::One)
+        .await
+    {
+        tracing::warn!("{}: {error}", staged.label);
+        return None;
+    }
+    let head = preview::read_head(&staged.dest);
+    let Some(media) = head.as_deref().and_then(preview::sniff) else {
+        tracing::warn!(
+            "{}: its bytes are no image or video format civitai-dl knows; not saved",
+            staged.label
+        );
+        let _ = std::fs::remove_file(&staged.dest);
+        return None;
+    };
+    let path = preview_path(model, 0, media.extension());
+    if let Err(error) = std::fs::rename(&staged.dest, &path) {
+        tracing::warn!("{}: not saved as {}: {error}", staged.label, path.display());
+        let _ = std::fs::remove_file(&staged.dest);
+        return None;
+    }
+    Some(SavedPreview {
+        path,
+        nsfw_level: candidate.nsfw_level,
+    })
 }

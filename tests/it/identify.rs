@@ -8,7 +8,7 @@ use std::process::Command;
 
 use civitai_dl_fake::{
     BatchFault, Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, FileBytes, FileContent,
-    Knobs,
+    ImageFormat, Knobs,
 };
 use serde_json::Value;
 
@@ -351,13 +351,22 @@ fn verify_takes_the_published_hash_from_civitai_when_no_sidecar_gives_one() {
 fn write_sidecars_writes_every_missing_kind_and_never_touches_an_existing_one() {
     let sandbox = Sandbox::new();
     let dir = sandbox.out.join("Lora");
-    let (catalog, _) = uniform_copies(2, 2_000, &dir);
+    let (mut catalog, _) = uniform_copies(2, 2_000, &dir);
+    for model in &mut catalog.models {
+        model.versions[0].images = 1;
+        model.versions[0].image_formats = vec![ImageFormat::Png];
+    }
+    let own_preview = dir.join("uniform_lora_1.preview.jpeg");
+    std::fs::write(&own_preview, b"\xFF\xD8\xFF\xE0 someone's preview").unwrap();
     let card = dir.join("uniform_lora_0.json");
     std::fs::write(&card, "{\"notes\": \"mine\"}").unwrap();
     let other_info = dir.join("uniform_lora_1.civitai.info");
     std::fs::write(&other_info, "{\"id\": 9999, \"name\": \"another tool's\"}").unwrap();
     let server = start(catalog, Knobs::default());
-    let kinds = ["--write-sidecars", "civitai-info,a1111-json,lm-metadata"];
+    let kinds = [
+        "--write-sidecars",
+        "civitai-info,a1111-json,lm-metadata,preview",
+    ];
 
     let (ran, events) = scan(&server, &sandbox, &kinds);
     ran.expect_code(0);
@@ -365,8 +374,16 @@ fn write_sidecars_writes_every_missing_kind_and_never_touches_an_existing_one() 
     let sidecars = &summary(&events)["sidecars"];
     assert_eq!(
         (&sidecars["written"], &sidecars["failed"]),
-        (&4.into(), &0.into()),
-        "{sidecars}"
+        (&5.into(), &0.into()),
+        "{sidecars}: 3 beside the first file, 2 beside the second"
+    );
+    assert!(
+        dir.join("uniform_lora_0.preview.png").is_file(),
+        "named by its bytes"
+    );
+    assert_eq!(
+        std::fs::read(&own_preview).unwrap(),
+        b"\xFF\xD8\xFF\xE0 someone's preview"
     );
     assert_eq!(
         std::fs::read_to_string(&card).unwrap(),
@@ -385,9 +402,13 @@ fn write_sidecars_writes_every_missing_kind_and_never_touches_an_existing_one() 
     let lm = read("uniform_lora_1.metadata.json");
     assert_eq!(lm["sha256"], server.sha256_of(3001).unwrap().to_lowercase());
     assert_eq!(lm["size"], 2_000);
-    assert_eq!(
-        read("uniform_lora_0.metadata.json")["model_name"],
-        "Uniform LoRA 0"
+    let lm0 = read("uniform_lora_0.metadata.json");
+    assert_eq!(lm0["model_name"], "Uniform LoRA 0");
+    assert!(
+        lm0["preview_url"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("uniform_lora_0.preview.png")),
+        "{lm0}"
     );
     assert!(read("uniform_lora_1.json").get("sd version").is_some());
     let after_first = server.stats().api_requests();
