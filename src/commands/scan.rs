@@ -192,7 +192,11 @@ fn identify_line(statuses: &Statuses, identified: Option<&IdentifySummary>) -> S
                 ));
             }
             if now.pending > 0 {
-                line.push_str("; pending files are asked again by the next scan");
+                line.push_str(&format!(
+                    "; {} pending: a lookup failed ({}), the next scan asks again",
+                    now.pending,
+                    now.failure.as_deref().unwrap_or("no answer")
+                ));
             }
         }
         None => line.push_str(" (offline: --no-remote)"),

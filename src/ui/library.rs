@@ -205,11 +205,9 @@ impl ScanReporter for LibraryView {
 
 impl IdentifyReporter for LibraryView {
     fn on_identified(&self, file: &Identified) {
+        // One line in the summary says why lookups failed; per file it is detail.
         if let Some(reason) = &file.reason {
-            tracing::warn!(
-                "{}: lookup failed ({reason}); pending, the next scan asks again",
-                file.path.display()
-            );
+            tracing::debug!("{}: pending: {reason}", file.path.display());
         }
         if self.json {
             self.event(tagged("identified", file));

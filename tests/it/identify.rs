@@ -12,7 +12,9 @@ use civitai_dl_fake::{
 };
 use serde_json::Value;
 
-use crate::support::{FAST_RETRIES, Ran, Sandbox, civitai_dl, run};
+use crate::support::{
+    FAST_RETRIES, KEY, Ran, Sandbox, assert_key_written_nowhere, civitai_dl, run,
+};
 
 const BATCH_ROUTE: &str = "POST /api/v1/model-versions/by-hash";
 const SINGLE_ROUTE: &str = "GET /api/v1/model-versions/by-hash/{hash}";
@@ -476,4 +478,57 @@ fn the_same_bytes_in_two_versions_match_the_version_a_sidecar_names_else_the_low
     assert_eq!(identity(&events, "a/twin.safetensors")["version_id"], 10);
     assert_eq!(identity(&events, "b/twin.safetensors")["version_id"], 11);
     assert_eq!(server.stats().api_requests(), 1);
+}
+
+#[test]
+fn after_a_batch_fails_past_its_retries_the_rest_wait_for_the_next_scan_unasked() {
+    let sandbox = Sandbox::new();
+    let (catalog, _) = uniform_copies(150, 500, &sandbox.out);
+    let attempts = FAST_RETRIES.split(',').count() as u32 + 1;
+    let server = start(
+        catalog,
+        Knobs {
+            by_hash_batch_fault: Some(BatchFault::ServerError),
+            by_hash_batch_faulty: attempts,
+            ..Knobs::default()
+        },
+    );
+
+    let (first, events) = scan(&server, &sandbox, &[]);
+    first.expect_code(0);
+    assert_eq!(statuses(&events), (0, 0, 150), "{}", first.stderr);
+    assert_eq!(
+        server.stats().requests_to(BATCH_ROUTE),
+        u64::from(attempts),
+        "the second batch is not sent into the same failure"
+    );
+    let (second, events) = scan(&server, &sandbox, &[]);
+    second.expect_code(0);
+    assert_eq!(statuses(&events), (150, 0, 0), "{}", second.stderr);
+}
+
+#[test]
+fn scan_sends_the_key_to_the_api_only_and_writes_it_nowhere() {
+    let sandbox = Sandbox::new();
+    let (mut catalog, _) = uniform_copies(2, 500, &sandbox.out);
+    catalog.models[0].versions[0].images = 1;
+    let server = start(catalog, Knobs::default());
+    let all = "civitai-info,a1111-json,lm-metadata,preview";
+    let (ran, events) = scan(
+        &server,
+        &sandbox,
+        &["--api-key", KEY, "-v", "--write-sidecars", all],
+    );
+    ran.expect_code(0);
+    assert_eq!(statuses(&events), (2, 0, 0), "{}", ran.stderr);
+    assert!(
+        server.stats().auth_at_api() > 0,
+        "the API host never got the key"
+    );
+    assert_eq!(
+        server.stats().auth_at_storage(),
+        0,
+        "the key went to storage"
+    );
+    assert_key_written_nowhere(&ran, &sandbox);
 }

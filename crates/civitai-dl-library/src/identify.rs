@@ -54,6 +54,8 @@ pub struct IdentifySummary {
     pub unmatched: u64,
     /// The lookup failed: asked again by the next scan.
     pub pending: u64,
+    /// Why the first failed lookup failed, for the one line that tells the user.
+    pub failure: Option<String>,
     /// Whether a stop request ended the step early.
     pub stopped: bool,
 }
@@ -67,6 +69,12 @@ impl IdentifySummary {
             }
             MatchStatus::Unmatched => self.unmatched += 1,
             MatchStatus::Pending => self.pending += 1,
+        }
+    }
+
+    fn count_reason(&mut self, reason: Option<&String>) {
+        if self.failure.is_none() {
+            self.failure = reason.cloned();
         }
     }
 }
@@ -116,12 +124,28 @@ pub async fn identify(
         paths.push(file);
     }
     let mut for_autov3: Vec<&Unidentified> = Vec::new();
+    // Once a lookup has failed past the retry policy, Civitai is down, limiting us or
+    // unreachable: the rest are left pending instead of each waiting out the same retries.
+    let mut failing: Option<String> = None;
     for batch in order.chunks(SHA256_BATCH) {
         if stop.load(Ordering::Relaxed) {
             summary.stopped = true;
             return Ok(found);
         }
+        if let Some(reason) = &failing {
+            let not_asked = HashMatch::Pending {
+                reason: not_asked(reason),
+            };
+            let done = batch
+                .iter()
+                .flat_map(|hash| by_hash.get(hash).map(Vec::as_slice).unwrap_or_default())
+                .map(|file| outcome_of(file, &not_asked, MatchedBy::Sha256, &HashMap::new()))
+                .collect();
+            settle(index, done, reporter, summary)?;
+            continue;
+        }
         let answers = api.lookup_sha256(batch).await;
+        failing = answers.failed.first().map(|f| f.error.to_string());
         let versions: HashMap<u64, Arc<WithRaw<ModelVersion>>> = answers
             .versions
             .iter()
@@ -149,8 +173,24 @@ pub async fn identify(
             return Ok(found);
         }
         let Some(autov3) = &file.autov3 else { continue };
+        if let Some(reason) = &failing {
+            let not_asked = HashMatch::Pending {
+                reason: not_asked(reason),
+            };
+            let done = vec![outcome_of(
+                file,
+                &not_asked,
+                MatchedBy::Autov3,
+                &HashMap::new(),
+            )];
+            settle(index, done, reporter, summary)?;
+            continue;
+        }
         let answer = api.version_by_hash(autov3).await;
         let outcome = match_single(autov3, &answer);
+        if let HashMatch::Pending { reason } = &outcome {
+            failing = Some(reason.clone());
+        }
         let versions: HashMap<u64, Arc<WithRaw<ModelVersion>>> = answer
             .ok()
             .flatten()
@@ -168,6 +208,11 @@ pub async fn identify(
     // A stop during the last lookup failed it (pending); the caller must still hear of it.
     found.summary.stopped |= stop.load(Ordering::Relaxed);
     Ok(found)
+}
+
+/// Why a file was not asked about after an earlier lookup failed.
+fn not_asked(reason: &str) -> String {
+    format!("not asked after an earlier lookup failed ({reason})")
 }
 
 /// `outcome` with the version the sidecar beside `path` names chosen, when it is a candidate:
@@ -197,6 +242,7 @@ fn settle(
     for (_, identified) in done {
         summary.asked += 1;
         summary.count(&identified.identity);
+        summary.count_reason(identified.reason.as_ref());
         reporter.on_identified(&identified);
     }
     Ok(())
