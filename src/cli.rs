@@ -100,12 +100,15 @@ pub enum Command {
     /// Show what would be downloaded: versions, files, sizes, hashes.
     #[command(after_help = INFO_EXAMPLES)]
     Info(InfoArgs),
-    /// Hash the model files under folders (cached, read-only) and list them.
+    /// Hash the model files under folders (cached), identify them on Civitai and list them.
     #[command(after_help = SCAN_EXAMPLES)]
     Scan(ScanArgs),
-    /// Check model files against the hashes in their .civitai.info sidecars.
+    /// Check model files against the hashes their .civitai.info sidecars or Civitai publish.
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
+    /// Say what a model file (or hash) is on Civitai, and the command that downloads it.
+    #[command(after_help = IDENTIFY_EXAMPLES)]
+    Identify(IdentifyArgs),
     /// Print shell completions (e.g. `civitai-dl completions bash > ~/.local/share/bash-completion/completions/civitai-dl`).
     Completions(CompletionsArgs),
     /// Print the man page (e.g. `civitai-dl man > ~/.local/share/man/man1/civitai-dl.1`).
@@ -143,11 +146,14 @@ Examples:
 /// Shown at the end of `scan --help`.
 const SCAN_EXAMPLES: &str = "\
 Examples:
-  civitai-dl scan ~/ComfyUI/models                           # hash every model file (cached) and list it
-  civitai-dl scan --comfy-yaml ~/ComfyUI/extra_model_paths.yaml   # the folders ComfyUI is told about
+  civitai-dl scan ~/ComfyUI/models                           # hash (cached), identify on Civitai, list
+  civitai-dl scan ~/sd/models --write-sidecars civitai-info,a1111-json,lm-metadata,preview
+  civitai-dl scan --comfy-yaml ~/ComfyUI/extra_model_paths.yaml --no-remote   # offline: hashes only
   civitai-dl scan ~/sd/models --hash-jobs 2 --json           # two files at once (SSDs); NDJSON events
 
-Identification on Civitai is not part of scan yet: it works offline (--no-remote is the only mode).";
+SHA-256s go to Civitai 100 per request; a file still unknown is looked up by its AutoV3 (finds
+files whose header a tool rewrote). A failed lookup (429, 5xx, maintenance) leaves a file pending
+for the next scan; matched and unmatched files are not asked again (--retry-unmatched asks again).";
 
 /// Shown at the end of `verify --help`.
 const VERIFY_EXAMPLES: &str = "\
@@ -157,7 +163,17 @@ Examples:
   civitai-dl verify --quarantine ~/sd/models                 # move mismatches to <folder>/.civitai-dl/quarantine/
 
 Verdicts: ok, ok-tensor (header edited, weights intact), mismatch, no-published-hash, unknown (no
-sidecar), missing. Exit 0 only when every file is ok or ok-tensor.";
+sidecar), missing. The expected hash comes from the .civitai.info, else (for a file scan identified)
+from Civitai, unless --no-remote. Exit 0 only when every file is ok or ok-tensor.";
+
+/// Shown at the end of `identify --help`.
+const IDENTIFY_EXAMPLES: &str = "\
+Examples:
+  civitai-dl identify some.safetensors                       # hashed once (the scan cache is used)
+  civitai-dl identify 3A5B0C1D2E3F                           # any hash kind: SHA256, AutoV2, AutoV3
+  civitai-dl identify --json a.safetensors b.ckpt
+
+Exit 1 when something was not found on Civitai.";
 
 /// The hash cache the library commands read and fill.
 #[derive(Debug, Args)]
@@ -188,10 +204,61 @@ pub struct ScanArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = limits::HASH_JOBS.parser::<usize>())]
     pub hash_jobs: usize,
 
-    /// Do not ask Civitai what the files are. For now this is the only mode: scan hashes and
-    /// lists, identification comes in a later release.
+    /// Do not ask Civitai what the files are: hash and list only (no config or network needed).
     #[arg(long)]
     pub no_remote: bool,
+
+    /// Ask Civitai again about files it did not know last time (they are skipped otherwise).
+    #[arg(long, conflicts_with = "no_remote")]
+    pub retry_unmatched: bool,
+
+    /// Beside each identified file, write these sidecars where they are missing (an existing
+    /// one is never touched).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KIND,...",
+        value_delimiter = ',',
+        conflicts_with = "no_remote"
+    )]
+    pub write_sidecars: Vec<ScanSidecar>,
+}
+
+/// What `scan --write-sidecars` can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanSidecar {
+    /// `<stem>.civitai.info` (Civitai Helper, SwarmUI).
+    CivitaiInfo,
+    /// `<stem>.json`, the A1111 / Forge card.
+    A1111Json,
+    /// `<stem>.metadata.json` (ComfyUI-Lora-Manager).
+    LmMetadata,
+    /// `<stem>.preview.<ext>`: the version's first image, named by its bytes' format.
+    Preview,
+}
+
+impl ScanSidecar {
+    /// The metadata format, for all but the preview.
+    pub fn format(self) -> Option<SidecarKind> {
+        match self {
+            ScanSidecar::CivitaiInfo => Some(SidecarKind::CivitaiInfo),
+            ScanSidecar::A1111Json => Some(SidecarKind::A1111Json),
+            ScanSidecar::LmMetadata => Some(SidecarKind::LmMetadata),
+            ScanSidecar::Preview => None,
+        }
+    }
+}
+
+/// `civitai-dl identify`.
+#[derive(Debug, Args)]
+pub struct IdentifyArgs {
+    /// Model files, or hashes (SHA256, AutoV2, AutoV3, BLAKE3).
+    #[arg(value_name = "FILE|HASH", required = true)]
+    pub items: Vec<String>,
+
+    /// The hash cache (a file hashed before is not read again).
+    #[command(flatten)]
+    pub index: IndexArgs,
 }
 
 /// `civitai-dl verify`.
@@ -210,6 +277,10 @@ pub struct VerifyArgs {
     /// never overwrites).
     #[arg(long)]
     pub quarantine: bool,
+
+    /// Judge by sidecars only: never ask Civitai for a published hash.
+    #[arg(long)]
+    pub no_remote: bool,
 
     /// The hash cache.
     #[command(flatten)]

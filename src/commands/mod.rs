@@ -7,9 +7,11 @@ mod demo;
 mod download;
 #[cfg(feature = "dev-tools")]
 mod fake_server;
+mod identify;
 mod info;
 mod reference;
 mod scan;
+mod scan_sidecars;
 mod verify;
 
 use std::path::Path;
@@ -124,9 +126,13 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
         Command::Bench(args) => bench::bench(global, args).await,
         Command::Completions(args) => reference::completions(args.shell),
         Command::Man => reference::man_page(),
-        // Offline for now: they need no API settings, so a config file cannot stop them.
-        Command::Scan(args) => scan::scan(args, global.json, progress).await,
-        Command::Verify(args) => verify::verify(args, global.json, progress).await,
+        // Offline they need no API settings, so a broken config file cannot stop them.
+        Command::Scan(args) if args.no_remote => {
+            scan::scan(args, None, global.json, progress).await
+        }
+        Command::Verify(args) if args.no_remote => {
+            verify::verify(args, None, global.json, progress).await
+        }
         command => {
             let settings = Settings::load(&global)?;
             if let Some(path) = &settings.config_file {
@@ -137,13 +143,18 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
                     download::download(settings, *args, global.json, progress).await
                 }
                 Command::Info(args) => info::info(settings, args, global.json, progress).await,
+                Command::Identify(args) => identify::identify(settings, args, global.json).await,
+                Command::Scan(args) => {
+                    scan::scan(args, Some(settings), global.json, progress).await
+                }
+                Command::Verify(args) => {
+                    verify::verify(args, Some(settings), global.json, progress).await
+                }
                 #[cfg(feature = "dev-tools")]
                 Command::Demo(args) => demo::demo(settings, args, global.json, progress).await,
                 #[cfg(feature = "dev-tools")]
                 Command::FakeServer(_) | Command::Bench(_) => unreachable!("handled above"),
-                Command::Completions(_) | Command::Man | Command::Scan(_) | Command::Verify(_) => {
-                    unreachable!("handled above")
-                }
+                Command::Completions(_) | Command::Man => unreachable!("handled above"),
             }
         }
     }

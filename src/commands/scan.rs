@@ -1,6 +1,6 @@
-//! `civitai-dl scan`: hash every model file under the roots (reusing the cache), list them, and
-//! hand what is still unidentified to the identify step. Read-only on the model files: the only
-//! file written is the hash index.
+//! `civitai-dl scan`: hash every model file under the roots (reusing the cache), identify on
+//! Civitai what the cache has not settled (unless `--no-remote`), and list them. Read-only on the
+//! model files: the only file written is the hash index.
 //!
 //! The scan itself is blocking work (disk reads, SQLite commits), so it runs on a blocking thread
 //! with its own hashing pool, off the async runtime; Ctrl-C and SIGTERM set the flag it checks
@@ -15,20 +15,30 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Exit, usage, watch_ctrl_c};
+use super::{Exit, build_api, scan_sidecars, usage, watch_ctrl_c};
 use crate::cli::{IndexArgs, ScanArgs};
+use crate::settings::Settings;
 use crate::ui::library::{LibraryView, scan_summary, summary_event};
 use crate::ui::output;
 use crate::ui::progress::Progress;
+use civitai_dl_engine::civitai::ApiClient;
+use civitai_dl_engine::fetch::{DownloadOptions, Downloader};
+use civitai_dl_engine::observe::metrics::Metrics;
 use civitai_dl_library::comfy;
-use civitai_dl_library::index::{Index, Unidentified};
+use civitai_dl_library::identify::{Identification, IdentifySummary, identify};
+use civitai_dl_library::index::{Index, MatchStatus};
 use civitai_dl_library::scan::{ScanOptions, ScanSummary};
 
-pub(super) async fn scan(args: ScanArgs, json: bool, progress: Progress) -> anyhow::Result<Exit> {
+pub(super) async fn scan(
+    args: ScanArgs,
+    settings: Option<Settings>,
+    json: bool,
+    progress: Progress,
+) -> anyhow::Result<Exit> {
     let roots = scan_roots(&args)?;
     let index_path = index_path(&args.index)?;
     let mut index = open_index(&index_path)?;
-    let stop = stop_on_signal();
+    let (stop, cancel) = stop_on_signal();
     let view = Arc::new(LibraryView::new(&progress, json));
     let started = Instant::now();
     let options = ScanOptions {
@@ -36,7 +46,7 @@ pub(super) async fn scan(args: ScanArgs, json: bool, progress: Progress) -> anyh
         hash_jobs: args.hash_jobs,
     };
     let (listener, flag) = (view.clone(), stop.clone());
-    let (summary, index) = tokio::task::spawn_blocking(move || {
+    let (summary, mut index) = tokio::task::spawn_blocking(move || {
         let summary =
             civitai_dl_library::scan::scan(&mut index, &options, listener.as_ref(), &flag);
         (summary, index)
@@ -44,31 +54,154 @@ pub(super) async fn scan(args: ScanArgs, json: bool, progress: Progress) -> anyh
     .await
     .context("the scan thread failed")?;
     let summary = summary?;
-    let unidentified = index.unidentified(&summary.roots)?;
+    let mut sidecars = None;
+    let identified = match &settings {
+        Some(settings) if !summary.stopped => {
+            let unidentified = index.unidentified(&summary.roots, args.retry_unmatched)?;
+            let needs_api = !unidentified.is_empty() || !args.write_sidecars.is_empty();
+            let api = if needs_api {
+                Some(build_api(
+                    settings,
+                    cancel.clone(),
+                    Arc::new(Metrics::new()),
+                    None,
+                )?)
+            } else {
+                None
+            };
+            let found = match &api {
+                Some(api) if !unidentified.is_empty() => {
+                    identify(&mut index, api, &unidentified, view.as_ref(), &stop).await?
+                }
+                _ => Identification::default(),
+            };
+            if let Some(api) = &api
+                && !args.write_sidecars.is_empty()
+                && !found.summary.stopped
+            {
+                let downloader = previews_downloader(settings, api, &cancel)?;
+                sidecars = Some(
+                    scan_sidecars::write_missing(
+                        api,
+                        &downloader,
+                        &index,
+                        &summary.roots,
+                        &args.write_sidecars,
+                        &found.versions,
+                    )
+                    .await?,
+                );
+            }
+            Some(found.summary)
+        }
+        _ => None,
+    };
     view.finish();
     progress.finish();
-    view.print_table()?;
+    view.print_table(|path| index.identity(path).ok().flatten())?;
+    let statuses = statuses(&index, &summary.roots)?;
     eprintln!("{}", scan_summary(&summary, started.elapsed(), &index_path));
-    eprintln!("{}", identify_offline(&unidentified));
+    eprintln!("{}", identify_line(&statuses, identified.as_ref()));
+    if let Some(counts) = &sidecars {
+        eprintln!(
+            "sidecars: {} written, {} identified files had them all, {} not written",
+            counts.written, counts.complete, counts.failed
+        );
+    }
     if json {
         output::line(summary_event(
             &summary,
-            json!({"index": index_path, "unidentified": unidentified.len(), "identify": "offline"}),
+            json!({"index": index_path, "matched": statuses.matched,
+                "unmatched": statuses.unmatched, "pending": statuses.pending,
+                "identify": if identified.is_some() { "remote" } else { "offline" },
+                "asked": identified.as_ref().map_or(0, |i| i.asked), "sidecars": sidecars}),
         ))?;
     }
-    Ok(exit(&summary))
+    let stopped = summary.stopped || identified.as_ref().is_some_and(|i| i.stopped);
+    Ok(if stopped {
+        Exit::Interrupted
+    } else {
+        exit(&summary)
+    })
 }
 
-/// The identify step's place in the pipeline: the files the cache has no Civitai match for.
-/// Asking Civitai (batched `POST /model-versions/by-hash`, then one AutoV3 lookup each) is not in
-/// this release, so `scan` works offline (`--no-remote`) and says how many wait.
-fn identify_offline(unidentified: &[Unidentified]) -> String {
-    let autov3 = unidentified.iter().filter(|u| u.autov3.is_some()).count();
-    format!(
-        "{} files not identified on Civitai ({autov3} with an AutoV3): scan works offline \
-         (--no-remote) in this release",
-        unidentified.len()
+/// The downloader previews are fetched with: download's network settings, one connection.
+fn previews_downloader(
+    settings: &Settings,
+    api: &Arc<ApiClient>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Downloader> {
+    let options = DownloadOptions {
+        accept_hash_mismatch: false,
+        min_speed: settings.network.min_speed,
+        min_speed_window: settings.network.min_speed_window,
+        connect_timeout: settings.network.connect_timeout,
+        read_timeout: settings.network.read_timeout,
+        segments: 1,
+        segment_threshold: u64::MAX,
+        connections: 1,
+    };
+    Downloader::new(
+        api.clone(),
+        settings.retry.clone(),
+        options,
+        cancel.clone(),
+        Arc::new(Metrics::new()),
     )
+    .context("cannot set up the HTTP client")
+}
+
+/// How the files under the scanned roots stand, identification-wise.
+#[derive(Default)]
+struct Statuses {
+    matched: u64,
+    unmatched: u64,
+    pending: u64,
+}
+
+fn statuses(index: &Index, roots: &[PathBuf]) -> anyhow::Result<Statuses> {
+    let mut seen = std::collections::HashSet::new();
+    let mut counts = Statuses::default();
+    for root in roots {
+        for (path, row) in index.rows_under(root)? {
+            if seen.insert(path) {
+                match row.match_status {
+                    MatchStatus::Matched => counts.matched += 1,
+                    MatchStatus::Unmatched => counts.unmatched += 1,
+                    MatchStatus::Pending => counts.pending += 1,
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// `identify: 248 matched (1 by AutoV3), 2 unmatched, 0 pending; 250 asked now`.
+fn identify_line(statuses: &Statuses, identified: Option<&IdentifySummary>) -> String {
+    let mut line = format!(
+        "identify: {} matched, {} unmatched, {} pending",
+        statuses.matched, statuses.unmatched, statuses.pending
+    );
+    match identified {
+        Some(now) => {
+            line.push_str(&format!("; {} asked now", now.asked));
+            if now.matched_by_autov3 > 0 {
+                line.push_str(&format!(
+                    " ({} found by AutoV3: header rewritten, weights as published)",
+                    now.matched_by_autov3
+                ));
+            }
+            if now.pending > 0 {
+                line.push_str(&format!(
+                    "; {} pending: a lookup failed ({}), the next scan asks again",
+                    now.pending,
+                    now.failure.as_deref().unwrap_or("no answer")
+                ));
+            }
+        }
+        None => line.push_str(" (offline: --no-remote)"),
+    }
+    line
 }
 
 fn exit(summary: &ScanSummary) -> Exit {
@@ -144,15 +277,15 @@ pub(super) fn open_index(path: &std::path::Path) -> anyhow::Result<Index> {
 }
 
 /// A flag set on the first Ctrl-C or SIGTERM (a second one quits at once), for blocking work
-/// that checks it between reads.
-pub(super) fn stop_on_signal() -> Arc<AtomicBool> {
+/// that checks it between reads, and the token the API client stops on.
+pub(super) fn stop_on_signal() -> (Arc<AtomicBool>, CancellationToken) {
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone());
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+    let (flag, token) = (stop.clone(), cancel.clone());
     tokio::spawn(async move {
-        cancel.cancelled().await;
+        token.cancelled().await;
         flag.store(true, Ordering::Relaxed);
     });
-    stop
+    (stop, cancel)
 }

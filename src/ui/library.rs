@@ -14,8 +14,10 @@ use serde_json::json;
 
 use crate::ui::output;
 use crate::ui::progress::Progress;
+use civitai_dl_library::identify::{Identified, IdentifyReporter};
+use civitai_dl_library::index::{Identity, MatchedBy};
 use civitai_dl_library::scan::{HashSource, ScanProblem, ScanReporter, ScanSummary, ScannedFile};
-use civitai_dl_library::verify::{Checked, Verdict, VerifyReporter, VerifySummary};
+use civitai_dl_library::verify::{Checked, ExpectedFrom, Verdict, VerifyReporter, VerifySummary};
 
 /// Bytes over what needs reading, this run's speed and the ETA; the message counts files.
 const HASH_TEMPLATE: &str = "{prefix:.bold} [{wide_bar:.cyan/blue}] {bytes}/{total_bytes} \
@@ -80,22 +82,29 @@ impl LibraryView {
         self.bar.finish_and_clear();
     }
 
-    /// The scan's table on stdout, sorted by path (people only; `--json` streamed already).
-    pub fn print_table(&self) -> std::io::Result<()> {
-        if self.json {
-            return Ok(());
-        }
+    /// Every scanned file with what identification knows of it (from `identity`), sorted by
+    /// path: a table for people, one `identity` event per file with `--json`.
+    pub fn print_table(&self, identity: impl Fn(&Path) -> Option<Identity>) -> std::io::Result<()> {
         let mut rows = std::mem::take(&mut *lock(&self.table));
         rows.sort_by(|a, b| a.path.cmp(&b.path));
         if rows.is_empty() {
             return Ok(());
         }
+        if self.json {
+            for row in &rows {
+                let known = identity(&row.path).unwrap_or_default();
+                let mut event = tagged("identity", &known);
+                event["path"] = json!(row.path);
+                output::line(event)?;
+            }
+            return Ok(());
+        }
         output::line(format_args!(
-            "{:>10}  {:<10}  {:<12}  {:<6}  PATH",
-            "SIZE", "SHA256", "AUTOV3", "SOURCE"
+            "{:>10}  {:<10}  {:<12}  {:<6}  {:<9}  {:<22}  PATH",
+            "SIZE", "SHA256", "AUTOV3", "SOURCE", "STATUS", "MODEL/VERSION"
         ))?;
         for row in &rows {
-            output::line(table_row(row))?;
+            output::line(table_row(row, &identity(&row.path).unwrap_or_default()))?;
         }
         Ok(())
     }
@@ -108,15 +117,37 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn table_row(file: &ScannedFile) -> String {
+fn table_row(file: &ScannedFile, identity: &Identity) -> String {
+    let status = match identity.matched_by {
+        Some(MatchedBy::Autov3) => "autov3",
+        _ => identity.status.as_str(),
+    };
     format!(
-        "{:>10}  {:<10}  {:<12}  {:<6}  {}",
+        "{:>10}  {:<10}  {:<12}  {:<6}  {:<9}  {:<22}  {}",
         HumanBytes(file.size).to_string(),
         file.sha256.get(..SHORT_SHA_DIGITS).unwrap_or(&file.sha256),
         file.autov3.as_deref().unwrap_or("-"),
         source_word(file.source),
+        status,
+        what_it_is(identity),
         file.path.display()
     )
+}
+
+/// `12/130 Model name (v1.0)`, or `-` for a file not matched.
+fn what_it_is(identity: &Identity) -> String {
+    let (Some(model), Some(version)) = (identity.model_id, identity.version_id) else {
+        return "-".to_owned();
+    };
+    let mut text = format!("{model}/{version}");
+    if let Some(name) = &identity.model_name {
+        text.push(' ');
+        text.push_str(name);
+    }
+    if let Some(name) = &identity.version_name {
+        text.push_str(&format!(" ({name})"));
+    }
+    text
 }
 
 fn source_word(source: HashSource) -> &'static str {
@@ -155,9 +186,8 @@ impl ScanReporter for LibraryView {
         }
         if self.json {
             self.event(tagged("file", file));
-        } else {
-            lock(&self.table).push(file.clone());
         }
+        lock(&self.table).push(file.clone());
     }
 
     fn on_problem(&self, problem: &ScanProblem) {
@@ -169,6 +199,18 @@ impl ScanReporter for LibraryView {
         if self.json {
             self.event(json!({"event": "problem", "path": problem.path(),
                 "message": problem.to_string(), "error": problem.is_error()}));
+        }
+    }
+}
+
+impl IdentifyReporter for LibraryView {
+    fn on_identified(&self, file: &Identified) {
+        // One line in the summary says why lookups failed; per file it is detail.
+        if let Some(reason) = &file.reason {
+            tracing::debug!("{}: pending: {reason}", file.path.display());
+        }
+        if self.json {
+            self.event(tagged("identified", file));
         }
     }
 }
@@ -211,9 +253,15 @@ fn verdict_line(checked: &Checked) -> String {
                     .or(checked.expected_autov3.as_deref())
             )
         ),
-        Verdict::Unknown => " (no .civitai.info lists it)".to_string(),
+        Verdict::Unknown => {
+            " (no .civitai.info lists it, and no scan matched it on Civitai)".to_string()
+        }
         Verdict::NoPublishedHash => " (its .civitai.info has no hash for it)".to_string(),
         Verdict::Ok | Verdict::Missing => String::new(),
+    };
+    let from = match checked.expected_from {
+        Some(ExpectedFrom::Api) => " (published hash from Civitai)",
+        _ => "",
     };
     let moved = checked
         .quarantined_to
@@ -221,7 +269,7 @@ fn verdict_line(checked: &Checked) -> String {
         .map(|to| format!(" -> moved to {}", to.display()))
         .unwrap_or_default();
     format!(
-        "{:<17}  {}{detail}{moved}",
+        "{:<17}  {}{detail}{from}{moved}",
         checked.verdict.as_str(),
         checked.path.display()
     )
@@ -293,16 +341,31 @@ mod tests {
 
     #[test]
     fn a_table_row_has_fixed_columns_then_the_path() {
-        let row = table_row(&ScannedFile {
+        let file = ScannedFile {
             path: PathBuf::from("/m/a.safetensors"),
             size: 2048,
             sha256: "0123456789ABCDEF".into(),
             autov3: None,
             source: HashSource::Cached,
-        });
+        };
         assert_eq!(
-            row,
-            "  2.00 KiB  0123456789  -             cached  /m/a.safetensors"
+            table_row(&file, &Identity::default()),
+            "  2.00 KiB  0123456789  -             cached  pending    -                       \
+             /m/a.safetensors"
+        );
+        let found = Identity {
+            status: civitai_dl_library::index::MatchStatus::Matched,
+            matched_by: Some(MatchedBy::Autov3),
+            model_id: Some(12),
+            version_id: Some(130),
+            file_id: Some(1300),
+            model_name: Some("Ink".into()),
+            version_name: Some("v1.0".into()),
+        };
+        assert_eq!(
+            table_row(&file, &found),
+            "  2.00 KiB  0123456789  -             cached  autov3     12/130 Ink (v1.0)       \
+             /m/a.safetensors"
         );
     }
 
@@ -315,6 +378,7 @@ mod tests {
             autov3: None,
             expected_sha256: Some("BBBBBBBBBBBBBBBB".into()),
             expected_autov3: None,
+            expected_from: None,
             source: Some(HashSource::Hashed),
             quarantined_to: Some(PathBuf::from("/m/.civitai-dl/quarantine/x.ckpt")),
             note: None,

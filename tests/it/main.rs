@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod download;
 mod errors;
+mod identify;
 mod monitor;
 mod performance;
 mod probes;

@@ -1,7 +1,8 @@
 //! `scan` and `verify` on libraries the tests build: the hash cache across runs, what the walk
 //! skips, a scan killed or interrupted part-way, every verdict, quarantine, roots from ComfyUI's
-//! yaml, and an index that cannot be used. Both commands are offline: the base URL given points
-//! nowhere, and nothing may try it.
+//! yaml, and an index that cannot be used. Both commands run offline here (`--no-remote`): the
+//! base URL given points nowhere, and nothing may try it. Identification on Civitai is in
+//! `identify.rs`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,12 +17,13 @@ use crate::support::{FAST_RETRIES, Ran, Sandbox, civitai_dl, interrupt, run, wai
 /// A closed port: a scan that tried the network would fail.
 const NOWHERE: &str = "http://127.0.0.1:9";
 
-/// `civitai-dl <command> --index <sandbox>/index.sqlite <args…>`.
+/// `civitai-dl <command> --index <sandbox>/index.sqlite --no-remote <args…>`.
 fn library(sandbox: &Sandbox, command: &str, args: &[&str]) -> Command {
     let mut cmd = civitai_dl(NOWHERE, sandbox, FAST_RETRIES);
     cmd.arg(command)
         .arg("--index")
         .arg(index_of(sandbox))
+        .arg("--no-remote")
         .args(args);
     cmd
 }
@@ -126,7 +128,8 @@ fn a_warm_rescan_reuses_every_hash_a_touched_file_is_read_again_and_a_removed_on
         "scan is read-only on the library"
     );
     assert_eq!(counts(summary(&events)), (13, 13, 0));
-    assert_eq!(summary(&events)["unidentified"], 13);
+    assert_eq!(summary(&events)["pending"], 13);
+    assert_eq!(summary(&events)["identify"], "offline");
 
     let (warm, events) = scan_json(&sandbox);
     warm.expect_code(0);
@@ -449,7 +452,7 @@ fn roots_come_from_comfyuis_extra_model_paths_yaml() {
         "a1111:\n  base_path: out/webui\n  checkpoints: models/Stable-diffusion\n  loras: |\n    models/Lora\n    models/LyCORIS\n",
     )
     .unwrap();
-    let mut cmd = library(&sandbox, "scan", &["--json", "--no-remote", "--comfy-yaml"]);
+    let mut cmd = library(&sandbox, "scan", &["--json", "--comfy-yaml"]);
     cmd.arg(&yaml);
     let ran = run(cmd);
     ran.expect_code(0);
@@ -485,7 +488,7 @@ fn the_default_index_lives_in_the_cache_folder_and_a_missing_root_is_a_usage_err
     let sandbox = Sandbox::new();
     write(&sandbox.out.join("a.pt"), b"x");
     let mut cmd = civitai_dl(NOWHERE, &sandbox, FAST_RETRIES);
-    cmd.arg("scan").arg(&sandbox.out);
+    cmd.arg("scan").arg("--no-remote").arg(&sandbox.out);
     let ran = run(cmd);
     ran.expect_code(0);
     assert!(ran.stdout.contains("hashed"), "{}", ran.stdout);

@@ -350,6 +350,20 @@ pub fn assert_key_only_at_api(server: &FakeCivitai) {
     );
 }
 
+/// [`KEY`] is in neither output stream of `ran` nor in any file under the sandbox.
+pub fn assert_key_written_nowhere(ran: &Ran, sandbox: &Sandbox) {
+    assert!(!ran.stdout.contains(KEY), "key in stdout");
+    assert!(!ran.stderr.contains(KEY), "key in stderr");
+    for path in sandbox.all_files() {
+        let bytes = std::fs::read(sandbox.root().join(&path)).unwrap();
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "the key is written into {}",
+            path.display()
+        );
+    }
+}
+
 /// Polls `check` every 20 ms until it holds; false if `limit` passed first.
 pub fn poll_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

@@ -209,6 +209,7 @@ fn the_scan_bar_shows_bytes_speed_eta_and_files() {
     }
     let args = [
         "scan".to_string(),
+        "--no-remote".into(),
         "--index".into(),
         sandbox.root().join("index.sqlite").display().to_string(),
         sandbox.out.display().to_string(),

@@ -12,7 +12,9 @@
 //! (nanoseconds) and, on Unix, device and inode are what they were when it was hashed. The
 //! identification columns (`match_status`, `model_id`, `version_id`, `file_id`) are for the
 //! identify step; a new hash resets them to `pending`. `PRAGMA user_version` numbers the schema so
-//! a later release can migrate it.
+//! a later release can migrate it: schema 2 adds how a match was found (`matched_by`) and the
+//! model's and version's names, so a warm rescan can show what each file is without asking
+//! Civitai again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ use crate::digest::FileDigest;
 use crate::walk::Stamp;
 
 /// The schema this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Milliseconds a second scan waits for another one holding the write lock.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -46,14 +48,22 @@ CREATE TABLE files (
 ) WITHOUT ROWID;
 ";
 
+/// Schema 1 to 2: the identification details beside the ids.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE files ADD COLUMN matched_by TEXT;
+ALTER TABLE files ADD COLUMN model_name TEXT;
+ALTER TABLE files ADD COLUMN version_name TEXT;
+";
+
 /// Where the identify step left a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MatchStatus {
     /// Civitai knows the file; the ids are set.
     Matched,
     /// Civitai answered and does not know it.
     Unmatched,
     /// Not asked yet, or the answer was a failure (429, 5xx): ask again.
+    #[default]
     Pending,
 }
 
@@ -65,6 +75,67 @@ impl MatchStatus {
             _ => MatchStatus::Pending,
         }
     }
+
+    /// The word stored and shown: `matched`, `unmatched` or `pending`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchStatus::Matched => "matched",
+            MatchStatus::Unmatched => "unmatched",
+            MatchStatus::Pending => "pending",
+        }
+    }
+}
+
+impl serde::Serialize for MatchStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Which hash found a match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchedBy {
+    /// The SHA-256 of every byte: the file is as published.
+    Sha256,
+    /// Only the tensor bytes' AutoV3: a header editor (SwarmUI) rewrote the file's header.
+    Autov3,
+}
+
+impl MatchedBy {
+    fn parse(text: &str) -> Option<MatchedBy> {
+        match text {
+            "sha256" => Some(MatchedBy::Sha256),
+            "autov3" => Some(MatchedBy::Autov3),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            MatchedBy::Sha256 => "sha256",
+            MatchedBy::Autov3 => "autov3",
+        }
+    }
+}
+
+/// What identification knows of one file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// Matched, unmatched or pending.
+    pub status: MatchStatus,
+    /// The hash that found the match.
+    pub matched_by: Option<MatchedBy>,
+    /// Civitai's model.
+    pub model_id: Option<u64>,
+    /// Civitai's version.
+    pub version_id: Option<u64>,
+    /// Civitai's file within the version.
+    pub file_id: Option<u64>,
+    /// The model's name, as the answer gave it.
+    pub model_name: Option<String>,
+    /// The version's name.
+    pub version_name: Option<String>,
 }
 
 /// One row of the cache.
@@ -98,6 +169,18 @@ pub struct Unidentified {
     pub sha256: String,
     /// Uppercase AutoV3, when the file has one.
     pub autov3: Option<String>,
+}
+
+/// What to learn about one file, for [`Index::record`]: its hash as asked (a row hashed again
+/// since then is left alone) and what Civitai said.
+#[derive(Clone, Debug)]
+pub struct Learnt {
+    /// Canonical path.
+    pub path: PathBuf,
+    /// The SHA-256 the identity belongs to.
+    pub sha256: String,
+    /// What identification found.
+    pub identity: Identity,
 }
 
 /// The index could not be used.
@@ -203,14 +286,22 @@ impl Index {
             0 => {
                 connection
                     .execute_batch(&format!(
-                        "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                        "BEGIN; {SCHEMA} {MIGRATE_1_TO_2} PRAGMA user_version = {SCHEMA_VERSION}; \
+                         COMMIT;"
+                    ))
+                    .map_err(unusable)?;
+            }
+            1 => {
+                connection
+                    .execute_batch(&format!(
+                        "BEGIN; {MIGRATE_1_TO_2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                     ))
                     .map_err(unusable)?;
             }
             SCHEMA_VERSION => {
                 // A file with our version number but not our table is damaged.
                 connection
-                    .prepare("SELECT path, size, mtime_ns, dev, inode, sha256, autov3, hashed_at, match_status FROM files LIMIT 0")
+                    .prepare("SELECT path, size, mtime_ns, dev, inode, sha256, autov3, hashed_at, match_status, matched_by, model_name, version_name FROM files LIMIT 0")
                     .map_err(unusable)?;
             }
             found => {
@@ -287,6 +378,9 @@ impl Index {
                      model_id = CASE WHEN sha256 = excluded.sha256 THEN model_id END,
                      version_id = CASE WHEN sha256 = excluded.sha256 THEN version_id END,
                      file_id = CASE WHEN sha256 = excluded.sha256 THEN file_id END,
+                     matched_by = CASE WHEN sha256 = excluded.sha256 THEN matched_by END,
+                     model_name = CASE WHEN sha256 = excluded.sha256 THEN model_name END,
+                     version_name = CASE WHEN sha256 = excluded.sha256 THEN version_name END,
                      sha256 = excluded.sha256",
             )
             .and_then(|mut s| {
@@ -323,13 +417,23 @@ impl Index {
         Ok(removed)
     }
 
-    /// Files under `roots` that identification has not settled (pending), or that Civitai did
-    /// not know (unmatched), sorted by path: what an identify step hands to Civitai.
-    pub fn unidentified(&self, roots: &[PathBuf]) -> Result<Vec<Unidentified>, IndexError> {
+    /// Files under `roots` that identification has not settled (pending), and with
+    /// `retry_unmatched` those Civitai did not know (unmatched), sorted by path: what the
+    /// identify step hands to Civitai. Matched files are never asked again while unchanged.
+    pub fn unidentified(
+        &self,
+        roots: &[PathBuf],
+        retry_unmatched: bool,
+    ) -> Result<Vec<Unidentified>, IndexError> {
         let mut found = Vec::new();
         for root in roots {
             for (path, row) in self.rows_under(root)? {
-                if row.match_status != MatchStatus::Matched {
+                let ask = match row.match_status {
+                    MatchStatus::Pending => true,
+                    MatchStatus::Unmatched => retry_unmatched,
+                    MatchStatus::Matched => false,
+                };
+                if ask {
                     found.push(Unidentified {
                         path,
                         sha256: row.sha256,
@@ -341,6 +445,68 @@ impl Index {
         found.sort_by(|a, b| a.path.cmp(&b.path));
         found.dedup_by(|a, b| a.path == b.path);
         Ok(found)
+    }
+
+    /// What identification knows of the file at `path`, if it has a row.
+    pub fn identity(&self, path: &Path) -> Result<Option<Identity>, IndexError> {
+        self.connection
+            .prepare_cached(
+                "SELECT match_status, matched_by, model_id, version_id, file_id, model_name,
+                        version_name
+                 FROM files WHERE path = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([key(path)], |row| {
+                    Ok(Identity {
+                        status: MatchStatus::parse(&row.get::<_, String>(0)?),
+                        matched_by: row
+                            .get::<_, Option<String>>(1)?
+                            .as_deref()
+                            .and_then(MatchedBy::parse),
+                        model_id: row.get::<_, Option<i64>>(2)?.map(from_sql_u64),
+                        version_id: row.get::<_, Option<i64>>(3)?.map(from_sql_u64),
+                        file_id: row.get::<_, Option<i64>>(4)?.map(from_sql_u64),
+                        model_name: row.get(5)?,
+                        version_name: row.get(6)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(self.query_error())
+    }
+
+    /// Record what identification learnt, in one transaction (an interrupted identify keeps
+    /// every batch it finished). A row whose hash changed since it was asked is left alone.
+    pub fn record(&mut self, learnt: &[Learnt]) -> Result<(), IndexError> {
+        let path = self.path.clone();
+        let error = |source| failed(&path, source);
+        let transaction = self.connection.transaction().map_err(error)?;
+        {
+            let mut statement = transaction
+                .prepare_cached(
+                    "UPDATE files SET match_status = ?3, matched_by = ?4, model_id = ?5,
+                         version_id = ?6, file_id = ?7, model_name = ?8, version_name = ?9
+                     WHERE path = ?1 AND sha256 = ?2",
+                )
+                .map_err(error)?;
+            for item in learnt {
+                let id = &item.identity;
+                statement
+                    .execute(params![
+                        key(&item.path),
+                        item.sha256,
+                        id.status.as_str(),
+                        id.matched_by.map(MatchedBy::as_str),
+                        id.model_id.map(to_sql_u64),
+                        id.version_id.map(to_sql_u64),
+                        id.file_id.map(to_sql_u64),
+                        id.model_name,
+                        id.version_name
+                    ])
+                    .map_err(error)?;
+            }
+        }
+        transaction.commit().map_err(error)
     }
 }
 
@@ -507,7 +673,7 @@ mod tests {
         );
         assert!(
             index
-                .unidentified(&[PathBuf::from("/m")])
+                .unidentified(&[PathBuf::from("/m")], false)
                 .unwrap()
                 .is_empty()
         );
@@ -516,7 +682,13 @@ mod tests {
             index.get(file).unwrap().unwrap().match_status,
             MatchStatus::Pending
         );
-        assert_eq!(index.unidentified(&[PathBuf::from("/m")]).unwrap().len(), 1);
+        assert_eq!(
+            index
+                .unidentified(&[PathBuf::from("/m")], false)
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(index.prune(&[file.to_path_buf()]).unwrap(), 1);
         assert!(index.get(file).unwrap().is_none());
     }
@@ -556,6 +728,74 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, IndexError::Unusable { .. }), "{error}");
         assert!(error.to_string().contains("delete it"), "{error}");
+    }
+
+    #[test]
+    fn a_schema_1_index_keeps_its_rows_and_learns_the_identity_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "{SCHEMA} INSERT INTO files (path, size, mtime_ns, sha256, hashed_at)
+                 VALUES (CAST('/m/a.ckpt' AS BLOB), 1, 1, 'AA', 1); PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+        let mut index = Index::open(&path).unwrap();
+        let file = Path::new("/m/a.ckpt");
+        assert_eq!(index.identity(file).unwrap(), Some(Identity::default()));
+        let found = Identity {
+            status: MatchStatus::Matched,
+            matched_by: Some(MatchedBy::Autov3),
+            model_id: Some(u64::MAX),
+            version_id: Some(2),
+            file_id: Some(3),
+            model_name: Some("M".into()),
+            version_name: Some("v1".into()),
+        };
+        let learnt = |sha: &str| Learnt {
+            path: file.to_path_buf(),
+            sha256: sha.into(),
+            identity: found.clone(),
+        };
+        index.record(&[learnt("BB")]).unwrap();
+        assert_eq!(
+            index.identity(file).unwrap(),
+            Some(Identity::default()),
+            "an answer about other bytes is not recorded"
+        );
+        index.record(&[learnt("AA")]).unwrap();
+        drop(index);
+        let index = Index::open(&path).unwrap();
+        assert_eq!(index.identity(file).unwrap(), Some(found));
+        assert!(
+            index
+                .unidentified(&[PathBuf::from("/m")], true)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unmatched_files_are_asked_again_only_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+        let file = Path::new("/m/a.ckpt");
+        index.store(file, &stamp(1, 1), &digest("AA"), 1).unwrap();
+        let unmatched = Identity {
+            status: MatchStatus::Unmatched,
+            ..Identity::default()
+        };
+        index
+            .record(&[Learnt {
+                path: file.to_path_buf(),
+                sha256: "AA".into(),
+                identity: unmatched,
+            }])
+            .unwrap();
+        let roots = [PathBuf::from("/m")];
+        assert!(index.unidentified(&roots, false).unwrap().is_empty());
+        assert_eq!(index.unidentified(&roots, true).unwrap().len(), 1);
     }
 
     #[test]

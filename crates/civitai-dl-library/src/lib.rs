@@ -9,7 +9,8 @@
 //! comfy (roots from extra_model_paths.yaml) -> walk (roots -> model files, loops cut)
 //!   -> index (cached hash still valid?) -> digest (one read pass: SHA-256 + AutoV3)
 //!   -> index (committed per file; vanished rows pruned) -> scan (the driver, hashing pool)
-//!   -> [identify: unidentified rows, later] -> verify (verdict against the sidecar, quarantine)
+//!   -> identify (unsettled rows -> batched Civitai lookups -> index) -> verify (verdict against
+//!   the sidecar or the API, quarantine)
 //! ```
 //!
 //! Like the engine it prints nothing and parses no command line: the binary passes option structs
@@ -31,6 +32,9 @@ pub mod index;
 
 /// The scan driver: walk, cache, hashing pool, prune, events.
 pub mod scan;
+
+/// Civitai lookups of unsettled rows, recorded per batch.
+pub mod identify;
 
 /// Verdicts against the published hashes, and quarantine.
 pub mod verify;

@@ -1,6 +1,9 @@
 //! `verify`: does each file still hold what Civitai published? The expected hashes come from the
 //! `<stem>.civitai.info` sidecar beside the file (the version JSON our downloads and Civitai
-//! Helper write); the lockfile and the API are later sources.
+//! Helper write), else, for a file a scan identified, from Civitai itself through a
+//! [`Published`] the caller provides (the library makes no requests of its own); the lockfile is
+//! a later source. The sidecar goes first: it is what the user's tools trust, and it costs no
+//! request.
 //!
 //! The verdict is a pure function of the file's digest and the published hashes, so every case is
 //! a line in a table test. `ok-tensor` exists because SwarmUI (by default) and metadata editors
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{AUTOV3_HEX_DIGITS, DigestError, FileDigest};
-use crate::index::{Index, IndexError};
+use crate::index::{Identity, Index, IndexError, MatchStatus};
 use crate::scan::{HashSource, ScanProblem, ScanReporter, hash_on_pool};
 use crate::walk::{Candidate, INFO_SUFFIX, OWN_FOLDER, walk};
 
@@ -262,6 +265,32 @@ pub struct VerifyOptions {
     pub quarantine: bool,
 }
 
+/// Where the published hashes of a file came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpectedFrom {
+    /// Its `.civitai.info`.
+    Sidecar,
+    /// Civitai, for the version the index matched it to.
+    Api,
+}
+
+/// The published hashes of files identified on Civitai, for files without a sidecar.
+pub trait Published: Sync {
+    /// The hashes Civitai publishes for `file_id` of `version_id`; `Err` says why they could
+    /// not be had (the file is then judged `unknown`, with the reason as its note).
+    fn expected(&self, version_id: u64, file_id: u64) -> Result<Option<Expected>, String>;
+}
+
+/// No published hashes beyond the sidecars (`--no-remote`).
+pub struct SidecarsOnly;
+
+impl Published for SidecarsOnly {
+    fn expected(&self, _version_id: u64, _file_id: u64) -> Result<Option<Expected>, String> {
+        Ok(None)
+    }
+}
+
 /// The outcome for one file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Checked {
@@ -277,6 +306,8 @@ pub struct Checked {
     pub expected_sha256: Option<String>,
     /// The published AutoV3.
     pub expected_autov3: Option<String>,
+    /// Where the published hashes came from.
+    pub expected_from: Option<ExpectedFrom>,
     /// Whether the hash was read now or trusted from the cache.
     pub source: Option<HashSource>,
     /// Where quarantine moved it.
@@ -338,6 +369,7 @@ impl VerifySummary {
 pub fn verify(
     index: &Index,
     options: &VerifyOptions,
+    published: &dyn Published,
     reporter: &dyn VerifyReporter,
     stop: &AtomicBool,
 ) -> Result<VerifySummary, IndexError> {
@@ -404,11 +436,13 @@ pub fn verify(
                     autov3: row.autov3,
                     bytes: candidate.stamp.size,
                 };
+                let known = index.identity(&candidate.path)?;
                 let checked = conclude(
                     &candidate.path,
                     &root,
                     digest,
                     HashSource::Cached,
+                    (known.as_ref(), published),
                     options,
                     &mut summary,
                 );
@@ -431,6 +465,9 @@ pub fn verify(
     hash_on_pool(fresh, 1, reporter, stop, |candidate, result| {
         match result {
             Ok(digest) => {
+                // Before the store: a changed hash resets the identity, and the version the
+                // file was matched to is exactly what a damaged file must be judged against.
+                let known = index.identity(&candidate.path)?;
                 index.store(&candidate.path, &candidate.stamp, &digest, hashed_at)?;
                 let root = roots.remove(&candidate.path).unwrap_or_default();
                 let checked = conclude(
@@ -438,6 +475,7 @@ pub fn verify(
                     &root,
                     digest,
                     HashSource::Hashed,
+                    (known.as_ref(), published),
                     options,
                     &mut summary,
                 );
@@ -468,6 +506,7 @@ fn checked_file(
         autov3: digest.and_then(|d| d.autov3.clone()),
         expected_sha256: None,
         expected_autov3: None,
+        expected_from: None,
         source,
         quarantined_to: None,
         note: None,
@@ -480,19 +519,42 @@ fn conclude(
     root: &Path,
     digest: FileDigest,
     source: HashSource,
+    (known, published): (Option<&Identity>, &dyn Published),
     options: &VerifyOptions,
     summary: &mut VerifySummary,
 ) -> Checked {
     let finding = read_sidecar(path, Some(digest.bytes));
-    let verdict = judge(Some(&digest), finding.expected());
+    let mut note = match &finding {
+        SidecarFinding::Unreadable(note) => Some(note.clone()),
+        _ => None,
+    };
+    let mut from = finding.expected().map(|_| ExpectedFrom::Sidecar);
+    let mut expected = finding.expected().cloned();
+    if expected.is_none()
+        && let Some(Identity {
+            status: MatchStatus::Matched,
+            version_id: Some(version_id),
+            file_id: Some(file_id),
+            ..
+        }) = known
+    {
+        match published.expected(*version_id, *file_id) {
+            Ok(Some(found)) => {
+                expected = Some(found);
+                from = Some(ExpectedFrom::Api);
+            }
+            Ok(None) => {}
+            Err(why) => note = Some(why),
+        }
+    }
+    let verdict = judge(Some(&digest), expected.as_ref());
     let mut checked = checked_file(path.to_path_buf(), verdict, Some(&digest), Some(source));
-    if let Some(expected) = finding.expected() {
+    if let Some(expected) = &expected {
         checked.expected_sha256 = expected.sha256.clone();
         checked.expected_autov3 = expected.autov3.clone();
     }
-    if let SidecarFinding::Unreadable(note) = finding {
-        checked.note = Some(note);
-    }
+    checked.expected_from = from;
+    checked.note = note;
     if verdict == Verdict::Mismatch && options.quarantine {
         match quarantine(root, path) {
             Ok(to) => {
@@ -726,7 +788,14 @@ mod tests {
             quarantine: true,
         };
         let reporter = Verdicts::default();
-        let summary = verify(&index, &options, &reporter, &AtomicBool::new(false)).unwrap();
+        let summary = verify(
+            &index,
+            &options,
+            &SidecarsOnly,
+            &reporter,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         let verdicts: std::collections::BTreeMap<String, Verdict> = reporter
             .0
             .into_inner()

@@ -810,8 +810,8 @@ fn swarm_loads(file_name: &str) -> bool {
 }
 
 /// A version's images as preview candidates: images first, then videos (an image shows in more
-/// apps), each group in Civitai's order.
-fn preview_candidates(version: &ModelVersion) -> Vec<PreviewImage> {
+/// apps), each group in Civitai's order. `scan --write-sidecars preview` takes the same first one.
+pub fn preview_candidates(version: &ModelVersion) -> Vec<PreviewImage> {
     let mut candidates: Vec<(bool, PreviewImage)> = version
         .images
         .iter()

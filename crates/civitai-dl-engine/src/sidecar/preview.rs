@@ -7,7 +7,10 @@
 //! `embeddings/` folder for an embedding hidden in an image, and every reader (A1111, Forge,
 //! Civitai Helper, LoRA Manager, SwarmUI) looks for `<stem>.preview.<ext>`.
 
+use std::path::{Path, PathBuf};
+
 use crate::plan::naming::Layout;
+use crate::plan::preview_path;
 
 /// What a preview's first bytes say it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +57,27 @@ impl MediaType {
 
 /// Every extension a preview may be saved with.
 pub const EXTENSIONS: [&str; 7] = ["png", "jpeg", "webp", "gif", "avif", "mp4", "webm"];
+
+/// The preview in `slot` beside `model_file` an earlier run (of `download` or `scan`) saved,
+/// whatever its format; an empty file is none.
+pub fn existing(model_file: &Path, slot: usize) -> Option<PathBuf> {
+    EXTENSIONS
+        .iter()
+        .map(|ext| preview_path(model_file, slot, ext))
+        .find(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0))
+}
+
+/// The first bytes of a file, enough for [`sniff`].
+pub fn read_head(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    std::fs::File::open(path)
+        .ok()?
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some(head)
+}
 
 /// The media type of a file from its first bytes, `None` when it is none of the known ones.
 pub fn sniff(head: &[u8]) -> Option<MediaType> {

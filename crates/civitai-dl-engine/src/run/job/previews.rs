@@ -29,7 +29,7 @@ impl Run {
         let mut saved: Vec<SavedPreview> = Vec::new();
         // Slots an earlier run filled stay; their candidates are taken as used.
         while saved.len() < plan.wanted
-            && let Some(path) = existing_preview(model_path, saved.len())
+            && let Some(path) = preview::existing(model_path, saved.len())
         {
             let nsfw_level = plan.candidates.get(saved.len()).map_or(0, |c| c.nsfw_level);
             let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -130,7 +130,7 @@ impl Run {
         transferred: u64,
     ) -> Option<PathBuf> {
         let label = &job.file.label;
-        let media = read_head(staged).and_then(|head| preview::sniff(&head));
+        let media = preview::read_head(staged).and_then(|head| preview::sniff(&head));
         let refusal = match media {
             None => Some("its bytes are no image or video format civitai-dl knows".to_owned()),
             Some(media) if job.previews.swarm && !media.shown_by(Layout::Swarm) => Some(format!(
@@ -189,26 +189,6 @@ fn staging_path(model_path: &Path, index: usize) -> PathBuf {
     sidecar_path(model_path, &format!("preview-candidate-{index}.download"))
 }
 
-/// The preview in `slot` an earlier run saved, whatever its format.
-fn existing_preview(model_path: &Path, slot: usize) -> Option<PathBuf> {
-    preview::EXTENSIONS
-        .iter()
-        .map(|ext| preview_path(model_path, slot, ext))
-        .find(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0))
-}
-
-/// The first bytes of a file, enough to tell its media type.
-fn read_head(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(preview::SNIFF_BYTES);
-    std::fs::File::open(path)
-        .ok()?
-        .take(preview::SNIFF_BYTES as u64)
-        .read_to_end(&mut head)
-        .ok()?;
-    Some(head)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,15 +197,15 @@ mod tests {
     fn an_earlier_preview_is_found_whatever_its_format_and_empty_ones_are_not() {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("m.safetensors");
-        assert_eq!(existing_preview(&model, 0), None);
+        assert_eq!(preview::existing(&model, 0), None);
         std::fs::write(dir.path().join("m.preview.webp"), b"RIFF").unwrap();
         std::fs::write(dir.path().join("m.preview.2.png"), b"").unwrap();
         assert_eq!(
-            existing_preview(&model, 0),
+            preview::existing(&model, 0),
             Some(dir.path().join("m.preview.webp"))
         );
         assert_eq!(
-            existing_preview(&model, 1),
+            preview::existing(&model, 1),
             None,
             "an empty file is no preview"
         );
@@ -241,9 +221,9 @@ mod tests {
         let path = dir.path().join("x");
         std::fs::write(&path, [0u8; 100]).unwrap();
         assert_eq!(
-            read_head(&path).map(|h| h.len()),
+            preview::read_head(&path).map(|h| h.len()),
             Some(preview::SNIFF_BYTES)
         );
-        assert_eq!(read_head(&dir.path().join("missing")), None);
+        assert_eq!(preview::read_head(&dir.path().join("missing")), None);
     }
 }
