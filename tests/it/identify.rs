@@ -532,3 +532,83 @@ fn scan_sends_the_key_to_the_api_only_and_writes_it_nowhere() {
     );
     assert_key_written_nowhere(&ran, &sandbox);
 }
+
+// Issue 10 ("done when"): the commands work on the trees the apps keep. Each tree is built by
+// `download --layout`, its sidecars are removed (so only Civitai can say what the files are), and
+// `scan` must find every model file in the app's folders and identify it.
+#[test]
+fn scan_identifies_every_file_of_each_apps_tree() {
+    use crate::support::model;
+    let checkpoint = {
+        let weights = FakeFile::new(60100, "tree_checkpoint.safetensors", 64 * 1024);
+        let vae = FakeFile {
+            file_type: "VAE".to_owned(),
+            primary: false,
+            ..FakeFile::new(60101, "tree_checkpoint_vae.safetensors", 32 * 1024)
+        };
+        FakeModel::new(
+            601,
+            "Tree Checkpoint",
+            "Checkpoint",
+            vec![FakeVersion::new(6010, "v1.0", vec![weights, vae])],
+        )
+    };
+    let models = vec![
+        checkpoint,
+        model(602, "LORA", 48 * 1024),
+        model(603, "TextualInversion", 16 * 1024),
+    ];
+    let server = crate::support::serve(models, Knobs::default());
+    let trees = [
+        (
+            "a1111",
+            ["models/Stable-diffusion", "models/Lora", "embeddings"],
+        ),
+        (
+            "forge",
+            ["models/Stable-diffusion", "models/Lora", "embeddings"],
+        ),
+        (
+            "comfyui",
+            ["models/checkpoints", "models/loras", "models/embeddings"],
+        ),
+        (
+            "swarm",
+            [
+                "Models/Stable-Diffusion",
+                "Models/Lora",
+                "Models/Embeddings",
+            ],
+        ),
+    ];
+    for (layout, folders) in trees {
+        let sandbox = Sandbox::new();
+        let mut download = civitai_dl(&server.api_url(), &sandbox, FAST_RETRIES);
+        download
+            .arg("download")
+            .arg("--root")
+            .arg(&sandbox.out)
+            .args(["601", "602", "603", "--all-files", "--layout", layout]);
+        run(download).expect_code(0);
+        for sidecar in sandbox
+            .downloads()
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".civitai.info"))
+        {
+            std::fs::remove_file(sandbox.out.join(sidecar)).unwrap();
+        }
+        let (ran, events) = scan(&server, &sandbox, &[]);
+        ran.expect_code(0);
+        assert_eq!(statuses(&events), (4, 0, 0), "{layout}: {}", ran.stdout);
+        for folder in folders {
+            assert!(
+                events.iter().any(|e| e["event"] == "identity"
+                    && e["path"]
+                        .as_str()
+                        .is_some_and(|p| p.contains(&format!("/{folder}/")))),
+                "{layout}: nothing identified in {folder}: {}",
+                ran.stdout
+            );
+        }
+    }
+}
