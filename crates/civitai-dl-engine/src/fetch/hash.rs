@@ -15,6 +15,9 @@ use crate::fetch::error::{DownloadError, io_error};
 
 /// Read buffer when hashing a file already on disk.
 const HASH_BUFFER_BYTES: usize = 1024 * 1024;
+/// Read buffer of a [`PrefixHasher`]: one per file in flight, each reading what was just written
+/// (from the page cache), so a smaller buffer costs nothing in speed.
+const PREFIX_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
@@ -200,7 +203,7 @@ fn follow_prefix(
 ) -> std::io::Result<(u64, Sha256)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
+    let mut buffer = vec![0u8; PREFIX_BUFFER_BYTES];
     let mut hashed = 0u64;
     loop {
         let available = {
