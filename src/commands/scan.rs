@@ -1,5 +1,6 @@
-//! `civitai-dl scan`: hash every model file under the roots (reusing the cache), identify on
-//! Civitai what the cache has not settled (unless `--no-remote`), and list them. Read-only on the
+//! `civitai-dl scan`: hash every model file under the roots (reusing the cache), identify what
+//! the cache has not settled from the sidecars beside the files, then on Civitai (unless
+//! `--no-remote`), and list them. Read-only on the
 //! model files: the only file written is the hash index.
 //!
 //! The scan itself is blocking work (disk reads, SQLite commits), so it runs on a blocking thread
@@ -27,7 +28,7 @@ use civitai_dl_engine::observe::metrics::Metrics;
 use civitai_dl_library::comfy;
 use civitai_dl_library::identify::{Identification, IdentifySummary, identify};
 use civitai_dl_library::index::{Index, MatchStatus, Unidentified};
-use civitai_dl_library::scan::{ScanOptions, ScanSummary};
+use civitai_dl_library::scan::{HashJobs, ScanOptions, ScanSummary};
 use civitai_dl_library::sidecars::{FromSidecars, identify_from_sidecars, report_unproven};
 
 pub(super) async fn scan(
@@ -44,7 +45,7 @@ pub(super) async fn scan(
     let started = Instant::now();
     let options = ScanOptions {
         roots,
-        hash_jobs: args.hash_jobs,
+        hash_jobs: args.hash_jobs.map_or(HashJobs::PerDevice, HashJobs::Total),
     };
     let (listener, flag) = (view.clone(), stop.clone());
     let (summary, mut index) = tokio::task::spawn_blocking(move || {

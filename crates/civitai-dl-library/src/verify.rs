@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{AUTOV3_HEX_DIGITS, DigestError, FileDigest};
 use crate::index::{Identity, Index, IndexError, MatchStatus};
-use crate::scan::{HashSource, ScanProblem, ScanReporter, hash_on_pool};
+use crate::scan::{HashJobs, HashSource, ScanProblem, ScanReporter, hash_on_pool};
 use crate::walk::{Candidate, INFO_SUFFIX, OWN_FOLDER, walk};
 
 /// The verdict on one file.
@@ -517,33 +517,39 @@ pub fn verify(
     let hashed_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    hash_on_pool(fresh, 1, reporter, stop, |candidate, result| {
-        match result {
-            Ok(digest) => {
-                // Before the store: a changed hash resets the identity, and the version the
-                // file was matched to is exactly what a damaged file must be judged against.
-                let known = index.identity(&candidate.path)?;
-                index.store(&candidate.path, &candidate.stamp, &digest, hashed_at)?;
-                let root = roots.remove(&candidate.path).unwrap_or_default();
-                let checked = conclude(
-                    &candidate.path,
-                    &root,
-                    digest,
-                    HashSource::Hashed,
-                    (known.as_ref(), published),
-                    options,
-                    &mut summary,
-                );
-                reporter.on_verdict(&checked);
+    hash_on_pool(
+        fresh,
+        HashJobs::Total(1),
+        reporter,
+        stop,
+        |candidate, result| {
+            match result {
+                Ok(digest) => {
+                    // Before the store: a changed hash resets the identity, and the version the
+                    // file was matched to is exactly what a damaged file must be judged against.
+                    let known = index.identity(&candidate.path)?;
+                    index.store(&candidate.path, &candidate.stamp, &digest, hashed_at)?;
+                    let root = roots.remove(&candidate.path).unwrap_or_default();
+                    let checked = conclude(
+                        &candidate.path,
+                        &root,
+                        digest,
+                        HashSource::Hashed,
+                        (known.as_ref(), published),
+                        options,
+                        &mut summary,
+                    );
+                    reporter.on_verdict(&checked);
+                }
+                Err(DigestError::Stopped { .. }) => {}
+                Err(error) => {
+                    summary.errors += 1;
+                    reporter.on_problem(&ScanProblem::Unreadable(error));
+                }
             }
-            Err(DigestError::Stopped { .. }) => {}
-            Err(error) => {
-                summary.errors += 1;
-                reporter.on_problem(&ScanProblem::Unreadable(error));
-            }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     summary.stopped |= stop.load(Ordering::Relaxed);
     Ok(summary)
 }
