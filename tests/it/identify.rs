@@ -1,7 +1,8 @@
 //! Identification on Civitai, end to end against the fake: `scan` batches SHA-256 lookups, keeps
 //! what it learnt so a warm rescan asks nothing, finds a header-edited file by its AutoV3, and
-//! leaves files `pending` (never `unmatched`) when Civitai fails; `identify` names a file or a
-//! hash and the command that fetches it.
+//! leaves files `pending` (never `unmatched`) when Civitai fails, and takes a file a sidecar
+//! proves (its listed SHA-256 is the file's) without asking, offline or not; `identify` names a
+//! file or a hash and the command that fetches it.
 
 use std::path::Path;
 use std::process::Command;
@@ -703,6 +704,16 @@ fn no_remote_identifies_from_sidecars_that_list_the_files_hash_and_a_remote_scan
         identity(&events, "uniform_lora_0.safetensors")["matched_by"],
         "sidecar"
     );
+
+    // Offline again: what Civitai said is in the index, and stays.
+    let (cached, events) = scan(&server, &sandbox, &["--no-remote"]);
+    cached.expect_code(0);
+    assert_eq!(statuses(&events), (3, 1, 0), "{}", cached.stderr);
+    assert_eq!(
+        identity(&events, "uniform_lora_1.safetensors")["version_id"],
+        2001
+    );
+    assert_eq!(server.stats().api_requests(), 1);
 }
 
 #[test]

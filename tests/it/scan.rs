@@ -1,6 +1,6 @@
 //! `scan` and `verify` on libraries the tests build: the hash cache across runs, what the walk
 //! skips, a scan killed or interrupted part-way, every verdict, quarantine, roots from ComfyUI's
-//! yaml, and an index that cannot be used. Both commands run offline here (`--no-remote`): the
+//! yaml, an index that cannot be used, and a broken config file. Both commands run offline here (`--no-remote`): the
 //! base URL given points nowhere, and nothing may try it. Identification on Civitai is in
 //! `identify.rs`.
 
