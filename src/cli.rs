@@ -199,10 +199,10 @@ pub struct ScanArgs {
     #[command(flatten)]
     pub index: IndexArgs,
 
-    /// Files hashed at once; keep 1 for spinning disks, where parallel reads seek against each
-    /// other.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = limits::HASH_JOBS.parser::<usize>())]
-    pub hash_jobs: usize,
+    /// Files hashed at once overall. Without it: one per device (disk), so several disks are
+    /// read in parallel and a spinning disk never seeks between two files.
+    #[arg(long, value_name = "N", value_parser = limits::HASH_JOBS.parser::<usize>())]
+    pub hash_jobs: Option<usize>,
 
     /// Do not ask Civitai what the files are: hash and list only (no config or network needed).
     #[arg(long)]

@@ -63,6 +63,17 @@ pub struct UsageError {
     message: String,
 }
 
+/// A config error, with the way round it for the commands that can work without settings.
+fn offline_hint(error: crate::settings::ConfigError, command: &Command) -> anyhow::Error {
+    let error = anyhow::Error::new(error);
+    match command {
+        Command::Scan(_) | Command::Verify(_) => usage(format!(
+            "{error:#}; or run with --no-remote to work offline"
+        )),
+        _ => error,
+    }
+}
+
 pub(super) fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError {
         message: message.into(),
@@ -134,7 +145,8 @@ async fn dispatch(cli: Cli, progress: Progress) -> anyhow::Result<Exit> {
             verify::verify(args, None, global.json, progress).await
         }
         command => {
-            let settings = Settings::load(&global)?;
+            let settings =
+                Settings::load(&global).map_err(|error| offline_hint(error, &command))?;
             if let Some(path) = &settings.config_file {
                 tracing::debug!("settings from {}", path.display());
             }

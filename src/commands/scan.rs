@@ -1,5 +1,6 @@
-//! `civitai-dl scan`: hash every model file under the roots (reusing the cache), identify on
-//! Civitai what the cache has not settled (unless `--no-remote`), and list them. Read-only on the
+//! `civitai-dl scan`: hash every model file under the roots (reusing the cache), identify what
+//! the cache has not settled from the sidecars beside the files, then on Civitai (unless
+//! `--no-remote`), and list them. Read-only on the
 //! model files: the only file written is the hash index.
 //!
 //! The scan itself is blocking work (disk reads, SQLite commits), so it runs on a blocking thread
@@ -26,8 +27,9 @@ use civitai_dl_engine::fetch::{DownloadOptions, Downloader};
 use civitai_dl_engine::observe::metrics::Metrics;
 use civitai_dl_library::comfy;
 use civitai_dl_library::identify::{Identification, IdentifySummary, identify};
-use civitai_dl_library::index::{Index, MatchStatus};
-use civitai_dl_library::scan::{ScanOptions, ScanSummary};
+use civitai_dl_library::index::{Index, MatchStatus, Unidentified};
+use civitai_dl_library::scan::{HashJobs, ScanOptions, ScanSummary};
+use civitai_dl_library::sidecars::{FromSidecars, identify_from_sidecars, report_unproven};
 
 pub(super) async fn scan(
     args: ScanArgs,
@@ -43,7 +45,7 @@ pub(super) async fn scan(
     let started = Instant::now();
     let options = ScanOptions {
         roots,
-        hash_jobs: args.hash_jobs,
+        hash_jobs: args.hash_jobs.map_or(HashJobs::PerDevice, HashJobs::Total),
     };
     let (listener, flag) = (view.clone(), stop.clone());
     let (summary, mut index) = tokio::task::spawn_blocking(move || {
@@ -55,9 +57,23 @@ pub(super) async fn scan(
     .context("the scan thread failed")?;
     let summary = summary?;
     let mut sidecars = None;
+    // Sidecars first, with and without the network: a file Civitai Helper or LoRA Manager
+    // already annotated (and whose hash its sidecar confirms) costs no request.
+    let from_sidecars = if summary.stopped {
+        FromSidecars::default()
+    } else {
+        let unidentified = index.unidentified(&summary.roots, args.retry_unmatched)?;
+        identify_from_sidecars(&mut index, unidentified, view.as_ref())?
+    };
+    let by_sidecar = from_sidecars.summary.matched;
+    let mut unproven = IdentifySummary::default();
     let identified = match &settings {
         Some(settings) if !summary.stopped => {
-            let unidentified = index.unidentified(&summary.roots, args.retry_unmatched)?;
+            let unidentified: Vec<Unidentified> = from_sidecars
+                .unproven
+                .into_iter()
+                .map(|(file, _)| file)
+                .collect();
             let needs_api = !unidentified.is_empty() || !args.write_sidecars.is_empty();
             let api = if needs_api {
                 Some(build_api(
@@ -94,14 +110,20 @@ pub(super) async fn scan(
             }
             Some(found.summary)
         }
-        _ => None,
+        _ => {
+            unproven = report_unproven(&from_sidecars.unproven, view.as_ref());
+            None
+        }
     };
     view.finish();
     progress.finish();
     view.print_table(|path| index.identity(path).ok().flatten())?;
     let statuses = statuses(&index, &summary.roots)?;
     eprintln!("{}", scan_summary(&summary, started.elapsed(), &index_path));
-    eprintln!("{}", identify_line(&statuses, identified.as_ref()));
+    eprintln!(
+        "{}",
+        identify_line(&statuses, by_sidecar, identified.as_ref(), &unproven)
+    );
     if let Some(counts) = &sidecars {
         eprintln!(
             "sidecars: {} written, {} identified files had them all, {} not written",
@@ -114,7 +136,8 @@ pub(super) async fn scan(
             json!({"index": index_path, "matched": statuses.matched,
                 "unmatched": statuses.unmatched, "pending": statuses.pending,
                 "identify": if identified.is_some() { "remote" } else { "offline" },
-                "asked": identified.as_ref().map_or(0, |i| i.asked), "sidecars": sidecars}),
+                "asked": identified.as_ref().map_or(0, |i| i.asked), "by_sidecar": by_sidecar,
+                "sidecars": sidecars}),
         ))?;
     }
     let stopped = summary.stopped || identified.as_ref().is_some_and(|i| i.stopped);
@@ -176,12 +199,20 @@ fn statuses(index: &Index, roots: &[PathBuf]) -> anyhow::Result<Statuses> {
     Ok(counts)
 }
 
-/// `identify: 248 matched (1 by AutoV3), 2 unmatched, 0 pending; 250 asked now`.
-fn identify_line(statuses: &Statuses, identified: Option<&IdentifySummary>) -> String {
+/// `identify: 248 matched, 2 unmatched, 0 pending; 3 proven by their sidecars; 247 asked now`.
+fn identify_line(
+    statuses: &Statuses,
+    by_sidecar: u64,
+    identified: Option<&IdentifySummary>,
+    unproven: &IdentifySummary,
+) -> String {
     let mut line = format!(
         "identify: {} matched, {} unmatched, {} pending",
         statuses.matched, statuses.unmatched, statuses.pending
     );
+    if by_sidecar > 0 {
+        line.push_str(&format!("; {by_sidecar} proven by their sidecars"));
+    }
     match identified {
         Some(now) => {
             line.push_str(&format!("; {} asked now", now.asked));
@@ -199,7 +230,17 @@ fn identify_line(statuses: &Statuses, identified: Option<&IdentifySummary>) -> S
                 ));
             }
         }
-        None => line.push_str(" (offline: --no-remote)"),
+        None => {
+            line.push_str(
+                " (offline: --no-remote identifies only from sidecars that list the file's hash)",
+            );
+            if let Some(why) = &unproven.failure {
+                line.push_str(&format!(
+                    "; {} sidecars prove nothing, e.g. {why}",
+                    unproven.pending
+                ));
+            }
+        }
     }
     line
 }

@@ -97,7 +97,10 @@ pub(super) async fn write_missing(
                 path,
                 size: row.stamp.size,
                 sha256: row.sha256.to_ascii_lowercase(),
-                verified: identity.matched_by == Some(MatchedBy::Sha256),
+                verified: matches!(
+                    identity.matched_by,
+                    Some(MatchedBy::Sha256 | MatchedBy::Sidecar)
+                ),
                 version_id,
                 file_id,
                 model_id: identity.model_id,

@@ -120,6 +120,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn table_row(file: &ScannedFile, identity: &Identity) -> String {
     let status = match identity.matched_by {
         Some(MatchedBy::Autov3) => "autov3",
+        Some(MatchedBy::Sidecar) => "sidecar",
         _ => identity.status.as_str(),
     };
     format!(

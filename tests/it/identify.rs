@@ -1,7 +1,8 @@
 //! Identification on Civitai, end to end against the fake: `scan` batches SHA-256 lookups, keeps
 //! what it learnt so a warm rescan asks nothing, finds a header-edited file by its AutoV3, and
-//! leaves files `pending` (never `unmatched`) when Civitai fails; `identify` names a file or a
-//! hash and the command that fetches it.
+//! leaves files `pending` (never `unmatched`) when Civitai fails, and takes a file a sidecar
+//! proves (its listed SHA-256 is the file's) without asking, offline or not; `identify` names a
+//! file or a hash and the command that fetches it.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,10 +11,10 @@ use civitai_dl_fake::{
     BatchFault, Catalog, FakeCivitai, FakeFile, FakeModel, FakeVersion, FileBytes, FileContent,
     ImageFormat, Knobs,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{
-    FAST_RETRIES, KEY, Ran, Sandbox, assert_key_written_nowhere, civitai_dl, run,
+    FAST_RETRIES, KEY, Ran, Sandbox, assert_key_written_nowhere, civitai_dl, run, sha256_file,
 };
 
 const BATCH_ROUTE: &str = "POST /api/v1/model-versions/by-hash";
@@ -611,4 +612,126 @@ fn scan_identifies_every_file_of_each_apps_tree() {
             );
         }
     }
+}
+
+/// A `.civitai.info` for uniform file `file` (model `file.id - 2000`, version `file.id - 1000`),
+/// listing `sha256` as its hash when given.
+fn civitai_info(file: &FakeFile, beside: &Path, sha256: Option<&str>) {
+    let hashes = sha256.map_or(json!({}), |sha| json!({"SHA256": sha}));
+    let info = json!({"id": file.id - 1000, "modelId": file.id - 2000, "name": "v1.0",
+        "model": {"name": "From the sidecar"},
+        "files": [{"id": file.id, "name": file.name, "hashes": hashes}]});
+    std::fs::write(beside.with_extension("civitai.info"), info.to_string()).unwrap();
+}
+
+/// The `identified` event of the file named `name`.
+fn identified<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| {
+            e["event"] == "identified" && e["path"].as_str().is_some_and(|p| p.ends_with(name))
+        })
+        .unwrap_or_else(|| panic!("no identified event for {name}"))
+}
+
+#[test]
+fn no_remote_identifies_from_sidecars_that_list_the_files_hash_and_a_remote_scan_skips_them() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.out.join("loras");
+    let (catalog, files) = uniform_copies(3, 1_000, &dir);
+    let path = |i: usize| dir.join(&files[i].name);
+    civitai_info(
+        &files[0],
+        &path(0),
+        Some(&sha256_file(&path(0)).to_lowercase()),
+    );
+    civitai_info(&files[1], &path(1), None);
+    let record = json!({"sha256": sha256_file(&path(2)).to_lowercase(), "model_name": "LM",
+        "civitai": {"id": files[2].id - 1000, "modelId": files[2].id - 2000, "name": "v1.0"}});
+    std::fs::write(dir.join("uniform_lora_2.metadata.json"), record.to_string()).unwrap();
+    std::fs::write(dir.join("mine.ckpt"), [3; 5_000]).unwrap();
+    let server = start(catalog, Knobs::default());
+
+    let (offline, events) = scan(&server, &sandbox, &["--no-remote"]);
+    offline.expect_code(0);
+    assert_eq!(server.stats().api_requests(), 0, "--no-remote asks nothing");
+    assert_eq!(statuses(&events), (2, 0, 2), "{}", offline.stderr);
+    let first = identity(&events, "uniform_lora_0.safetensors");
+    assert_eq!(first["matched_by"], "sidecar");
+    assert_eq!(
+        (&first["model_id"], &first["version_id"], &first["file_id"]),
+        (&1000.into(), &2000.into(), &3000.into())
+    );
+    assert_eq!(first["model_name"], "From the sidecar");
+    let third = identity(&events, "uniform_lora_2.safetensors");
+    assert_eq!(
+        (&third["matched_by"], &third["version_id"]),
+        (&"sidecar".into(), &2002.into())
+    );
+    let unverified = identified(&events, "uniform_lora_1.safetensors");
+    assert_eq!(
+        unverified["status"], "pending",
+        "a sidecar without a hash claims nothing"
+    );
+    assert!(
+        unverified["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("unverified-sidecar: "),
+        "{unverified}"
+    );
+    assert!(
+        offline.stderr.contains("unverified-sidecar"),
+        "{}",
+        offline.stderr
+    );
+
+    let (online, events) = scan(&server, &sandbox, &[]);
+    online.expect_code(0);
+    assert_eq!(statuses(&events), (3, 1, 0), "{}", online.stderr);
+    assert_eq!(
+        server.stats().api_requests(),
+        1,
+        "one batch for the two files no sidecar proved"
+    );
+    let asked = events.iter().filter(|e| e["event"] == "identified").count();
+    assert_eq!(asked, 2, "the proven files are not asked about");
+    assert_eq!(
+        identity(&events, "uniform_lora_1.safetensors")["matched_by"],
+        "sha256"
+    );
+    assert_eq!(
+        identity(&events, "uniform_lora_0.safetensors")["matched_by"],
+        "sidecar"
+    );
+
+    // Offline again: what Civitai said is in the index, and stays.
+    let (cached, events) = scan(&server, &sandbox, &["--no-remote"]);
+    cached.expect_code(0);
+    assert_eq!(statuses(&events), (3, 1, 0), "{}", cached.stderr);
+    assert_eq!(
+        identity(&events, "uniform_lora_1.safetensors")["version_id"],
+        2001
+    );
+    assert_eq!(server.stats().api_requests(), 1);
+}
+
+#[test]
+fn a_file_with_a_sidecar_is_proven_without_a_request_on_a_remote_scan() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.out.join("loras");
+    let (catalog, files) = uniform_copies(1, 1_000, &dir);
+    let model = dir.join(&files[0].name);
+    civitai_info(&files[0], &model, Some(&sha256_file(&model)));
+    let server = start(catalog, Knobs::default());
+
+    let (ran, events) = scan(&server, &sandbox, &[]);
+    ran.expect_code(0);
+    assert_eq!(statuses(&events), (1, 0, 0), "{}", ran.stderr);
+    assert_eq!(server.stats().api_requests(), 0, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("1 proven by their sidecars"),
+        "{}",
+        ran.stderr
+    );
 }

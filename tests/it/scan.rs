@@ -1,6 +1,6 @@
 //! `scan` and `verify` on libraries the tests build: the hash cache across runs, what the walk
 //! skips, a scan killed or interrupted part-way, every verdict, quarantine, roots from ComfyUI's
-//! yaml, and an index that cannot be used. Both commands run offline here (`--no-remote`): the
+//! yaml, an index that cannot be used, and a broken config file. Both commands run offline here (`--no-remote`): the
 //! base URL given points nowhere, and nothing may try it. Identification on Civitai is in
 //! `identify.rs`.
 
@@ -504,4 +504,41 @@ fn the_default_index_lives_in_the_cache_folder_and_a_missing_root_is_a_usage_err
     let ran = run(cmd);
     ran.expect_code(2);
     assert!(ran.stderr.contains("does not exist"), "{}", ran.stderr);
+}
+
+#[test]
+fn a_broken_config_stops_a_remote_scan_or_verify_with_the_way_to_work_offline() {
+    let sandbox = Sandbox::new();
+    write(&sandbox.out.join("a.ckpt"), &[1; 100]);
+    let config = sandbox.home.join("broken.toml");
+    std::fs::write(&config, "bogus = 1\n").unwrap();
+    for command in ["scan", "verify"] {
+        let mut cmd = civitai_dl(NOWHERE, &sandbox, FAST_RETRIES);
+        cmd.arg(command)
+            .arg("--index")
+            .arg(index_of(&sandbox))
+            .arg("--config")
+            .arg(&config)
+            .arg(&sandbox.out);
+        let ran = run(cmd);
+        ran.expect_code(2);
+        let error = ran.stderr.trim();
+        assert!(
+            error.contains("bogus") && error.contains("broken.toml"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("or run with --no-remote to work offline"),
+            "{command}: {error}"
+        );
+        assert_eq!(error.lines().count(), 1, "{error}");
+        // Offline the config is not read; verify says 1 only because a.ckpt has no sidecar.
+        let offline = run(library_on(
+            &sandbox,
+            command,
+            &["--config", config.to_str().unwrap()],
+            &sandbox.out,
+        ));
+        offline.expect_code(if command == "scan" { 0 } else { 1 });
+    }
 }

@@ -100,6 +100,8 @@ pub enum MatchedBy {
     Sha256,
     /// Only the tensor bytes' AutoV3: a header editor (SwarmUI) rewrote the file's header.
     Autov3,
+    /// A sidecar beside the file named the version and listed the file's own SHA-256.
+    Sidecar,
 }
 
 impl MatchedBy {
@@ -107,6 +109,7 @@ impl MatchedBy {
         match text {
             "sha256" => Some(MatchedBy::Sha256),
             "autov3" => Some(MatchedBy::Autov3),
+            "sidecar" => Some(MatchedBy::Sidecar),
             _ => None,
         }
     }
@@ -115,6 +118,7 @@ impl MatchedBy {
         match self {
             MatchedBy::Sha256 => "sha256",
             MatchedBy::Autov3 => "autov3",
+            MatchedBy::Sidecar => "sidecar",
         }
     }
 }

@@ -9,7 +9,8 @@
 //! comfy (roots from extra_model_paths.yaml) -> walk (roots -> model files, loops cut)
 //!   -> index (cached hash still valid?) -> digest (one read pass: SHA-256 + AutoV3)
 //!   -> index (committed per file; vanished rows pruned) -> scan (the driver, hashing pool)
-//!   -> identify (unsettled rows -> batched Civitai lookups -> index) -> verify (verdict against
+//!   -> sidecars (unsettled rows a sidecar proves -> index)
+//!   -> identify (the rest -> batched Civitai lookups -> index) -> verify (verdict against
 //!   the sidecar or the API, quarantine)
 //! ```
 //!
@@ -32,6 +33,9 @@ pub mod index;
 
 /// The scan driver: walk, cache, hashing pool, prune, events.
 pub mod scan;
+
+/// Identification from the sidecars other tools wrote, checked against the file's hash.
+pub mod sidecars;
 
 /// Civitai lookups of unsettled rows, recorded per batch.
 pub mod identify;

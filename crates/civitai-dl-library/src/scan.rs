@@ -3,9 +3,11 @@
 //! are gone, and report every step through a `ScanReporter`.
 //!
 //! The pool is plain threads, not async tasks: hashing is CPU and disk work that would starve an
-//! async runtime, and the caller runs the whole scan on one blocking thread. The pool's size is a
-//! value the caller passes (`--hash-jobs`, 1 by default): on a spinning disk two readers seek
-//! against each other and are slower than one, so more is an opt-in for SSDs and several disks.
+//! async runtime, and the caller runs the whole scan on one blocking thread. By default it has
+//! one reader per device (the files' `st_dev`), each reading its device's files one after
+//! another: a library spread over several disks reads them all at once, while a spinning disk
+//! never has two readers seeking against each other (slower than one). A number of readers
+//! overall (`--hash-jobs N`, one shared queue) is the opt-in for SSDs, where parallel reads pay.
 //! Only the calling thread touches the index (SQLite connections are not shared between threads),
 //! so the workers send finished digests back over a channel and the caller commits them in order
 //! of completion.
@@ -28,8 +30,17 @@ use crate::walk::{Candidate, Stamp, WalkProblem, Walked, walk};
 pub struct ScanOptions {
     /// Folders (or single files) to scan.
     pub roots: Vec<PathBuf>,
-    /// Files hashed at once (at least 1).
-    pub hash_jobs: usize,
+    /// How many files are read at once.
+    pub hash_jobs: HashJobs,
+}
+
+/// How many files are read at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashJobs {
+    /// One reader per device, each reading its device's files in walk order.
+    PerDevice,
+    /// This many readers overall (at least 1) on one queue, whatever the devices.
+    Total(usize),
 }
 
 /// Where a file's hashes came from in this scan.
@@ -274,45 +285,73 @@ fn still_the_same(candidate: &Candidate, digest: &FileDigest) -> bool {
         && std::fs::metadata(&candidate.path).is_ok_and(|m| Stamp::of(&m) == candidate.stamp)
 }
 
-/// Hash `files` on `jobs` threads; `settle` runs on the calling thread for each result, in order
-/// of completion. A `settle` error stops the workers and is returned.
+/// The queues the readers take files from, each with its number of readers: per device, the
+/// files of each device (in walk order, devices in order of their first file) with one reader
+/// each; otherwise one queue of all files with `n` readers, never more than there are files.
+/// Files whose device is unknown (no `st_dev` on the platform) share one queue.
+fn queues(files: Vec<Candidate>, jobs: HashJobs) -> Vec<(Vec<Candidate>, usize)> {
+    match jobs {
+        HashJobs::Total(n) => {
+            let readers = n.clamp(1, files.len().max(1));
+            vec![(files, readers)]
+        }
+        HashJobs::PerDevice => {
+            let mut by_device: Vec<(Option<u64>, Vec<Candidate>)> = Vec::new();
+            for file in files {
+                match by_device.iter_mut().find(|(dev, _)| *dev == file.stamp.dev) {
+                    Some((_, queue)) => queue.push(file),
+                    None => by_device.push((file.stamp.dev, vec![file])),
+                }
+            }
+            by_device.into_iter().map(|(_, queue)| (queue, 1)).collect()
+        }
+    }
+}
+
+/// Hash `files` with `jobs` readers; `settle` runs on the calling thread for each result, in
+/// order of completion. A `settle` error stops the workers and is returned.
 pub fn hash_on_pool(
     files: Vec<Candidate>,
-    jobs: usize,
+    jobs: HashJobs,
     reporter: &dyn ScanReporter,
     stop: &AtomicBool,
     mut settle: impl FnMut(Candidate, Result<FileDigest, DigestError>) -> Result<(), IndexError>,
 ) -> Result<(), IndexError> {
-    let jobs = jobs.clamp(1, files.len().max(1));
-    let queue = Mutex::new(files.into_iter());
+    let queues: Vec<(Mutex<std::vec::IntoIter<Candidate>>, usize)> = queues(files, jobs)
+        .into_iter()
+        .map(|(queue, readers)| (Mutex::new(queue.into_iter()), readers))
+        .collect();
+    let readers: usize = queues.iter().map(|(_, readers)| readers).sum();
     let abort = AtomicBool::new(false);
     let halted = || stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed);
     std::thread::scope(|scope| {
         // Bounded, so finished digests wait for the committer instead of piling up.
-        let (sender, receiver) = mpsc::sync_channel(jobs);
-        for _ in 0..jobs {
-            let sender = sender.clone();
-            let (queue, halted) = (&queue, &halted);
-            scope.spawn(move || {
-                let mut digester = Digester::new();
-                loop {
-                    let next = queue
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .next();
-                    let Some(candidate) = next else { break };
-                    if halted() {
-                        break;
+        let (sender, receiver) = mpsc::sync_channel(readers.max(1));
+        for (queue, readers) in &queues {
+            for _ in 0..*readers {
+                let sender = sender.clone();
+                let halted = &halted;
+                scope.spawn(move || {
+                    let mut digester = Digester::new();
+                    loop {
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .next();
+                        let Some(candidate) = next else { break };
+                        if halted() {
+                            break;
+                        }
+                        reporter.on_hash_started(&candidate.path, candidate.stamp.size);
+                        let result = digester.digest(&candidate.path, halted, &mut |bytes| {
+                            reporter.on_bytes_hashed(bytes)
+                        });
+                        if sender.send((candidate, result)).is_err() {
+                            break;
+                        }
                     }
-                    reporter.on_hash_started(&candidate.path, candidate.stamp.size);
-                    let result = digester.digest(&candidate.path, halted, &mut |bytes| {
-                        reporter.on_bytes_hashed(bytes)
-                    });
-                    if sender.send((candidate, result)).is_err() {
-                        break;
-                    }
-                }
-            });
+                });
+            }
         }
         drop(sender);
         for (candidate, result) in receiver {
@@ -363,7 +402,7 @@ mod tests {
         (dir, root, index)
     }
 
-    fn run(index: &mut Index, root: &Path, jobs: usize) -> (ScanSummary, Recorder) {
+    fn run(index: &mut Index, root: &Path, jobs: HashJobs) -> (ScanSummary, Recorder) {
         let recorder = Recorder::default();
         let options = ScanOptions {
             roots: vec![root.to_path_buf()],
@@ -376,11 +415,11 @@ mod tests {
     #[test]
     fn a_rescan_reuses_every_hash_and_a_touched_file_is_read_again() {
         let (_dir, root, mut index) = library();
-        let (cold, recorder) = run(&mut index, &root, 2);
+        let (cold, recorder) = run(&mut index, &root, HashJobs::Total(2));
         assert_eq!((cold.files, cold.hashed, cold.reused), (3, 3, 0));
         assert_eq!(cold.bytes_hashed, 5100);
         let hashed = recorder.done.into_inner().unwrap();
-        let (warm, recorder) = run(&mut index, &root, 1);
+        let (warm, recorder) = run(&mut index, &root, HashJobs::PerDevice);
         assert_eq!((warm.hashed, warm.reused, warm.errors), (0, 3, 0));
         let mut reused = recorder.done.into_inner().unwrap();
         for file in &mut reused {
@@ -397,20 +436,20 @@ mod tests {
             .unwrap();
         file.set_modified(SystemTime::now() + std::time::Duration::from_secs(5))
             .unwrap();
-        let (touched, _) = run(&mut index, &root, 1);
+        let (touched, _) = run(&mut index, &root, HashJobs::PerDevice);
         assert_eq!((touched.hashed, touched.reused), (1, 2));
     }
 
     #[test]
     fn rows_of_removed_files_are_pruned_and_a_missing_root_prunes_nothing() {
         let (dir, root, mut index) = library();
-        run(&mut index, &root, 1);
+        run(&mut index, &root, HashJobs::PerDevice);
         std::fs::remove_file(root.join("d.gguf")).unwrap();
-        let (after, _) = run(&mut index, &root, 1);
+        let (after, _) = run(&mut index, &root, HashJobs::PerDevice);
         assert_eq!((after.files, after.pruned), (2, 1));
         let moved = dir.path().join("unplugged");
         std::fs::rename(&root, &moved).unwrap();
-        let (gone, recorder) = run(&mut index, &root, 1);
+        let (gone, recorder) = run(&mut index, &root, HashJobs::PerDevice);
         assert_eq!((gone.files, gone.pruned, gone.errors), (0, 0, 1));
         assert_eq!(recorder.problems.into_inner().unwrap().len(), 1);
     }
@@ -425,9 +464,9 @@ mod tests {
         std::fs::create_dir_all(&store).unwrap();
         std::fs::write(store.join("shared.safetensors"), [4u8; 64]).unwrap();
         std::os::unix::fs::symlink(&store, root.join("linked")).unwrap();
-        let (cold, _) = run(&mut index, &root, 1);
+        let (cold, _) = run(&mut index, &root, HashJobs::PerDevice);
         assert_eq!((cold.files, cold.hashed), (4, 4));
-        let (warm, _) = run(&mut index, &root, 1);
+        let (warm, _) = run(&mut index, &root, HashJobs::PerDevice);
         assert_eq!((warm.hashed, warm.reused, warm.pruned), (0, 4, 0));
     }
 
@@ -436,7 +475,7 @@ mod tests {
         let (_dir, root, mut index) = library();
         let options = ScanOptions {
             roots: vec![root],
-            hash_jobs: 1,
+            hash_jobs: HashJobs::PerDevice,
         };
         let summary = scan(
             &mut index,
@@ -447,5 +486,61 @@ mod tests {
         .unwrap();
         assert!(summary.stopped);
         assert_eq!(summary.hashed, 0);
+    }
+
+    fn on_device(name: &str, dev: Option<u64>) -> Candidate {
+        Candidate {
+            path: PathBuf::from(name),
+            root: PathBuf::from("/"),
+            stamp: Stamp {
+                size: 1,
+                mtime_ns: 0,
+                dev,
+                inode: None,
+            },
+        }
+    }
+
+    fn names(queues: Vec<(Vec<Candidate>, usize)>) -> Vec<(Vec<String>, usize)> {
+        queues
+            .into_iter()
+            .map(|(queue, readers)| {
+                let names = queue.iter().map(|c| c.path.display().to_string()).collect();
+                (names, readers)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_device_gets_one_reader_taking_its_files_in_walk_order() {
+        let files = vec![
+            on_device("a", Some(1)),
+            on_device("b", Some(2)),
+            on_device("c", Some(1)),
+            on_device("d", None),
+            on_device("e", Some(2)),
+            on_device("f", None),
+        ];
+        let owned = |q: &[&str], n| (q.iter().map(|s| s.to_string()).collect::<Vec<_>>(), n);
+        assert_eq!(
+            names(queues(files.clone(), HashJobs::PerDevice)),
+            vec![
+                owned(&["a", "c"], 1),
+                owned(&["b", "e"], 1),
+                owned(&["d", "f"], 1)
+            ]
+        );
+        assert_eq!(
+            names(queues(files.clone(), HashJobs::Total(4))),
+            vec![owned(&["a", "b", "c", "d", "e", "f"], 4)],
+            "--hash-jobs N: N readers overall, devices mixed"
+        );
+        assert_eq!(
+            names(queues(files[..2].to_vec(), HashJobs::Total(8))),
+            vec![owned(&["a", "b"], 2)],
+            "never more readers than files"
+        );
+        assert_eq!(names(queues(files, HashJobs::Total(0)))[0].1, 1);
+        assert!(queues(Vec::new(), HashJobs::PerDevice).is_empty());
     }
 }

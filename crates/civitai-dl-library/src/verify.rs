@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{AUTOV3_HEX_DIGITS, DigestError, FileDigest};
 use crate::index::{Identity, Index, IndexError, MatchStatus};
-use crate::scan::{HashSource, ScanProblem, ScanReporter, hash_on_pool};
+use crate::scan::{HashJobs, HashSource, ScanProblem, ScanReporter, hash_on_pool};
 use crate::walk::{Candidate, INFO_SUFFIX, OWN_FOLDER, walk};
 
 /// The verdict on one file.
@@ -132,17 +132,51 @@ pub fn sidecar_path(model: &Path) -> PathBuf {
 #[derive(Deserialize)]
 struct VersionJson {
     #[serde(default)]
+    id: Option<u64>,
+    #[serde(default, rename = "modelId")]
+    model_id: Option<u64>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    model: Option<ModelJson>,
+    #[serde(default)]
     files: Vec<FileJson>,
 }
 
 #[derive(Deserialize)]
+struct ModelJson {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct FileJson {
+    #[serde(default)]
+    id: Option<u64>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default, rename = "sizeKB")]
     size_kb: Option<f64>,
     #[serde(default)]
     hashes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a version JSON says about one of its files: the ids and names that identify it, and
+/// its published hashes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The version's `id`.
+    pub version_id: Option<u64>,
+    /// The version's `modelId`.
+    pub model_id: Option<u64>,
+    /// The file entry's `id`.
+    pub file_id: Option<u64>,
+    /// The version's `name`.
+    pub version_name: Option<String>,
+    /// The version's `model.name`.
+    pub model_name: Option<String>,
+    /// The entry's `hashes`.
+    pub expected: Expected,
 }
 
 /// Read the sidecar of `model` (of `size` bytes) and find its entry.
@@ -173,6 +207,20 @@ pub fn find_entry(
     name: &str,
     size: Option<u64>,
 ) -> Result<SidecarFinding, serde_json::Error> {
+    Ok(
+        find_listing(version_json, name, size)?.map_or(SidecarFinding::NotListed, |listing| {
+            SidecarFinding::Listed(listing.expected)
+        }),
+    )
+}
+
+/// The version's ids and the entry of `name`, found as [`find_entry`] finds it; `None` when no
+/// entry is this file.
+pub fn find_listing(
+    version_json: &str,
+    name: &str,
+    size: Option<u64>,
+) -> Result<Option<Listing>, serde_json::Error> {
     let version: VersionJson = serde_json::from_str(version_json)?;
     let by_name = version
         .files
@@ -188,7 +236,7 @@ pub fn find_entry(
         near.next().is_none().then_some(first)
     };
     let Some(entry) = by_name.or_else(by_size) else {
-        return Ok(SidecarFinding::NotListed);
+        return Ok(None);
     };
     let hash = |key: &str| {
         entry
@@ -199,9 +247,16 @@ pub fn find_entry(
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
     };
-    Ok(SidecarFinding::Listed(Expected {
-        sha256: hash("SHA256"),
-        autov3: hash("AutoV3"),
+    Ok(Some(Listing {
+        version_id: version.id,
+        model_id: version.model_id,
+        file_id: entry.id,
+        version_name: version.name.clone(),
+        model_name: version.model.as_ref().and_then(|m| m.name.clone()),
+        expected: Expected {
+            sha256: hash("SHA256"),
+            autov3: hash("AutoV3"),
+        },
     }))
 }
 
@@ -462,33 +517,39 @@ pub fn verify(
     let hashed_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    hash_on_pool(fresh, 1, reporter, stop, |candidate, result| {
-        match result {
-            Ok(digest) => {
-                // Before the store: a changed hash resets the identity, and the version the
-                // file was matched to is exactly what a damaged file must be judged against.
-                let known = index.identity(&candidate.path)?;
-                index.store(&candidate.path, &candidate.stamp, &digest, hashed_at)?;
-                let root = roots.remove(&candidate.path).unwrap_or_default();
-                let checked = conclude(
-                    &candidate.path,
-                    &root,
-                    digest,
-                    HashSource::Hashed,
-                    (known.as_ref(), published),
-                    options,
-                    &mut summary,
-                );
-                reporter.on_verdict(&checked);
+    hash_on_pool(
+        fresh,
+        HashJobs::Total(1),
+        reporter,
+        stop,
+        |candidate, result| {
+            match result {
+                Ok(digest) => {
+                    // Before the store: a changed hash resets the identity, and the version the
+                    // file was matched to is exactly what a damaged file must be judged against.
+                    let known = index.identity(&candidate.path)?;
+                    index.store(&candidate.path, &candidate.stamp, &digest, hashed_at)?;
+                    let root = roots.remove(&candidate.path).unwrap_or_default();
+                    let checked = conclude(
+                        &candidate.path,
+                        &root,
+                        digest,
+                        HashSource::Hashed,
+                        (known.as_ref(), published),
+                        options,
+                        &mut summary,
+                    );
+                    reporter.on_verdict(&checked);
+                }
+                Err(DigestError::Stopped { .. }) => {}
+                Err(error) => {
+                    summary.errors += 1;
+                    reporter.on_problem(&ScanProblem::Unreadable(error));
+                }
             }
-            Err(DigestError::Stopped { .. }) => {}
-            Err(error) => {
-                summary.errors += 1;
-                reporter.on_problem(&ScanProblem::Unreadable(error));
-            }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     summary.stopped |= stop.load(Ordering::Relaxed);
     Ok(summary)
 }
