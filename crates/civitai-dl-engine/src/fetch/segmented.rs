@@ -352,6 +352,10 @@ impl Segments<'_> {
             .seek(SeekFrom::Start(from))
             .await
             .map_err(|e| part.io("seek", e))?;
+        // tokio copies each write into a buffer of its own, up to 2 MiB by default, and a chunk
+        // larger than the BufWriter's passes straight through: with 16 segments that was 13 MB
+        // of the run's 37 MB peak (massif). One write buffer's worth is enough.
+        handle.set_max_buf_size(SEGMENT_BUFFER_BYTES);
         let mut writer = tokio::io::BufWriter::with_capacity(SEGMENT_BUFFER_BYTES, handle);
         let copy = BodyCopy {
             cancel: &fetcher.cancel,
