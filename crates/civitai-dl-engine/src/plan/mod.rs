@@ -5,100 +5,36 @@
 //! are told apart by their file id, never overwritten.
 
 mod batch;
+mod error;
 mod file;
+mod job;
 mod listing;
 pub mod naming;
+mod selection;
 
 use batch::Prefetch;
+pub use error::PlanError;
 pub use file::{FileKind, PlannedFile, Source};
+pub use job::{FileFacts, Job, PreviewImage, PreviewPlan, preview_candidates, preview_path};
 pub use listing::{After, ListingPage, Step};
+pub use selection::Selection;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::civitai::target::Target;
 use crate::civitai::wire::{Model, ModelFile, ModelMode, ModelVersion};
 use crate::civitai::{ApiClient, ApiError, WithRaw};
-use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
 use crate::plan::naming::{
-    FileClass, Layout, NamingError, disambiguate, file_name_key, join_inside, layout_dir,
-    sanitize_file_name, sidecar_path, split_extension,
+    FileClass, Layout, disambiguate, file_name_key, join_inside, layout_dir, sanitize_file_name,
+    split_extension,
 };
 use crate::sidecar::{SidecarKind, SidecarPlan};
 use crate::state::CatalogItem;
-
-/// Which versions and files of each model to take.
-#[derive(Clone, Debug, Default)]
-pub struct Selection {
-    /// Every version instead of the newest.
-    pub all_versions: bool,
-    /// Every file instead of the primary one.
-    pub all_files: bool,
-    /// Only these file types (as the API spells them, case-insensitive).
-    pub file_types: Vec<String>,
-    /// Only this format.
-    pub format: Option<String>,
-    /// Only this precision.
-    pub fp: Option<String>,
-    /// Only pruned or full.
-    pub size: Option<String>,
-    /// Only this GGUF quantisation (`Q4_K_M`, `Q8_0`, …).
-    pub quant_type: Option<String>,
-    /// Preview images per version.
-    pub images: usize,
-    /// Ask listings for NSFW models too.
-    pub include_nsfw: bool,
-}
-
-impl Selection {
-    fn has_filters(&self) -> bool {
-        !self.file_types.is_empty()
-            || self.format.is_some()
-            || self.fp.is_some()
-            || self.size.is_some()
-            || self.quant_type.is_some()
-    }
-
-    fn describe_filters(&self) -> String {
-        let mut parts: Vec<String> = self
-            .file_types
-            .iter()
-            .map(|t| format!("file-type={t}"))
-            .collect();
-        for (name, value) in [
-            ("format", &self.format),
-            ("fp", &self.fp),
-            ("size", &self.size),
-            ("quant-type", &self.quant_type),
-        ] {
-            if let Some(value) = value {
-                parts.push(format!("{name}={value}"));
-            }
-        }
-        parts.join(" ")
-    }
-
-    fn accepts(&self, file: &ModelFile) -> bool {
-        let same = |want: &Option<String>, got: &Option<String>| {
-            want.as_ref()
-                .is_none_or(|w| got.as_ref().is_some_and(|g| g.eq_ignore_ascii_case(w)))
-        };
-        (self.file_types.is_empty()
-            || self
-                .file_types
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(file.file_type.as_str())))
-            && same(&self.format, &file.metadata.format)
-            && same(&self.fp, &file.metadata.fp)
-            && same(&self.size, &file.metadata.size)
-            && same(&self.quant_type, &file.metadata.quant_type)
-    }
-}
 
 /// What planning one target gave: its jobs, the parts of it that failed (a creator's model
 /// that is archived or matches no filter) while the rest went on, and the versions left out
@@ -121,172 +57,6 @@ impl Planned {
             ..Planned::default()
         }
     }
-}
-
-/// Why a target could not be planned.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    /// The API refused or failed.
-    #[error("{what}: {source}")]
-    Api {
-        /// Which object.
-        what: String,
-        source: ApiError,
-    },
-    /// An archived model has no files left.
-    #[error("model {model}: archived on Civitai; its files can no longer be downloaded")]
-    Archived {
-        /// Model id and name.
-        model: String,
-    },
-    /// No published version.
-    /// A creator's listing is empty from its first page on.
-    #[error(
-        "creator {username} has no models on Civitai{}, or there is no such creator: check the \
-         name as it appears in civitai.com/user/NAME",
-        if *sfw_only { " that are safe for work (--sfw-only)" } else { "" }
-    )]
-    NoModels {
-        username: String,
-        /// The listing left NSFW models out.
-        sfw_only: bool,
-    },
-    #[error("model {model}: has no published version")]
-    NoVersions {
-        /// Model id and name.
-        model: String,
-    },
-    /// `?modelVersionId=` names a version of another model.
-    #[error("version {version} does not belong to model {model}")]
-    VersionNotInModel {
-        /// Version id.
-        version: u64,
-        /// Model id.
-        model: u64,
-    },
-    /// The selection flags matched nothing.
-    #[error("{what}: no file matches {wanted}; available: {available}")]
-    NoMatchingFile {
-        /// Which version.
-        what: String,
-        /// The filters.
-        wanted: String,
-        /// What the version has.
-        available: String,
-    },
-    /// A name that would escape the output directory.
-    #[error(transparent)]
-    Path(#[from] NamingError),
-}
-
-impl PlanError {
-    /// Whether the failure may pass (a network error or a server error after the API client's
-    /// retries), so that trying the target again later can help.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, PlanError::Api { source, .. } if source.retry_class() != RetryClass::Fatal)
-    }
-}
-
-/// One model file to fetch, with what goes beside it.
-#[derive(Clone, Debug)]
-pub struct Job {
-    /// Stable key in the state file: `"{version_id}:{file_id}"`.
-    pub key: String,
-    /// The model, as the state file records it.
-    pub model: CatalogItem,
-    /// The version, as the state file records it.
-    pub version: CatalogItem,
-    /// File id and the name Civitai gives it.
-    pub file_id: u64,
-    /// The API's name for the file.
-    pub file_name: String,
-    /// The download itself.
-    pub file: PlannedFile,
-    /// Facts shown by `info` and `--dry-run`.
-    pub facts: FileFacts,
-    /// The sidecars to write beside the file and what goes into them; `None` for none.
-    pub sidecars: Option<SidecarPlan>,
-    /// The preview images to fetch beside the file.
-    pub previews: PreviewPlan,
-    /// For a pinned version's target: the target, the plan's settings and how many files it
-    /// gave. Recorded with the file, so a rerun can trust finished files instead of asking
-    /// Civitai again (`run::settled`).
-    pub pin: Option<String>,
-}
-
-/// Preview images for one model file: how many are wanted, and the version's images to choose
-/// them from (images before videos), with the layout that decides which formats its app shows.
-#[derive(Clone, Debug, Default)]
-pub struct PreviewPlan {
-    /// How many to save (`--images N`).
-    pub wanted: usize,
-    /// Every image of the version, in the order they are tried.
-    pub candidates: Vec<PreviewImage>,
-    /// SwarmUI's layout accepts only PNG and JPEG previews; the others take the next candidate.
-    pub swarm: bool,
-}
-
-/// One image of a version, a preview candidate.
-#[derive(Clone, Debug)]
-pub struct PreviewImage {
-    /// Where it is.
-    pub url: reqwest::Url,
-    /// The extension its URL suggests (the saved file's comes from its bytes).
-    pub url_extension: String,
-    /// Civitai's content level of the image (0 when unknown).
-    pub nsfw_level: u64,
-}
-
-impl PreviewPlan {
-    /// The candidates the first `wanted` slots start from: what `info` shows.
-    pub fn first(&self) -> &[PreviewImage] {
-        &self.candidates[..self.wanted.min(self.candidates.len())]
-    }
-}
-
-/// What `info` shows about a file.
-#[derive(Clone, Debug, Serialize)]
-pub struct FileFacts {
-    /// Model id.
-    pub model_id: u64,
-    /// Model name.
-    pub model_name: String,
-    /// Model type.
-    pub model_type: String,
-    /// Version id.
-    pub version_id: u64,
-    /// Version name.
-    pub version_name: String,
-    /// Base model.
-    pub base_model: Option<String>,
-    /// File id.
-    pub file_id: u64,
-    /// File name as Civitai gives it.
-    pub file_name: String,
-    /// File type.
-    pub file_type: String,
-    /// Format, precision, size.
-    pub format: Option<String>,
-    /// Precision.
-    pub fp: Option<String>,
-    /// Pruned or full.
-    pub size_kind: Option<String>,
-    /// GGUF quantisation.
-    pub quant_type: Option<String>,
-    /// Size from the API (a hint).
-    pub size_bytes: Option<u64>,
-    /// Published SHA-256.
-    pub sha256: Option<String>,
-    /// Primary file of its version.
-    pub primary: bool,
-    /// Early access.
-    pub early_access: bool,
-    /// Where it would be saved.
-    #[serde(flatten, serialize_with = "crate::observe::json_path::path_and_bytes")]
-    pub path: PathBuf,
-    /// Where its preview images would be saved (`--images N`).
-    #[serde(serialize_with = "crate::observe::json_path::lossy_list")]
-    pub previews: Vec<PathBuf>,
 }
 
 /// Turns targets into jobs. Shared by both drivers; remembers the paths it handed out.
@@ -809,40 +579,6 @@ fn swarm_loads(file_name: &str) -> bool {
         .any(|known| extension.eq_ignore_ascii_case(known))
 }
 
-/// A version's images as preview candidates: images first, then videos (an image shows in more
-/// apps), each group in Civitai's order. `scan --write-sidecars preview` takes the same first one.
-pub fn preview_candidates(version: &ModelVersion) -> Vec<PreviewImage> {
-    let mut candidates: Vec<(bool, PreviewImage)> = version
-        .images
-        .iter()
-        .filter_map(|image| {
-            let video = image
-                .image_type
-                .as_deref()
-                .is_some_and(|t| !t.eq_ignore_ascii_case("image"));
-            let candidate = PreviewImage {
-                url: reqwest::Url::parse(&image.url).ok()?,
-                url_extension: image.extension(),
-                nsfw_level: image.nsfw_level.map_or(0, |level| u64::from(level.0)),
-            };
-            Some((video, candidate))
-        })
-        .collect();
-    candidates.sort_by_key(|(video, _)| *video);
-    candidates.into_iter().map(|(_, image)| image).collect()
-}
-
-/// The path of the `n`th preview (0-based) of a model file: `<stem>.preview.<ext>`, then
-/// `<stem>.preview.2.<ext>`, …
-pub fn preview_path(model_file: &Path, n: usize, ext: &str) -> PathBuf {
-    let ext = sanitize_file_name(ext);
-    if n == 0 {
-        sidecar_path(model_file, &format!("preview.{ext}"))
-    } else {
-        sidecar_path(model_file, &format!("preview.{}.{ext}", n + 1))
-    }
-}
-
 fn describe_files(files: &[ModelFile]) -> String {
     files
         .iter()
@@ -877,19 +613,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn preview_paths() {
-        let model = Path::new("/m/foo.safetensors");
-        assert_eq!(
-            preview_path(model, 0, "jpeg"),
-            PathBuf::from("/m/foo.preview.jpeg")
-        );
-        assert_eq!(
-            preview_path(model, 1, "png"),
-            PathBuf::from("/m/foo.preview.2.png")
-        );
-    }
-
-    #[test]
     fn sidecar_gains_model_fields_without_overwriting() {
         let view = ModelView {
             id: 7,
@@ -905,32 +628,6 @@ mod tests {
     }
 
     #[test]
-    fn preview_candidates_put_images_before_videos_in_civitai_order() {
-        let version: ModelVersion = serde_json::from_value(json!({
-            "id": 1,
-            "images": [
-                {"url": "https://i.example/a.mp4", "type": "video", "nsfwLevel": 1},
-                {"url": "https://i.example/b.jpeg", "type": "image", "nsfwLevel": 4},
-                {"url": "not a url", "type": "image"},
-                {"url": "https://i.example/c.png", "nsfwLevel": 2},
-            ]
-        }))
-        .unwrap();
-        let candidates = preview_candidates(&version);
-        let urls: Vec<&str> = candidates.iter().map(|c| c.url.as_str()).collect();
-        assert_eq!(
-            urls,
-            [
-                "https://i.example/b.jpeg",
-                "https://i.example/c.png",
-                "https://i.example/a.mp4"
-            ]
-        );
-        assert_eq!(candidates[0].nsfw_level, 4);
-        assert_eq!(candidates[2].url_extension, "mp4");
-    }
-
-    #[test]
     fn swarm_loads_only_safe_formats() {
         for (name, loads) in [
             ("a.safetensors", true),
@@ -942,24 +639,5 @@ mod tests {
         ] {
             assert_eq!(swarm_loads(name), loads, "{name}");
         }
-    }
-
-    #[test]
-    fn selection_filters_match_case_insensitively() {
-        let file: ModelFile = serde_json::from_value(json!({
-            "id": 1, "name": "a.safetensors", "type": "Pruned Model",
-            "metadata": {"format": "SafeTensor", "fp": "fp16", "size": "pruned"}
-        }))
-        .unwrap();
-        let mut selection = Selection {
-            format: Some("safetensor".into()),
-            fp: Some("FP16".into()),
-            ..Selection::default()
-        };
-        assert!(selection.accepts(&file));
-        selection.file_types = vec!["pruned model".into()];
-        assert!(selection.accepts(&file));
-        selection.size = Some("full".into());
-        assert!(!selection.accepts(&file));
     }
 }
