@@ -11,14 +11,12 @@
 
 use std::path::{Path, PathBuf};
 
+use civitai_dl_engine::sidecar::SidecarKind;
 use serde::Deserialize;
 
 use crate::identify::{Identified, IdentifyReporter, IdentifySummary};
 use crate::index::{Identity, Index, IndexError, Learnt, MatchStatus, MatchedBy, Unidentified};
 use crate::verify::{Listing, find_listing, sidecar_path};
-
-/// ComfyUI-Lora-Manager's sidecar suffix.
-const LM_METADATA_SUFFIX: &str = ".metadata.json";
 
 /// What the sidecars beside one file say it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,8 +78,7 @@ struct LmCivitai {
 }
 
 fn lm_metadata_claim(model: &Path, sha256: &str) -> SidecarClaim {
-    let stem = model.file_stem().unwrap_or_default().to_string_lossy();
-    let path = model.with_file_name(format!("{stem}{LM_METADATA_SUFFIX}"));
+    let path = SidecarKind::LmMetadata.path(model);
     let Some(record) = std::fs::read_to_string(&path)
         .ok()
         .and_then(|text| serde_json::from_str::<LmMetadata>(&text).ok())

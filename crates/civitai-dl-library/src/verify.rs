@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use civitai_dl_engine::sidecar::SidecarKind;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{AUTOV3_HEX_DIGITS, DigestError, FileDigest};
@@ -125,8 +126,7 @@ impl SidecarFinding {
 
 /// The `<stem>.civitai.info` beside `model`.
 pub fn sidecar_path(model: &Path) -> PathBuf {
-    let stem = model.file_stem().unwrap_or_default().to_string_lossy();
-    model.with_file_name(format!("{stem}{INFO_SUFFIX}"))
+    SidecarKind::CivitaiInfo.path(model)
 }
 
 #[derive(Deserialize)]

@@ -41,6 +41,17 @@ impl FileKind {
     }
 }
 
+/// How a model file is named in messages, the same whether it was planned from Civitai's answer
+/// or rebuilt from the state (a trusted rerun).
+pub fn model_file_label(
+    model_id: u64,
+    model_name: &str,
+    version_id: u64,
+    file_name: &str,
+) -> String {
+    format!("model {model_id} \"{model_name}\" version {version_id} file {file_name}")
+}
+
 /// One file to fetch.
 #[derive(Clone, Debug)]
 pub struct PlannedFile {

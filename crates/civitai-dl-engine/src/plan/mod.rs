@@ -14,7 +14,7 @@ mod selection;
 
 use batch::Prefetch;
 pub use error::PlanError;
-pub use file::{FileKind, PlannedFile, Source};
+pub use file::{FileKind, PlannedFile, Source, model_file_label};
 pub use job::{FileFacts, Job, PreviewImage, PreviewPlan, preview_candidates, preview_path};
 pub use listing::{After, ListingPage, Step};
 pub use selection::Selection;
@@ -403,10 +403,7 @@ impl Planner {
             file_id: file.id,
             file_name: file.name.clone(),
             file: PlannedFile {
-                label: format!(
-                    "model {} \"{}\" version {} file {}",
-                    model.id, model.name, version.id, file.name
-                ),
+                label: model_file_label(model.id, &model.name, version.id, &file.name),
                 source: Source::Civitai {
                     version_id: version.id,
                     file_id: file.id,

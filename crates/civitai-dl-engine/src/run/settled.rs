@@ -15,7 +15,7 @@ use std::path::Path;
 
 use crate::civitai::target::Target;
 use crate::plan::naming::join_inside;
-use crate::plan::{FileFacts, FileKind, Job, PlannedFile, PreviewPlan, Source};
+use crate::plan::{FileFacts, FileKind, Job, PlannedFile, PreviewPlan, Source, model_file_label};
 use crate::state::{FileRecord, RecordStatus, StateStore};
 
 /// Finished files of pinned targets, by the target and settings that planned them.
@@ -98,9 +98,11 @@ fn job_from(record: &FileRecord, dest: std::path::PathBuf, pin: String) -> Job {
         file_id,
         file_name: record.file.name.clone(),
         file: PlannedFile {
-            label: format!(
-                "model {} \"{}\" version {} file {}",
-                record.model.id, record.model.name, version_id, record.file.name
+            label: model_file_label(
+                record.model.id,
+                &record.model.name,
+                version_id,
+                &record.file.name,
             ),
             source: Source::Civitai {
                 version_id,
