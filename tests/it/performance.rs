@@ -746,7 +746,11 @@ fn a_range_left_by_a_reset_is_split_over_the_idle_connections() {
         2,
         "the 9 MiB left go over two connections: {ranges:?}"
     );
-    assert_eq!(retries[1] - retries[0], left / 2, "{ranges:?}");
+    // Halves of what was left, give or take what the other connections still had to receive.
+    assert!(
+        (retries[1] - retries[0]).abs_diff(left / 2) < MIB / 4,
+        "{ranges:?}"
+    );
 }
 
 // Issue 9.2: a connection that finished its range early sat idle while a slow one finished
@@ -821,7 +825,8 @@ fn asked_ranges(ranges: &[Option<String>]) -> Vec<(u64, u64)> {
 // the prefix as it grows), and a kill between pieces leaves a record the rerun continues.
 #[test]
 fn a_large_segmented_file_arrives_in_whole_pieces_in_file_order_and_resumes_after_a_kill() {
-    const PIECE: u64 = 16 * MIB;
+    // 25 MiB a connection, in two pieces of at most 16 MiB.
+    const PIECE: u64 = 25 * MIB / 2;
     let m = model(511, "Checkpoint", 100 * MIB);
     let server = capped(&m, 8 * MIB);
     let sandbox = Sandbox::new();
@@ -836,8 +841,10 @@ fn a_large_segmented_file_arrives_in_whole_pieces_in_file_order_and_resumes_afte
     let mut firsts: Vec<u64> = asked.iter().take(SEGMENTS).map(|r| r.0).collect();
     firsts.sort_unstable();
     assert_eq!(firsts, [0, PIECE, 2 * PIECE, 3 * PIECE], "{first_run:?}");
+    // About a quarter of what was left when it was taken: the other pieces were nearly done.
+    let next = asked.iter().find(|r| r.0 == 4 * PIECE);
     assert!(
-        asked.contains(&(4 * PIECE, 5 * PIECE)),
+        next.is_some_and(|r| r.1.abs_diff(5 * PIECE) < MIB),
         "the next piece is the front of the rest, whole: {first_run:?}"
     );
     let recorded = recorded_segments(&dest).expect("record kept");

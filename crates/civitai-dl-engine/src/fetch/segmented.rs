@@ -48,7 +48,7 @@ use tokio::io::AsyncSeekExt;
 use crate::fetch::error::DownloadError;
 use crate::fetch::hash::PrefixHasher;
 use crate::fetch::part::{
-    PartFile, PartMeta, Segment, contiguous_prefix, next_piece, rebalance,
+    PartFile, PartMeta, Pieces, Segment, contiguous_prefix, next_piece, rebalance,
     recorded_segments_usable, start_segments, steal, sync, without_segments,
 };
 use crate::fetch::stream::{BodyCopy, FlushEvery, Limit};
@@ -72,19 +72,24 @@ const SEGMENT_BUFFER_BYTES: usize = 256 * 1024;
 /// to file order, so less is left to hash after the last one lands; each costs a round trip on
 /// its connection.
 const PIECES_PER_CONNECTION: u64 = 8;
-/// Pieces are at least this large: a stalled piece keeps enough left for work stealing to
-/// share it (`2 ×` [`MIN_PIECE_BYTES`]), and a file below 5 pieces over 4 connections (80 MiB)
-/// keeps equal segments, where the hash tail is a few tens of milliseconds anyway.
+/// The largest piece is at least this large, and a file below 5 of them over 4 connections
+/// (80 MiB) keeps equal segments, where the hash tail is a few tens of milliseconds anyway.
+/// Pieces themselves are cut to share the rest evenly (`Pieces::size`), down to
+/// [`MIN_PIECE_BYTES`].
 const MIN_FILE_PIECE_BYTES: u64 = 16 * 1024 * 1024;
 /// Pieces are at most this large, so the hash of a many-GB file stays close behind the bytes
 /// (at most one piece per connection left to hash at the end); 128 MiB takes seconds even on a
 /// fast connection, so the round trip per piece stays a few percent.
 const MAX_PIECE_BYTES: u64 = 128 * 1024 * 1024;
 
-/// The piece size for a `total`-byte file over `count` connections.
-fn piece_size(total: u64, count: usize) -> u64 {
-    (total / (count.max(1) as u64 * PIECES_PER_CONNECTION))
-        .clamp(MIN_FILE_PIECE_BYTES, MAX_PIECE_BYTES)
+/// The pieces of a `total`-byte file over `count` connections.
+fn pieces(total: u64, count: usize) -> Pieces {
+    Pieces {
+        max: (total / (count.max(1) as u64 * PIECES_PER_CONNECTION))
+            .clamp(MIN_FILE_PIECE_BYTES, MAX_PIECE_BYTES),
+        min: MIN_PIECE_BYTES,
+        connections: count,
+    }
 }
 
 /// Fetch a file as `count` parallel ranges into a preallocated `.part`, then hash it. Falls back
@@ -105,9 +110,7 @@ pub(super) async fn transfer(
         return fetch.transfer(part, without_segments(meta)).await;
     } else {
         match probe_total(fetch, &url).await? {
-            Some(total) => {
-                start_segments(part, meta, total, count, piece_size(total, count)).await?
-            }
+            Some(total) => start_segments(part, meta, total, pieces(total, count)).await?,
             None => {
                 fetcher.remember_single_stream(&host);
                 return fetch.transfer(part, without_segments(meta)).await;
@@ -123,7 +126,7 @@ pub(super) async fn transfer(
     let run = Segments {
         fetch,
         url,
-        ledger: Ledger::new(part, meta, piece_size(total, count)),
+        ledger: Ledger::new(part, meta, pieces(total, count)),
         hasher: PrefixHasher::start(&part.path, &fetcher.cancel),
     };
     // A resumed file's finished prefix is hashed while the rest streams.
@@ -395,7 +398,7 @@ impl Segments<'_> {
 struct Ledger<'a> {
     part: &'a PartFile,
     /// How much an idle connection takes from the free rest at a time ([`next_piece`]).
-    piece: u64,
+    pieces: Pieces,
     book: Mutex<Book>,
     last_save: Mutex<Instant>,
     /// The save under way, if any. Saves sync the `.part`, so they run on the blocking pool,
@@ -416,12 +419,12 @@ struct Book {
 }
 
 impl Ledger<'_> {
-    fn new(part: &PartFile, meta: PartMeta, piece: u64) -> Ledger<'_> {
+    fn new(part: &PartFile, meta: PartMeta, pieces: Pieces) -> Ledger<'_> {
         let received: Vec<u64> = meta.segments.iter().flatten().map(|s| s.done).collect();
         let busy = vec![false; received.len()];
         Ledger {
             part,
-            piece,
+            pieces,
             book: Mutex::new(Book {
                 meta,
                 received,
@@ -480,7 +483,7 @@ impl Ledger<'_> {
                 busy,
             } = &mut *book;
             let segments = meta.segments.as_mut()?;
-            let stolen = match next_piece(segments, received, busy, self.piece, MIN_PIECE_BYTES) {
+            let stolen = match next_piece(segments, received, busy, self.pieces) {
                 Some(free) => free,
                 None => {
                     let stolen = steal(segments, received, busy, MIN_PIECE_BYTES)?;

@@ -298,12 +298,14 @@ proptest! {
         held in proptest::collection::vec(proptest::bool::ANY, 0..8),
         piece in 1..300u64,
         min_piece in 1..300u64,
+        connections in 1..17usize,
     ) {
         let total = segments.last().map_or(0, |s| s.end);
         let mut split = segments.clone();
         let mut received: Vec<u64> = split.iter().map(|s| s.done).collect();
         let mut busy: Vec<bool> = (0..split.len()).map(|i| held.get(i).copied().unwrap_or(false)).collect();
-        while let Some(taken) = next_piece(&mut split, &mut received, &mut busy, piece, min_piece) {
+        let pieces = Pieces { max: piece, min: min_piece, connections };
+        while let Some(taken) = next_piece(&mut split, &mut received, &mut busy, pieces) {
             prop_assert!(busy[taken] && !split[taken].is_done());
             prop_assert_eq!((received.len(), busy.len()), (split.len(), split.len()));
         }
@@ -315,7 +317,7 @@ proptest! {
 
     #[test]
     fn the_first_layout_tiles_the_file(total in 0..10_000u64, count in 1..17usize, piece in 0..2_000u64) {
-        let layout = lay_out(total, count, piece);
+        let layout = lay_out(total, Pieces { max: piece, min: 1, connections: count });
         let meta = PartMeta { total: Some(total), segments: Some(layout.clone()), ..PartMeta::default() };
         prop_assert!(total == 0 || recorded_segments_usable(&meta, Some(total)), "{:?}", layout);
     }
