@@ -868,3 +868,39 @@ fn a_large_segmented_file_arrives_in_whole_pieces_in_file_order_and_resumes_afte
         );
     }
 }
+
+// Issue 9.2: a storage host throttling one client (S3's 503 SlowDown) refuses the connections
+// over its limit. Their ranges went to the connections it kept, and every byte arrived in the
+// first attempt; yet the attempt still failed on the refusal, and the file waited out the
+// Retry-After for a retry with nothing left to fetch.
+#[test]
+fn ranges_a_throttling_host_refuses_go_to_the_connections_it_keeps_without_a_retry() {
+    const RETRY_AFTER_SECS: u64 = 30;
+    let m = model(512, "Checkpoint", 8 * MIB);
+    let server = serve(
+        vec![m.clone()],
+        Knobs {
+            storage_max_open_per_file: Some(2),
+            retry_after_secs: RETRY_AFTER_SECS,
+            // Slow enough that the four GETs overlap however loaded the machine is.
+            bandwidth: Some(2 * MIB),
+            ..Knobs::default()
+        },
+    );
+    let sandbox = Sandbox::new();
+    let started = Instant::now();
+    let ran = run(segmented_download(&server, &sandbox, &m));
+    ran.expect_code(0);
+    let file = first_file(&m);
+    assert_verified(&sandbox.out.join(&file.name), file);
+    assert!(
+        server.stats().slow_downs() > 0,
+        "the host refused a connection: {:?}",
+        ranges_of(&server, file.id)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(RETRY_AFTER_SECS),
+        "no retry waited out the Retry-After: {}",
+        ran.stderr
+    );
+}

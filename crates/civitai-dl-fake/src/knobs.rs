@@ -30,6 +30,9 @@ pub struct Knobs {
     pub quota_after: Option<u32>,
     /// Answer 429 to a ranged GET while another GET of the same file is still open.
     pub storage_refuses_ranges_when_concurrent: bool,
+    /// Answer 503 `SlowDown` with `Retry-After: retry_after_secs` to a GET of a file that
+    /// already has this many GETs open, as an S3-style host throttling one client does.
+    pub storage_max_open_per_file: Option<u32>,
     /// Added before every preview image answer (images are tiny, so without it parallel
     /// fetches would never overlap and their concurrency could not be observed).
     pub image_latency: Duration,
@@ -84,6 +87,7 @@ impl Default for Knobs {
             outage: None,
             quota_after: None,
             storage_refuses_ranges_when_concurrent: false,
+            storage_max_open_per_file: None,
             image_latency: Duration::ZERO,
             download_route_503_first: 0,
             omit_next_cursor: false,

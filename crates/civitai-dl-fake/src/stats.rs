@@ -59,6 +59,7 @@ pub struct Stats {
     download_route_requests: AtomicU64,
     pub(crate) storage_requests: AtomicU64,
     pub(crate) storage_bytes: AtomicU64,
+    pub(crate) slow_downs: AtomicU64,
     pub(crate) auth_at_storage: AtomicU64,
     auth_at_api: AtomicU64,
     pub(crate) api_open: Arc<Gauge>,
@@ -93,6 +94,7 @@ impl Stats {
             download_route_requests: AtomicU64::new(0),
             storage_requests: AtomicU64::new(0),
             storage_bytes: AtomicU64::new(0),
+            slow_downs: AtomicU64::new(0),
             auth_at_storage: AtomicU64::new(0),
             auth_at_api: AtomicU64::new(0),
             api_open: Arc::default(),
@@ -116,6 +118,8 @@ impl Stats {
         storage_requests;
         /// File body bytes sent by storage.
         storage_bytes;
+        /// File GETs answered 503 `SlowDown` by `storage_max_open_per_file`.
+        slow_downs;
         /// Storage requests that carried any `Authorization` header (a key leak; must stay 0).
         auth_at_storage;
         /// API requests that carried an `Authorization` header (where the key belongs).

@@ -94,7 +94,8 @@ impl BodyCut {
     }
 }
 
-/// Marks one file GET as open, for `storage_refuses_ranges_when_concurrent`.
+/// Marks one file GET as open, for `storage_refuses_ranges_when_concurrent` and
+/// `storage_max_open_per_file`.
 struct OpenFileGet {
     shared: Arc<Shared>,
     file_id: u64,
@@ -279,10 +280,12 @@ impl Shared {
         *attempt
     }
 
-    fn file_is_open(&self, file_id: u64) -> bool {
+    /// GETs of `file_id` whose body is still being sent.
+    fn open_gets(&self, file_id: u64) -> u32 {
         lock(&self.open_file_gets)
             .get(&file_id)
-            .is_some_and(|&n| n > 0)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Status and headers of a file answer, with an empty body.
@@ -349,19 +352,34 @@ pub(crate) async fn serve_file(
         return shared.file_head(file, span);
     }
     lock(&shared.stats.ranges).push((file.id, range.clone()));
-    let (refuse_concurrent, bandwidth) = {
+    let (refuse_concurrent, max_open, retry_after, bandwidth) = {
         let state = shared.knob_state();
         (
             state.knobs.storage_refuses_ranges_when_concurrent,
+            state.knobs.storage_max_open_per_file,
+            state.knobs.retry_after_secs,
             state.knobs.bandwidth.filter(|&bps| bps > 0),
         )
     };
-    if refuse_concurrent && range.is_some() && shared.file_is_open(file.id) {
+    if refuse_concurrent && range.is_some() && shared.open_gets(file.id) > 0 {
         return storage_error(
             StatusCode::TOO_MANY_REQUESTS,
             "SlowDown",
             "Please reduce your request rate.",
         );
+    }
+    // Counted from here, so GETs arriving together cannot all pass the limit before any of them
+    // is open.
+    let this_get = OpenFileGet::new(&shared, file.id);
+    if max_open.is_some_and(|max| shared.open_gets(file.id) > max) {
+        shared.stats.slow_downs.fetch_add(1, Ordering::Relaxed);
+        let mut res = storage_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown",
+            "Please reduce your request rate.",
+        );
+        set_header(&mut res, header::RETRY_AFTER, &retry_after.to_string());
+        return res;
     }
     let attempt = shared.next_attempt(file.id);
     if attempt <= file.faults.forbidden_attempts {
@@ -395,7 +413,7 @@ pub(crate) async fn serve_file(
         bandwidth,
         started: Instant::now(),
         finished: false,
-        _open: (open, OpenFileGet::new(&shared, file.id)),
+        _open: (open, this_get),
     };
     *res.body_mut() =
         Body::from_stream(futures_util::stream::unfold(stream, FileStream::next_chunk));

@@ -53,7 +53,7 @@ use crate::fetch::part::{
 };
 use crate::fetch::stream::{BodyCopy, FlushEvery, Limit};
 use crate::fetch::validate::{check_size, check_type, parse_content_range};
-use crate::fetch::{Connections, FileFetch, Transferred};
+use crate::fetch::{Connections, FileFetch, PlannedFile, Transferred};
 use crate::fs::{Durability, file_len, write_atomic_blocking};
 use crate::http::retry::{RetryClass, Retryable};
 use crate::http::{SignedUrl, header, host_of};
@@ -180,6 +180,9 @@ pub(super) async fn transfer(
             }
         }
     }
+    if pending().next().is_none() {
+        round.forgive(file);
+    }
     let landed = Instant::now();
     if round.failure.is_none() && pending().next().is_none() {
         // Complete: the file is about to be hashed and committed, and the commit removes the
@@ -232,6 +235,25 @@ struct Round {
 }
 
 impl Round {
+    /// Every range arrived: a connection that failed on the way (a host throttling one client
+    /// refuses the connections over its limit with 503 SlowDown) had its range taken by the
+    /// connections still open. Failing the attempt for it would only wait out a `Retry-After`
+    /// for a retry with nothing left to fetch. A fatal failure (the file changed) stands; the
+    /// hash judges the bytes either way.
+    fn forgive(&mut self, file: &PlannedFile) {
+        if self
+            .failure
+            .as_ref()
+            .is_some_and(|e| e.retry_class() != RetryClass::Fatal)
+            && let Some(error) = self.failure.take()
+        {
+            tracing::info!(
+                "{}: a connection failed ({error}); the others fetched its range",
+                file.label
+            );
+        }
+    }
+
     fn add(&mut self, result: Result<u64, DownloadError>) {
         match result {
             Ok(written) => {
