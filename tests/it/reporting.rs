@@ -195,3 +195,27 @@ fn json_survives_a_path_that_is_not_utf8() {
     );
     assert!(out.join("model_2104.safetensors").is_file());
 }
+
+// Regression: a file whose first attempt was cut part-way said "N kept from an earlier run"
+// for the bytes that attempt had received in this very run, and left them out of its speed.
+#[test]
+fn bytes_an_earlier_attempt_of_this_run_received_count_as_received_in_this_run() {
+    let scenario = Scenario::new(
+        vec![cut_after(2106, 256 * 1024, 128 * 1024, 1)],
+        Knobs::default(),
+    );
+    let ran = run(scenario.download(&[]));
+    ran.expect_code(0);
+    let saved = ran
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.contains("downloaded model_2106.safetensors"))
+        .unwrap_or_else(|| panic!("no saved line: {}", ran.stderr))
+        .to_owned();
+    assert!(
+        ran.stderr.contains("retrying model 2106"),
+        "the first attempt was cut: {}",
+        ran.stderr
+    );
+    assert!(!saved.contains("kept from an earlier run"), "{saved}");
+}

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -203,17 +203,24 @@ impl Downloader {
         if let Some(present) = self.present(file, &dest).await? {
             return Ok(present);
         }
+        let received = Received {
+            progress,
+            bytes: AtomicU64::new(0),
+        };
         let fetch = FileFetch {
             fetcher: self,
             file,
             dest: &dest,
-            progress,
+            progress: &received,
             connections,
             url_renewed: AtomicBool::new(false),
             last_mismatch: Mutex::new(None),
         };
         let started = Instant::now();
-        let Tried { result, attempts } = self
+        let Tried {
+            mut result,
+            attempts,
+        } = self
             .retry
             .run(
                 &self.cancel,
@@ -224,8 +231,13 @@ impl Downloader {
         if self.cancel.is_cancelled() && result.is_err() {
             return Err(DownloadError::Cancelled);
         }
-        let transferred = match &result {
-            Ok(Outcome::Downloaded { transferred, .. }) => *transferred,
+        let transferred = match &mut result {
+            Ok(Outcome::Downloaded { transferred, .. }) => {
+                // Every attempt's bytes, not only the last one's: an attempt cut part-way
+                // received its share in this run too.
+                *transferred = received.bytes.load(Ordering::Relaxed);
+                *transferred
+            }
             _ => 0,
         };
         self.reporter
@@ -400,6 +412,23 @@ impl Downloader {
     fn remember_single_stream(&self, host: &str) {
         tracing::warn!("{host} does not serve parallel ranges; using one connection per file");
         lock(&self.single_stream_hosts).insert(host.to_string());
+    }
+}
+
+/// The bytes a file receives over all its attempts, passed on to its progress.
+struct Received<'a> {
+    progress: &'a dyn TransferProgress,
+    bytes: AtomicU64,
+}
+
+impl TransferProgress for Received<'_> {
+    fn set(&self, done: u64, total: Option<u64>) {
+        self.progress.set(done, total);
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.progress.advance(bytes);
     }
 }
 
