@@ -125,6 +125,8 @@ struct Mark {
     complete: bool,
     /// The transfer gave up: end now.
     stop: bool,
+    /// Bytes the thread had hashed when it last looked.
+    hashed: u64,
 }
 
 impl PrefixHasher {
@@ -182,6 +184,11 @@ impl PrefixHasher {
     fn failed(&self, error: std::io::Error) -> DownloadError {
         io_error("hash", &self.path, error)
     }
+
+    #[cfg(test)]
+    fn hashed(&self) -> u64 {
+        crate::lock(&self.shared.mark).hashed
+    }
 }
 
 impl Drop for PrefixHasher {
@@ -208,6 +215,7 @@ fn follow_prefix(
     loop {
         let available = {
             let mut mark = crate::lock(&shared.mark);
+            mark.hashed = hashed;
             loop {
                 if mark.stop || cancel.is_cancelled() {
                     return Err(std::io::ErrorKind::Interrupted.into());
@@ -276,6 +284,27 @@ mod tests {
         }
         let whole = hex(&Sha256::digest(&bytes));
         let total = bytes.len() as u64;
+        assert_eq!(hasher.finish(total, &never).await.unwrap(), whole);
+    }
+
+    #[tokio::test]
+    async fn the_prefix_hasher_reads_the_prefix_as_it_grows_not_when_the_file_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        let bytes: Vec<u8> = (0..2 * PREFIX_BUFFER_BYTES + 5).map(|i| i as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let never = CancellationToken::new();
+        let mut hasher = PrefixHasher::start(&path, &never);
+        let total = bytes.len() as u64;
+        hasher.advance(total);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while hasher.hashed() < total && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Bytes read before the end cannot be read again at the end: the hash is of what was
+        // there when the prefix grew.
+        std::fs::write(&path, vec![0u8; bytes.len()]).unwrap();
+        let whole = hex(&Sha256::digest(&bytes));
         assert_eq!(hasher.finish(total, &never).await.unwrap(), whole);
     }
 
