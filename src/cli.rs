@@ -539,6 +539,10 @@ pub struct FakeServerArgs {
     /// Added latency of every API answer, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub api_latency_ms: u64,
+
+    /// Added latency of every storage file answer, in milliseconds (a far CDN's round trip).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub storage_latency_ms: u64,
 }
 
 /// `civitai-dl demo`.

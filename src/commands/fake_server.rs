@@ -19,6 +19,7 @@ pub(super) async fn fake_server(args: FakeServerArgs) -> anyhow::Result<Exit> {
     let knobs = Knobs {
         bandwidth: args.bandwidth,
         api_latency: Duration::from_millis(args.api_latency_ms),
+        storage_latency: Duration::from_millis(args.storage_latency_ms),
         ..Knobs::default()
     };
     let server = FakeCivitai::start(catalog, knobs)

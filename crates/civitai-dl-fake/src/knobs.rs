@@ -13,6 +13,9 @@ pub struct Knobs {
     pub api_latency: Duration,
     /// Bytes per second per storage connection (`None` or 0 = unlimited).
     pub bandwidth: Option<u64>,
+    /// Added before every storage file answer: the round trip to a far CDN, which every range
+    /// request pays before its first byte.
+    pub storage_latency: Duration,
     /// First N API requests (any path except `/api/v1/me`) answer 503 with `Retry-After`.
     pub api_503_first: u32,
     /// The next N answer 429 with `Retry-After`.
@@ -79,6 +82,7 @@ impl Default for Knobs {
         Knobs {
             api_latency: Duration::ZERO,
             bandwidth: None,
+            storage_latency: Duration::ZERO,
             api_503_first: 0,
             api_429_first: 0,
             api_html_first: 0,

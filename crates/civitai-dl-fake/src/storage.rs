@@ -333,6 +333,10 @@ pub(crate) async fn serve_file(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let latency = shared.knob_state().knobs.storage_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let open = match shared.begin_storage_request(&headers) {
         Ok(open) => open,
         Err(refusal) => return refusal.response(),

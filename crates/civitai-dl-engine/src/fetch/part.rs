@@ -73,7 +73,7 @@ pub fn split(total: u64, count: usize) -> Vec<Segment> {
 /// How large the pieces of a segmented file are.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pieces {
-    /// The largest piece (see `segmented::piece_size`).
+    /// The piece size aimed at (see `segmented::pieces`).
     pub(crate) max: u64,
     /// No piece is cut smaller, nor is a remainder under it left behind a piece.
     pub(crate) min: u64,
@@ -83,8 +83,8 @@ pub(crate) struct Pieces {
 
 impl Pieces {
     /// The piece to hand a connection while `left` bytes of the file are still to come (free
-    /// and held): each connection's fair share of them, cut into as few equal pieces of at most
-    /// `max` as it takes. Pieces of a fixed size left a short remainder for the last round: of a
+    /// and held): each connection's fair share of them, cut into the whole number of equal
+    /// pieces nearest to `share / max` (so a piece may exceed `max` by half). Pieces of a fixed size left a short remainder for the last round: of a
     /// 200 MiB file over 4 connections in 16 MiB pieces, the last 8 MiB went to one or two
     /// connections while the others idled (about 0.1 s at 25 MB/s, per file). Equal shares end
     /// every connection's last piece together, at equal speeds; work stealing evens out the rest.
@@ -93,8 +93,8 @@ impl Pieces {
         let max = self.max.max(self.min).max(1);
         let sharers = (left / self.min.max(1)).clamp(1, self.connections.max(1) as u64);
         let share = left.div_ceil(sharers);
-        let rounds = share.div_ceil(max).max(1);
-        share.div_ceil(rounds).clamp(self.min.min(max), max)
+        let rounds = ((share + max / 2) / max).max(1);
+        share.div_ceil(rounds).max(self.min.min(max))
     }
 }
 
@@ -102,14 +102,14 @@ impl Pieces {
 /// range no connection holds yet, from whose front each connection takes its next piece
 /// ([`next_piece`]). So the bytes arrive roughly in file order, the contiguous prefix grows with
 /// them and the hash follows it while they arrive; every request asks for one whole piece, so
-/// its connection stays open for the next. A file of at most one more largest piece than there
-/// are connections gets equal segments.
+/// its connection stays open for the next. A file of at most one more piece than there are
+/// connections, or whose share per connection is one piece, gets equal segments.
 pub(crate) fn lay_out(total: u64, pieces: Pieces) -> Vec<Segment> {
     let count = pieces.connections.max(1) as u64;
-    if pieces.max == 0 || total <= (count + 1) * pieces.max {
+    let piece = pieces.size(total);
+    if pieces.max == 0 || total <= (count + 1) * pieces.max || count * piece + pieces.min > total {
         return split(total, count as usize);
     }
-    let piece = pieces.size(total);
     let mut segments: Vec<Segment> = (0..count)
         .map(|i| Segment {
             start: i * piece,
@@ -654,11 +654,11 @@ mod tests {
     fn the_first_layout_is_a_piece_per_connection_and_a_free_rest() {
         let layout = lay_out(100 * MIB, pieces(8 * MIB, MIB, 4));
         let starts: Vec<u64> = layout.iter().map(|s| s.start).collect();
-        let piece = 25 * MIB / 4;
+        let piece = (25 * MIB).div_ceil(3);
         assert_eq!(
             starts,
             [0, piece, 2 * piece, 3 * piece, 4 * piece],
-            "25 MiB a connection, in 4 pieces of at most 8"
+            "25 MiB a connection, in the 3 pieces nearest to 8 MiB"
         );
         assert_eq!(layout[4].end, 100 * MIB);
         assert_eq!(
