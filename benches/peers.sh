@@ -6,12 +6,15 @@
 # Workloads (the rows of the performance issue):
 #   one    one SIZE-byte file, storage capped at BW bytes/s per connection:
 #          curl (1 connection), aria2c -x4 -s4, civitai-dl sequential, civitai-dl --segments 4
+#   far    the one-file row behind a storage host FAR_MS away (each request waits that long for
+#          its first byte, as from a distant CDN): aria2c -x4 -s4, civitai-dl --segments 4
 #   four   four SIZE-byte files, same cap: curl one after another, aria2c -j4 -x4 -s4,
 #          civitai-dl 4 downloads x 4 segments
-#   raw    one RAW_SIZE-byte file, no cap: curl -o, curl -o + sync, civitai-dl
+#   raw    one RAW_SIZE-byte file, no cap: curl -o, curl -o + sync, curl with the same
+#          guarantees as civitai-dl (piped through tee and a SHA-256, then sync), civitai-dl
 #   small  100 models of 64 KiB, 100 ms per API answer: curl 8 at a time, civitai-dl at the
 #          default rate limit, and experimental with --rate-limit 100 and 8 at a time
-# The segmented rows also run civitai-dl with --rate-limit 50: at the default 5 requests/s its
+# The segmented and raw rows also run civitai-dl with --rate-limit 50: at the default 5 requests/s its
 # metadata, key check and resolves wait for the limiter (about 0.2 s each), which aria2c, handed
 # resolved URLs, never does; the second row shows the transfer itself beside aria2c.
 # Each is run ROUNDS times, alternating tools; the median time is printed with our speed as a
@@ -28,9 +31,13 @@ SIZE=${SIZE:-209715200}
 BW=${BW:-25000000}
 RAW_SIZE=${RAW_SIZE:-1073741824}
 ROUNDS=${ROUNDS:-3}
-WORKLOADS=${WORKLOADS:-"one four raw small"}
+FAR_MS=${FAR_MS:-100}
+WORKLOADS=${WORKLOADS:-"one far four raw small"}
 command -v curl >/dev/null || { echo "curl is needed for the comparison" >&2; exit 1; }
 HAVE_ARIA=$(command -v aria2c >/dev/null && echo 1 || echo 0)
+# The fastest SHA-256 at hand for the verified curl row: OpenSSL's uses the CPU's SHA
+# instructions, as civitai-dl's does; coreutils' does not.
+SHA256=$(command -v openssl >/dev/null && echo "openssl dgst -sha256" || echo sha256sum)
 
 cargo build --release --quiet
 BIN=$PWD/target/release/civitai-dl
@@ -43,12 +50,13 @@ stop_server() {
   SERVER=
 }
 
-# start_server N FILE_SIZE [BANDWIDTH] [API_LATENCY_MS]: sets API and KEY
+# start_server N FILE_SIZE [BANDWIDTH] [API_LATENCY_MS] [STORAGE_LATENCY_MS]: sets API and KEY
 start_server() {
   stop_server
   local args=(fake-server --uniform "$1" --file-size "$2")
   [ -n "${3:-}" ] && args+=(--bandwidth "$3")
   [ -n "${4:-}" ] && args+=(--api-latency-ms "$4")
+  [ -n "${5:-}" ] && args+=(--storage-latency-ms "$5")
   "$BIN" "${args[@]}" >"$WORK/server.txt" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 1200); do grep -q '^fake Civitai API' "$WORK/server.txt" 2>/dev/null && break; sleep 0.1; done
@@ -117,6 +125,19 @@ for workload in $WORKLOADS; do
     row "  the same with --rate-limit 50" seg4r "$SIZE"
     ratio seg4 aria2c-x4; ratio seg4r aria2c-x4; ratio seg4 seq
     ;;
+  far)
+    start_server 1 "$SIZE" "$BW" "" "$FAR_MS"
+    for _ in $(seq 1 "$ROUNDS"); do
+      if [ "$HAVE_ARIA" = 1 ]; then timed far-aria2c peer aria2c -q -x4 -s4 -d "$WORK/dl" -o f -- 0; fi
+      timed far-seg4 ours 1000 "${EXP[@]}" --segments 4
+      timed far-seg4r ours 1000 "${EXP[@]}" --segments 4 --rate-limit 50
+    done
+    echo; echo "one file of $((SIZE / 1048576)) MiB, same cap, storage answers after $FAR_MS ms"
+    if [ "$HAVE_ARIA" = 1 ]; then row "aria2c -x4 -s4" far-aria2c "$SIZE"; fi
+    row "civitai-dl --segments 4 (experimental)" far-seg4 "$SIZE"
+    row "  the same with --rate-limit 50" far-seg4r "$SIZE"
+    ratio far-seg4 far-aria2c; ratio far-seg4r far-aria2c
+    ;;
   four)
     start_server 4 "$SIZE" "$BW"
     for _ in $(seq 1 "$ROUNDS"); do
@@ -140,13 +161,19 @@ for workload in $WORKLOADS; do
     for _ in $(seq 1 "$ROUNDS"); do
       timed curlraw peer curl -s -o "$WORK/dl/f" -- 0
       timed curlsync bash -c 'curl -s -o "$1" "$(signed_url 0)" && sync "$1"' _ "$WORK/dl/f"
+      # shellcheck disable=SC2016
+      timed curlverify bash -c 'curl -s "$(signed_url 0)" | tee "$1" | $2 >/dev/null && sync "$1"' _ "$WORK/dl/f" "$SHA256"
       timed raw ours 1000
+      timed rawr ours 1000 --rate-limit 50
     done
     echo; echo "one file of $((RAW_SIZE / 1048576)) MiB, no cap (loopback)"
     row "curl -o" curlraw "$RAW_SIZE"
     row "curl -o; sync FILE" curlsync "$RAW_SIZE"
+    row "curl | tee FILE | $SHA256; sync FILE" curlverify "$RAW_SIZE"
     row "civitai-dl (SHA-256, fsync, rename)" raw "$RAW_SIZE"
-    ratio raw curlraw; ratio raw curlsync
+    row "  the same with --rate-limit 50" rawr "$RAW_SIZE"
+    ratio raw curlraw; ratio raw curlsync; ratio raw curlverify
+    ratio rawr curlraw; ratio rawr curlsync; ratio rawr curlverify
     ;;
   small)
     start_server 100 65536 "" 100
