@@ -83,9 +83,10 @@ const MIN_FILE_PIECE_BYTES: u64 = 16 * 1024 * 1024;
 /// The SHA-256 speed assumed when weighing a piece's wait against the hash left after the last
 /// byte: CPUs with SHA instructions do 1.5-2 GB/s, older ones about half a gigabyte.
 const HASH_BYTES_PER_SEC: f64 = 1e9;
-/// Pieces are at most this large, so the hash of a many-GB file stays close behind the bytes
-/// (at most one piece per connection left to hash at the end); 128 MiB takes seconds even on a
-/// fast connection, so the round trip per piece stays a few percent.
+/// Pieces are aimed at no more than this (a share is cut into the nearest whole number of them,
+/// so one may be half as large again), so the hash of a many-GB file stays close behind the
+/// bytes (about one piece per connection left to hash at the end); 128 MiB takes seconds even on
+/// a fast connection, so the round trip per piece stays a few percent.
 const MAX_PIECE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// The pieces of a `total`-byte file over `count` connections, when a request waits `wait` for
