@@ -71,7 +71,7 @@ impl Run {
     /// A run from its parts.
     pub fn new(parts: RunParts) -> Run {
         Run {
-            settled: Settled::index(parts.state.records()),
+            settled: Settled::index(&parts.state),
             planner: parts.planner,
             downloader: parts.downloader,
             api: parts.api,
@@ -344,7 +344,7 @@ impl Run {
 
     /// Where the last attempt at `job` wrote: the path its state record names.
     fn recorded_path(&self, job: &Job) -> PathBuf {
-        let relative = self.state().get(&job.key).map(|r| r.relative_path.clone());
+        let relative = self.state().get(&job.key).map(|r| r.relative_path);
         relative
             .and_then(|r| self.inside_output(&r))
             .unwrap_or_else(|| job.file.dest.clone())
@@ -368,11 +368,7 @@ impl Run {
         let Ok(size) = std::fs::metadata(model_path).map(|m| m.len()) else {
             return;
         };
-        let Some(sha256) = self
-            .state()
-            .get(&job.key)
-            .and_then(|r| r.local_sha256.clone())
-        else {
+        let Some(sha256) = self.state().get(&job.key).and_then(|r| r.local_sha256) else {
             tracing::warn!(
                 "{}: sidecars not written: the file's SHA-256 is not known",
                 job.file.label
@@ -412,7 +408,7 @@ impl Run {
             && record.local_sha256.is_some()
             && record.expected_sha256 == job.file.expected_sha256
             && join_inside(&self.output, &record.relative_path).is_ok())
-        .then(|| record.clone())
+        .then_some(record)
     }
 
     /// Tell the subscribers a file reached its final path (the unattended log's line per file).
@@ -522,7 +518,7 @@ impl Run {
             .unwrap_or(path)
             .to_path_buf();
         let mut state = self.state();
-        let mut record = state.get(&job.key).cloned().unwrap_or_else(|| {
+        let mut record = state.get(&job.key).unwrap_or_else(|| {
             FileRecord::new(
                 job.key.clone(),
                 job.model.clone(),
@@ -536,7 +532,7 @@ impl Run {
         record.expected_sha256 = job.file.expected_sha256.clone();
         record.pin.clone_from(&job.pin);
         change(&mut record);
-        if state.get(&job.key) == Some(&record) {
+        if state.holds(&record) {
             // Nothing new (a file found present as recorded): a rerun of 100,000 finished files
             // must not append 100,000 journal lines and rewrite the snapshot hundreds of times.
             return;
