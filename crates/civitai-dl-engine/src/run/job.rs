@@ -16,7 +16,9 @@ use crate::fetch::{DownloadError, Downloader, Outcome, PlannedFile, UNVERIFIED_S
 use crate::fs::with_suffix;
 use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
-use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
+use crate::observe::report::{
+    FileDetail, FileResult, FileStatus, RunReport, StopReason, TargetFailure,
+};
 use crate::observe::{ActiveFile, Reporter, SavedFile};
 use crate::plan::naming::join_inside;
 use crate::plan::{Job, ListingPage, PlanError, Planned, Planner, Step, preview_path};
@@ -65,6 +67,8 @@ pub struct RunParts {
     pub performance: Performance,
     /// Stops the run (Ctrl-C, emergency stop).
     pub cancel: CancellationToken,
+    /// Which files' entries the report keeps (all of them only when they are printed).
+    pub report_detail: FileDetail,
 }
 
 impl Run {
@@ -80,7 +84,7 @@ impl Run {
             output: parts.output,
             previews: Semaphore::new(parts.performance.images.max(1)),
             performance: parts.performance,
-            report: Mutex::new(RunReport::new()),
+            report: Mutex::new(RunReport::keeping(parts.report_detail)),
             cancel: parts.cancel,
             started: Instant::now(),
         }
@@ -156,7 +160,8 @@ impl Run {
         if let Err(error) = self.state().flush() {
             tracing::error!("{error}");
         }
-        let mut report = self.report().clone();
+        // Taken, not cloned: a run's report is handed out once, and may be large (`--json`).
+        let mut report = std::mem::replace(&mut *self.report(), RunReport::new());
         report.mode = if self.performance.concurrent {
             "concurrent".into()
         } else {
@@ -339,7 +344,7 @@ impl Run {
         self.reporter
             .on_model_file_settled(job.file.expected_size.unwrap_or(0), entry.transferred);
         let resolves = self.downloader.resolves(&job.file);
-        self.report().files.push(FileResult { resolves, ..entry });
+        self.report().push(FileResult { resolves, ..entry });
     }
 
     /// Where the last attempt at `job` wrote: the path its state record names.
