@@ -580,7 +580,7 @@ impl Run {
             && let Some(cursor) = self.state().listing_cursor(username)
         {
             tracing::info!("creator {username}: resuming the listing where the last run broke off");
-            return Step::Page(ListingPage::resumed(username, cursor));
+            return Step::Page(Box::new(ListingPage::resumed(username, cursor)));
         }
         step.clone()
     }
@@ -677,7 +677,7 @@ impl Unit for Run {
                 self.reporter.on_planned(planned.jobs.len() as u64, bytes);
                 PlanOutcome::Planned {
                     jobs: planned.jobs,
-                    next: planned.next.map(Step::Page),
+                    next: planned.next.map(|page| Step::Page(Box::new(page))),
                 }
             }
             Err(_) if self.cancel.is_cancelled() => PlanOutcome::nothing(),
