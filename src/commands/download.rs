@@ -238,7 +238,7 @@ fn exit_for(report: &RunReport) -> Exit {
 fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
     eprintln!("{}", crate::ui::summary::render(report));
     if json {
-        crate::ui::output::line(serde_json::to_string_pretty(report)?)?;
+        crate::ui::output::json(report)?;
     }
     Ok(())
 }
