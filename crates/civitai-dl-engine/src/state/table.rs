@@ -94,7 +94,26 @@ pub(crate) struct StoredRecord {
 
 impl StoredRecord {
     pub(crate) fn new(record: &FileRecord) -> StoredRecord {
-        let mut text = String::new();
+        let expected = Hash::new(record.expected_sha256.as_deref());
+        let local = Hash::new(record.local_sha256.as_deref());
+        let created = Stamp::new(&record.created_at);
+        let updated = Stamp::new(&record.updated_at);
+        let pieces = [
+            &record.key,
+            &record.model.name,
+            &record.version.name,
+            &record.file.name,
+            record.pin.as_deref().unwrap_or(""),
+            record.last_error.as_deref().unwrap_or(""),
+            expected.verbatim(),
+            local.verbatim(),
+            created.verbatim,
+            updated.verbatim,
+        ];
+        // Sized once: growing it piece by piece left a freed block behind each record.
+        let length = pieces.iter().map(|piece| piece.len()).sum::<usize>()
+            + record.relative_path.as_os_str().len();
+        let mut text = String::with_capacity(length);
         let mut ends = [0; PIECES];
         let mut flags = 0;
         let mut put = |piece: Piece, value: &str| {
@@ -120,14 +139,10 @@ impl StoredRecord {
         } else {
             put(Piece::LastError, "");
         }
-        let expected = Hash::new(record.expected_sha256.as_deref());
-        let local = Hash::new(record.local_sha256.as_deref());
         flags |= expected.flags(&flag::EXPECTED);
         flags |= local.flags(&flag::LOCAL);
         put(Piece::ExpectedSha256, expected.verbatim());
         put(Piece::LocalSha256, local.verbatim());
-        let created = Stamp::new(&record.created_at);
-        let updated = Stamp::new(&record.updated_at);
         if created.secs.is_none() {
             flags |= flag::CREATED_VERBATIM;
         }
