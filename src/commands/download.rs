@@ -18,7 +18,7 @@ use civitai_dl_engine::civitai::target::Target;
 use civitai_dl_engine::fetch::{DownloadOptions, Downloader};
 use civitai_dl_engine::observe::metrics::Metrics;
 use civitai_dl_engine::observe::monitor::{Monitor, MonitorOptions};
-use civitai_dl_engine::observe::report::{RunReport, StopReason};
+use civitai_dl_engine::observe::report::{FileDetail, RunReport, StopReason};
 use civitai_dl_engine::observe::{Fanout, Reporter};
 use civitai_dl_engine::plan::naming::Layout;
 use civitai_dl_engine::plan::{Planner, Selection, Step};
@@ -154,6 +154,11 @@ pub(super) async fn execute(
         output: request.output.clone(),
         performance: request.performance.clone(),
         cancel,
+        report_detail: if json {
+            FileDetail::Every
+        } else {
+            FileDetail::Problems
+        },
     }));
     run.expect(&request.targets).await;
     tokio::spawn(
@@ -233,7 +238,7 @@ fn exit_for(report: &RunReport) -> Exit {
 fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
     eprintln!("{}", crate::ui::summary::render(report));
     if json {
-        crate::ui::output::line(serde_json::to_string_pretty(report)?)?;
+        crate::ui::output::json(report)?;
     }
     Ok(())
 }

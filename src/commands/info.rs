@@ -64,7 +64,7 @@ pub(super) async fn show_plan(
                 }
                 all.extend(planned.jobs.into_iter().map(|job| job.facts));
                 if let Some(next) = planned.next {
-                    steps.push_front(Step::Page(next));
+                    steps.push_front(Step::Page(Box::new(next)));
                 }
             }
             Err(_) if cancel.is_cancelled() => return Ok(Exit::Interrupted),

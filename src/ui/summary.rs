@@ -31,7 +31,7 @@ pub fn render(report: &RunReport) -> String {
             HumanBytes(report.kept_in_parts)
         ));
     }
-    if report.files.iter().any(|f| f.preview) {
+    if report.has_previews() {
         out.push_str(&format!(
             "; previews: {} downloaded, {} already present, {} failed",
             report.count_where(FileStatus::Downloaded, true),
@@ -107,10 +107,8 @@ mod tests {
     #[test]
     fn summary_lists_failures_with_reasons() {
         let mut report = RunReport::new();
-        report.files.push(file(FileStatus::Downloaded, None));
-        report
-            .files
-            .push(file(FileStatus::Failed, Some("not found")));
+        report.push(file(FileStatus::Downloaded, None));
+        report.push(file(FileStatus::Failed, Some("not found")));
         report.wall_secs = 2.0;
         let text = render(&report);
         assert!(
@@ -136,7 +134,7 @@ mod tests {
     #[test]
     fn a_failed_preview_is_listed_but_does_not_fail_the_run() {
         let mut report = RunReport::new();
-        report.files.push(FileResult {
+        report.push(FileResult {
             preview: true,
             ..file(FileStatus::Failed, Some("gone"))
         });

@@ -28,20 +28,31 @@
 //! process being killed. They are fsynced only at compaction: a power loss can forget the updates
 //! made since the last one, and the rerun then sees those files in an earlier status.
 //!
+//! # In memory
+//!
+//! Every record stays in memory while the run goes on, compact (`state::table`): the hashes as
+//! bytes, the timestamps as seconds, a record's strings in one allocation, and an index of
+//! positions instead of copied keys. [`StateStore::get`] and [`StateStore::records`] hand out
+//! [`FileRecord`]s decoded from them; a snapshot is written from the compact records directly,
+//! as the same JSON the [`FileRecord`]s would write, and read into them one record at a time.
+//!
 //! The API key and signed download URLs are never stored: there is no field for them. Signed URLs
 //! expire anyway, and users attach state files to bug reports.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{Durability, WriteError};
+
+mod table;
+
+use table::FileTable;
 
 /// The snapshot format this build reads and writes; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -239,60 +250,29 @@ pub enum StateError {
     },
 }
 
-/// The on-disk snapshot; borrowed when writing so compaction does not clone every record.
-#[derive(Serialize, Deserialize)]
-struct Snapshot<'a> {
+/// The on-disk snapshot as written: borrowed, so compaction copies no record.
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
     version: u32,
-    files: Cow<'a, [FileRecord]>,
+    files: &'a FileTable,
     /// Creators whose listing broke part-way: where a rerun resumes it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    listings: Cow<'a, BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    listings: &'a BTreeMap<String, String>,
+}
+
+/// The on-disk snapshot as read: its records go straight into the table.
+#[derive(Deserialize)]
+struct SnapshotIn {
+    version: u32,
+    files: FileTable,
+    #[serde(default)]
+    listings: BTreeMap<String, String>,
 }
 
 /// Read before the full snapshot, so a future format is reported as such rather than as damage.
 #[derive(Deserialize)]
 struct FormatProbe {
     version: u64,
-}
-
-/// Records in the order they were first planned, with lookup by key.
-#[derive(Debug, Default)]
-struct FileTable {
-    records: Vec<FileRecord>,
-    index: HashMap<String, usize>,
-}
-
-impl FileTable {
-    /// The table of a snapshot's records, kept in place (a key seen twice keeps its last record,
-    /// as inserting them one by one would).
-    fn from_records(records: Vec<FileRecord>) -> FileTable {
-        let mut index = HashMap::with_capacity(records.len());
-        for (position, record) in records.iter().enumerate() {
-            index.insert(record.key.clone(), position);
-        }
-        if index.len() == records.len() {
-            return FileTable { records, index };
-        }
-        let mut table = FileTable::default();
-        for record in records {
-            table.insert(record);
-        }
-        table
-    }
-
-    fn get(&self, key: &str) -> Option<&FileRecord> {
-        self.index.get(key).map(|&position| &self.records[position])
-    }
-
-    fn insert(&mut self, record: FileRecord) {
-        match self.index.get(&record.key) {
-            Some(&position) => self.records[position] = record,
-            None => {
-                self.index.insert(record.key.clone(), self.records.len());
-                self.records.push(record);
-            }
-        }
-    }
 }
 
 /// The open state of one run: records in memory, journal and lock on disk.
@@ -352,26 +332,47 @@ impl StateStore {
     }
 
     /// The record for `key`, if the file was ever recorded.
-    pub fn get(&self, key: &str) -> Option<&FileRecord> {
-        self.table.get(key)
+    pub fn get(&self, key: &str) -> Option<FileRecord> {
+        self.table.get(key).map(table::StoredRecord::decode)
+    }
+
+    /// Whether the record for `record.key` is `record` already (then an upsert changes nothing).
+    pub fn holds(&self, record: &FileRecord) -> bool {
+        self.table
+            .get(&record.key)
+            .is_some_and(|stored| *stored == table::StoredRecord::new(record))
     }
 
     /// All records, in the order their files were first recorded.
-    pub fn records(&self) -> impl Iterator<Item = &FileRecord> {
-        self.table.records.iter()
+    pub fn records(&self) -> impl Iterator<Item = FileRecord> + '_ {
+        self.table.iter().map(table::StoredRecord::decode)
+    }
+
+    /// Each record's position and pin, for an index that names records without copying their
+    /// keys (positions never change while the store is open).
+    pub(crate) fn pins(&self) -> impl Iterator<Item = (usize, Option<&str>)> {
+        self.table
+            .iter()
+            .enumerate()
+            .map(|(position, stored)| (position, stored.pin()))
+    }
+
+    /// The record at a position [`StateStore::pins`] gave.
+    pub(crate) fn record_at(&self, position: usize) -> Option<FileRecord> {
+        self.table.at(position).map(table::StoredRecord::decode)
     }
 
     /// Inserts or replaces the record with `record.key`; stamps `updated_at` (and `created_at` on
     /// first insert, keeping the original otherwise) and appends it to the journal.
     pub fn upsert(&mut self, mut record: FileRecord) -> Result<(), StateError> {
         let now = now_rfc3339();
-        record.created_at = match self.get(&record.key) {
-            Some(existing) => existing.created_at.clone(),
+        record.created_at = match self.table.get(&record.key) {
+            Some(existing) => existing.created_at(),
             None => now.clone(),
         };
         record.updated_at = now;
         self.append_to_journal(&record)?;
-        self.table.insert(record);
+        self.table.insert(&record);
         self.updates_since_compaction += 1;
         if self.updates_since_compaction >= self.compact_after() {
             self.compact()?;
@@ -386,13 +387,10 @@ impl StateStore {
         key: &str,
         change: impl FnOnce(&mut FileRecord),
     ) -> Result<(), StateError> {
-        let mut record = self
-            .get(key)
-            .cloned()
-            .ok_or_else(|| StateError::UnknownFile {
-                path: self.path.clone(),
-                key: key.to_owned(),
-            })?;
+        let mut record = self.get(key).ok_or_else(|| StateError::UnknownFile {
+            path: self.path.clone(),
+            key: key.to_owned(),
+        })?;
         change(&mut record);
         self.upsert(record)
     }
@@ -454,14 +452,14 @@ impl StateStore {
     /// the table keeps the rewrites of a whole run to about four times the final snapshot, and
     /// the journal a rerun replays to a quarter of it.
     fn compact_after(&self) -> u64 {
-        COMPACT_EVERY_UPDATES.max(self.table.records.len() as u64 / 4)
+        COMPACT_EVERY_UPDATES.max(self.table.len() as u64 / 4)
     }
 
     fn compact(&mut self) -> Result<(), StateError> {
-        let snapshot = Snapshot {
+        let snapshot = SnapshotOut {
             version: FORMAT_VERSION,
-            files: Cow::Borrowed(&self.table.records),
-            listings: Cow::Borrowed(&self.listings),
+            files: &self.table,
+            listings: &self.listings,
         };
         // Durable: the journal is truncated next, so the snapshot must be on disk first. Streamed
         // and compact: at 100,000 files a pretty snapshot in memory was a 100 MB buffer.
@@ -511,6 +509,45 @@ fn rfc3339_from_unix_secs(secs: u64) -> String {
         secs_of_day % 3600 / 60,
         secs_of_day % 60
     )
+}
+
+/// The seconds of a timestamp in the form [`rfc3339_from_unix_secs`] writes, or `None` for any
+/// other text. Out-of-range fields (a 30 February) give some number; callers that must get the
+/// same text back compare it with [`rfc3339_from_unix_secs`] of the result.
+fn unix_secs_from_rfc3339(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let shape = b"0000-00-00T00:00:00Z";
+    let same_shape = bytes.len() == shape.len()
+        && bytes.iter().zip(shape).all(|(&b, &s)| match s {
+            b'0' => b.is_ascii_digit(),
+            _ => b == s,
+        });
+    if !same_shape {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> u64 {
+        bytes[range]
+            .iter()
+            .fold(0, |n, &digit| n * 10 + u64::from(digit - b'0'))
+    };
+    let (year, month, day) = (number(0..4), number(5..7), number(8..10));
+    if year < 1970 || !(1..=12).contains(&month) || day == 0 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(days * 86_400 + number(11..13) * 3600 + number(14..16) * 60 + number(17..19))
+}
+
+/// Days since 1970-01-01 of a date from 1970 on: the inverse of [`civil_from_days`], by the same
+/// author (<https://howardhinnant.github.io/date_algorithms.html#days_from_civil>).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let year_of_era = year - era * 400;
+    let month_from_march = if month > 2 { month - 3 } else { month + 9 };
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    (era * 146_097 + day_of_era).saturating_sub(719_468)
 }
 
 /// Year, month and day of a day count since 1970-01-01, by Howard Hinnant's `civil_from_days`
@@ -568,11 +605,10 @@ fn load_snapshot(path: &Path) -> Result<(FileTable, BTreeMap<String, String>), S
         path: path.to_owned(),
         found,
     };
-    match serde_json::from_reader::<_, Snapshot>(reader) {
-        Ok(snapshot) if snapshot.version == FORMAT_VERSION => Ok((
-            FileTable::from_records(snapshot.files.into_owned()),
-            snapshot.listings.into_owned(),
-        )),
+    match serde_json::from_reader::<_, SnapshotIn>(reader) {
+        Ok(snapshot) if snapshot.version == FORMAT_VERSION => {
+            Ok((snapshot.files, snapshot.listings))
+        }
         Ok(snapshot) => Err(unsupported(u64::from(snapshot.version))),
         Err(cause) => {
             // A later format may not decode as this one: say so rather than call it damaged.
@@ -590,28 +626,42 @@ fn load_snapshot(path: &Path) -> Result<(FileTable, BTreeMap<String, String>), S
     }
 }
 
-/// Applies the journal's complete lines to `table`; returns whether the journal held anything.
+/// Applies the journal's complete lines to `table`, one line in memory at a time; returns
+/// whether the journal held anything.
 fn replay_journal(path: &Path, table: &mut FileTable) -> Result<bool, StateError> {
-    let Some(bytes) = read_if_exists(path)? else {
-        return Ok(false);
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(cause) if cause.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(cause) => return Err(io_error("read", path)(cause)),
     };
-    let mut lines = bytes.split(|&byte| byte == b'\n');
-    // Every append ends with a newline, so whatever follows the last one is an interrupted append.
-    if lines.next_back().is_some_and(|torn| !torn.is_empty()) {
-        tracing::warn!(
-            "ignoring the incomplete last line of {}, left by an interrupted run",
-            path.display()
-        );
+    let mut reader = io::BufReader::with_capacity(1024 * 1024, file);
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(io_error("read", path))?;
+        if read == 0 {
+            return Ok(number > 0);
+        }
+        number += 1;
+        // Every append ends with a newline, so a last line without one is an interrupted append.
+        if line.pop() != Some(b'\n') {
+            tracing::warn!(
+                "ignoring the incomplete last line of {}, left by an interrupted run",
+                path.display()
+            );
+            return Ok(true);
+        }
+        let record: FileRecord =
+            serde_json::from_slice(&line).map_err(|cause| StateError::CorruptJournal {
+                path: path.to_owned(),
+                line: number,
+                cause,
+            })?;
+        table.insert(&record);
     }
-    for (number, line) in lines.enumerate() {
-        let record = serde_json::from_slice(line).map_err(|cause| StateError::CorruptJournal {
-            path: path.to_owned(),
-            line: number + 1,
-            cause,
-        })?;
-        table.insert(record);
-    }
-    Ok(!bytes.is_empty())
 }
 
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
@@ -696,8 +746,12 @@ mod tests {
     }
 
     fn read_snapshot(path: &Path) -> Vec<FileRecord> {
-        let snapshot: Snapshot = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
-        snapshot.files.into_owned()
+        #[derive(Deserialize)]
+        struct Files {
+            files: Vec<FileRecord>,
+        }
+        let snapshot: Files = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        snapshot.files
     }
 
     fn journal_len(path: &Path) -> u64 {
@@ -720,11 +774,11 @@ mod tests {
         store.upsert(first).unwrap();
         store.upsert(record("1:2")).unwrap();
         store.flush().unwrap();
-        let saved: Vec<FileRecord> = store.records().cloned().collect();
+        let saved: Vec<FileRecord> = store.records().collect();
         drop(store);
 
         let reopened = StateStore::open(&path).unwrap();
-        let loaded: Vec<FileRecord> = reopened.records().cloned().collect();
+        let loaded: Vec<FileRecord> = reopened.records().collect();
         assert_eq!(loaded, saved);
         assert_eq!(loaded[0].key, "130072:99");
         assert_eq!(loaded[1].key, "1:2");
@@ -737,11 +791,10 @@ mod tests {
         let path = state_path(&dir);
         let (first, mut last) = (record("a"), record("a"));
         last.attempts = 7;
-        let snapshot = Snapshot {
-            version: FORMAT_VERSION,
-            files: Cow::Owned(vec![first, record("b"), last]),
-            listings: Cow::Owned(BTreeMap::new()),
-        };
+        let snapshot = serde_json::json!({
+            "version": FORMAT_VERSION,
+            "files": [first, record("b"), last],
+        });
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, serde_json::to_vec(&snapshot).unwrap()).unwrap();
         let store = StateStore::open(&path).unwrap();
@@ -838,7 +891,7 @@ mod tests {
         reopened.upsert(record("c")).unwrap();
         kill(reopened);
         let again = StateStore::open(&path).unwrap();
-        let keys: Vec<&str> = again.records().map(|file| file.key.as_str()).collect();
+        let keys: Vec<String> = again.records().map(|file| file.key).collect();
         assert_eq!(keys, ["a", "c"]);
     }
 
@@ -1007,6 +1060,30 @@ mod tests {
         ];
         for (secs, expected) in cases {
             assert_eq!(rfc3339_from_unix_secs(secs), expected, "{secs}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_parses_back_to_its_seconds() {
+        for secs in [
+            0,
+            951_782_400,
+            1_709_251_199,
+            4_107_542_400,
+            253_402_300_799,
+        ] {
+            let text = rfc3339_from_unix_secs(secs);
+            assert_eq!(unix_secs_from_rfc3339(&text), Some(secs), "{text}");
+        }
+        for other in [
+            "",
+            "1969-12-31T23:59:59Z",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29 23:59:59Z",
+            "2024-02-29T23:59:59.5Z",
+            "2024-02-29T23:59:59+00:00",
+        ] {
+            assert_eq!(unix_secs_from_rfc3339(other), None, "{other}");
         }
     }
 

@@ -1,5 +1,9 @@
 //! What a run did: the data of the final summary and of `--json`. Rendering it for people is
 //! the command line's job.
+//!
+//! The counts and bytes are totalled as files settle, so the report of a 100,000-file run needs
+//! its 100,000 entries only when they are printed (`--json`): otherwise it keeps the entries
+//! the summary lists, failures and unverified files ([`FileDetail`]; issue 9, item 6).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,13 +91,37 @@ pub enum StopReason {
     EmergencyStop,
 }
 
+/// Which files' entries a report keeps; the counts cover every file either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileDetail {
+    /// Every file's (for `--json`, which prints them all).
+    #[default]
+    Every,
+    /// Only those the summary lists: failed and unverified files.
+    Problems,
+}
+
+/// How many files ended each way, and the bytes they moved.
+#[derive(Clone, Debug, Default)]
+struct FileTotals {
+    /// By [`FileStatus`] (in declaration order), for model files and for previews.
+    model_files: [usize; 4],
+    previews: [usize; 4],
+    transferred: u64,
+}
+
 /// The whole run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunReport {
     /// Layout version of this JSON.
     pub version: u32,
-    /// Every file, in the order they finished.
+    /// Every file, in the order they finished; only failed and unverified ones when the report
+    /// keeps [`FileDetail::Problems`]. Add to it with [`RunReport::push`], which counts.
     pub files: Vec<FileResult>,
+    #[serde(skip)]
+    totals: FileTotals,
+    #[serde(skip)]
+    detail: FileDetail,
     /// Targets that could not be planned, with the reason.
     pub failed_targets: Vec<TargetFailure>,
     /// Versions left out because no file matched the filters (other versions of their model
@@ -127,11 +155,32 @@ pub struct TargetFailure {
 }
 
 impl RunReport {
-    /// An empty report.
+    /// An empty report that keeps every file's entry.
     pub fn new() -> RunReport {
+        RunReport::keeping(FileDetail::Every)
+    }
+
+    /// An empty report that keeps the entries `detail` says.
+    pub fn keeping(detail: FileDetail) -> RunReport {
         RunReport {
             version: SUMMARY_VERSION,
+            detail,
             ..RunReport::default()
+        }
+    }
+
+    /// A file's outcome: counted, and kept when the report's [`FileDetail`] asks for it.
+    pub fn push(&mut self, file: FileResult) {
+        let counts = if file.preview {
+            &mut self.totals.previews
+        } else {
+            &mut self.totals.model_files
+        };
+        counts[file.status as usize] += 1;
+        self.totals.transferred += file.transferred;
+        let problem = matches!(file.status, FileStatus::Failed | FileStatus::Unverified);
+        if self.detail == FileDetail::Every || problem {
+            self.files.push(file);
         }
     }
 
@@ -140,24 +189,30 @@ impl RunReport {
         self.count_where(status, false)
     }
 
+    /// Count of previews (`preview`) or model files with `status`.
     pub fn count_where(&self, status: FileStatus, preview: bool) -> usize {
-        self.files
-            .iter()
-            .filter(|f| f.status == status && f.preview == preview)
-            .count()
+        let counts = if preview {
+            &self.totals.previews
+        } else {
+            &self.totals.model_files
+        };
+        counts[status as usize]
+    }
+
+    /// Whether the run settled any preview, whatever became of it.
+    pub fn has_previews(&self) -> bool {
+        self.totals.previews.iter().any(|&n| n > 0)
     }
 
     /// Whether any model file failed or stayed unverified, or a target could not be planned.
     pub fn has_failures(&self) -> bool {
         !self.failed_targets.is_empty()
-            || self.files.iter().any(|f| {
-                !f.preview && matches!(f.status, FileStatus::Failed | FileStatus::Unverified)
-            })
+            || self.count(FileStatus::Failed) + self.count(FileStatus::Unverified) > 0
     }
 
     /// Bytes transferred in this run.
     pub fn transferred(&self) -> u64 {
-        self.files.iter().map(|f| f.transferred).sum()
+        self.totals.transferred
     }
 }
 
@@ -179,10 +234,54 @@ mod tests {
     #[test]
     fn clean_run_has_no_failures_and_versioned_json() {
         let mut report = RunReport::new();
-        report.files.push(file(FileStatus::Present, None));
+        report.push(file(FileStatus::Present, None));
         assert!(!report.has_failures());
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["version"], SUMMARY_VERSION);
         assert_eq!(json["files"][0]["status"], "present");
+        let fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "failed_targets",
+                "failsafe",
+                "files",
+                "hosts",
+                "kept_in_parts",
+                "metrics",
+                "mode",
+                "skipped_versions",
+                "stopped",
+                "version",
+                "wall_secs"
+            ],
+            "the totals are not part of the JSON"
+        );
+    }
+
+    // Issue 9.6: the report of a 100,000-file rerun held 100,000 entries nobody printed.
+    #[test]
+    fn a_report_of_problems_counts_every_file_and_keeps_only_the_problems() {
+        let mut report = RunReport::keeping(FileDetail::Problems);
+        for _ in 0..1000 {
+            report.push(file(FileStatus::Downloaded, None));
+        }
+        report.push(file(FileStatus::Failed, Some("gone")));
+        report.push(FileResult {
+            preview: true,
+            ..file(FileStatus::Present, None)
+        });
+        assert_eq!(report.files.len(), 1);
+        assert_eq!(report.files[0].reason.as_deref(), Some("gone"));
+        assert_eq!(report.count(FileStatus::Downloaded), 1000);
+        assert_eq!(report.count(FileStatus::Failed), 1);
+        assert_eq!(report.count_where(FileStatus::Present, true), 1);
+        assert!(report.has_previews() && report.has_failures());
+        assert_eq!(report.transferred(), 1002 * 10);
     }
 }

@@ -18,8 +18,9 @@ use crate::civitai::target::Target;
 pub enum Step {
     /// What the user asked for.
     Target(Target),
-    /// A page of a creator's listing, after the first.
-    Page(ListingPage),
+    /// A page of a creator's listing, after the first. Boxed: a page is four times the size of
+    /// a target, and a queue holds a step for each of 100,000 targets.
+    Page(Box<ListingPage>),
 }
 
 impl fmt::Display for Step {
@@ -132,6 +133,17 @@ impl fmt::Display for ListingPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Regression: a step was as large as a listing page (128 bytes), and a run's queue holds
+    // one for each target: 12.8 MB of a 100,000-target run.
+    #[test]
+    fn a_step_is_as_small_as_a_target() {
+        assert!(
+            size_of::<Step>() <= size_of::<Target>() + 8,
+            "{} bytes",
+            size_of::<Step>()
+        );
+    }
 
     fn page(after: After) -> ListingPage {
         match after {

@@ -16,7 +16,9 @@ use crate::fetch::{DownloadError, Downloader, Outcome, PlannedFile, UNVERIFIED_S
 use crate::fs::with_suffix;
 use crate::http::retry::{RetryClass, Retryable};
 use crate::lock;
-use crate::observe::report::{FileResult, FileStatus, RunReport, StopReason, TargetFailure};
+use crate::observe::report::{
+    FileDetail, FileResult, FileStatus, RunReport, StopReason, TargetFailure,
+};
 use crate::observe::{ActiveFile, Reporter, SavedFile};
 use crate::plan::naming::join_inside;
 use crate::plan::{Job, ListingPage, PlanError, Planned, Planner, Step, preview_path};
@@ -65,13 +67,15 @@ pub struct RunParts {
     pub performance: Performance,
     /// Stops the run (Ctrl-C, emergency stop).
     pub cancel: CancellationToken,
+    /// Which files' entries the report keeps (all of them only when they are printed).
+    pub report_detail: FileDetail,
 }
 
 impl Run {
     /// A run from its parts.
     pub fn new(parts: RunParts) -> Run {
         Run {
-            settled: Settled::index(parts.state.records()),
+            settled: Settled::index(&parts.state),
             planner: parts.planner,
             downloader: parts.downloader,
             api: parts.api,
@@ -80,7 +84,7 @@ impl Run {
             output: parts.output,
             previews: Semaphore::new(parts.performance.images.max(1)),
             performance: parts.performance,
-            report: Mutex::new(RunReport::new()),
+            report: Mutex::new(RunReport::keeping(parts.report_detail)),
             cancel: parts.cancel,
             started: Instant::now(),
         }
@@ -156,7 +160,8 @@ impl Run {
         if let Err(error) = self.state().flush() {
             tracing::error!("{error}");
         }
-        let mut report = self.report().clone();
+        // Taken, not cloned: a run's report is handed out once, and may be large (`--json`).
+        let mut report = std::mem::replace(&mut *self.report(), RunReport::new());
         report.mode = if self.performance.concurrent {
             "concurrent".into()
         } else {
@@ -339,12 +344,12 @@ impl Run {
         self.reporter
             .on_model_file_settled(job.file.expected_size.unwrap_or(0), entry.transferred);
         let resolves = self.downloader.resolves(&job.file);
-        self.report().files.push(FileResult { resolves, ..entry });
+        self.report().push(FileResult { resolves, ..entry });
     }
 
     /// Where the last attempt at `job` wrote: the path its state record names.
     fn recorded_path(&self, job: &Job) -> PathBuf {
-        let relative = self.state().get(&job.key).map(|r| r.relative_path.clone());
+        let relative = self.state().get(&job.key).map(|r| r.relative_path);
         relative
             .and_then(|r| self.inside_output(&r))
             .unwrap_or_else(|| job.file.dest.clone())
@@ -368,11 +373,7 @@ impl Run {
         let Ok(size) = std::fs::metadata(model_path).map(|m| m.len()) else {
             return;
         };
-        let Some(sha256) = self
-            .state()
-            .get(&job.key)
-            .and_then(|r| r.local_sha256.clone())
-        else {
+        let Some(sha256) = self.state().get(&job.key).and_then(|r| r.local_sha256) else {
             tracing::warn!(
                 "{}: sidecars not written: the file's SHA-256 is not known",
                 job.file.label
@@ -412,7 +413,7 @@ impl Run {
             && record.local_sha256.is_some()
             && record.expected_sha256 == job.file.expected_sha256
             && join_inside(&self.output, &record.relative_path).is_ok())
-        .then(|| record.clone())
+        .then_some(record)
     }
 
     /// Tell the subscribers a file reached its final path (the unattended log's line per file).
@@ -522,7 +523,7 @@ impl Run {
             .unwrap_or(path)
             .to_path_buf();
         let mut state = self.state();
-        let mut record = state.get(&job.key).cloned().unwrap_or_else(|| {
+        let mut record = state.get(&job.key).unwrap_or_else(|| {
             FileRecord::new(
                 job.key.clone(),
                 job.model.clone(),
@@ -536,7 +537,7 @@ impl Run {
         record.expected_sha256 = job.file.expected_sha256.clone();
         record.pin.clone_from(&job.pin);
         change(&mut record);
-        if state.get(&job.key) == Some(&record) {
+        if state.holds(&record) {
             // Nothing new (a file found present as recorded): a rerun of 100,000 finished files
             // must not append 100,000 journal lines and rewrite the snapshot hundreds of times.
             return;
@@ -579,7 +580,7 @@ impl Run {
             && let Some(cursor) = self.state().listing_cursor(username)
         {
             tracing::info!("creator {username}: resuming the listing where the last run broke off");
-            return Step::Page(ListingPage::resumed(username, cursor));
+            return Step::Page(Box::new(ListingPage::resumed(username, cursor)));
         }
         step.clone()
     }
@@ -676,7 +677,7 @@ impl Unit for Run {
                 self.reporter.on_planned(planned.jobs.len() as u64, bytes);
                 PlanOutcome::Planned {
                     jobs: planned.jobs,
-                    next: planned.next.map(Step::Page),
+                    next: planned.next.map(|page| Step::Page(Box::new(page))),
                 }
             }
             Err(_) if self.cancel.is_cancelled() => PlanOutcome::nothing(),

@@ -10,7 +10,7 @@
 //! run stopped mid-version), other settings (another layout, filter or output folder). A model id
 //! without a version is never pinned: its newest version may have changed since.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 
 use crate::civitai::target::Target;
@@ -21,45 +21,64 @@ use crate::state::{FileRecord, RecordStatus, StateStore};
 /// Finished files of pinned targets, by the target and settings that planned them.
 #[derive(Debug, Default)]
 pub(crate) struct Settled {
-    /// `pin_prefix` → the file count its plan had and the state keys recorded with it.
-    by_target: HashMap<String, (usize, Vec<String>)>,
+    /// (hash of the record's `pin_prefix`, the record's position in the state), sorted: the
+    /// records of one target are a run of equal hashes. 16 bytes a record; a map from prefixes
+    /// to lists of keys held a copy of both strings (issue 9, item 6). A hash two targets share
+    /// costs nothing but time: the records' own pins are compared before any is trusted.
+    by_target: Vec<(u64, u32)>,
+    hasher: RandomState,
 }
 
 impl Settled {
     /// Index the records an earlier run left (built once per run: the lookups are per target).
-    pub(crate) fn index<'a>(records: impl Iterator<Item = &'a FileRecord>) -> Settled {
-        let mut by_target: HashMap<String, (usize, Vec<String>)> = HashMap::new();
-        for record in records {
-            let Some((prefix, files)) = record.pin.as_deref().and_then(split_pin) else {
-                continue;
-            };
-            let entry = by_target
-                .entry(prefix.to_string())
-                .or_insert((files, Vec::new()));
-            if entry.0 == files {
-                entry.1.push(record.key.clone());
-            }
-        }
-        Settled { by_target }
+    pub(crate) fn index(state: &StateStore) -> Settled {
+        let hasher = RandomState::new();
+        let mut by_target: Vec<(u64, u32)> = state
+            .pins()
+            .filter_map(|(position, pin)| {
+                let (prefix, _) = pin.and_then(split_pin)?;
+                Some((hasher.hash_one(prefix), u32::try_from(position).ok()?))
+            })
+            .collect();
+        by_target.sort_unstable();
+        by_target.shrink_to_fit();
+        Settled { by_target, hasher }
     }
 
     /// The jobs of a trusted target, rebuilt from its records (they settle as already present
     /// without a request), or `None` when it must be planned.
     pub(crate) fn jobs(&self, prefix: &str, state: &StateStore, output: &Path) -> Option<Vec<Job>> {
-        let (files, keys) = self.by_target.get(prefix)?;
-        if keys.len() != *files {
+        let hash = self.hasher.hash_one(prefix);
+        let start = self.by_target.partition_point(|&(h, _)| h < hash);
+        // In the order they were recorded; the first one's plan gives the file count.
+        let mut records = self.by_target[start..]
+            .iter()
+            .take_while(|&&(h, _)| h == hash)
+            .filter_map(|&(_, position)| state.record_at(position as usize))
+            .filter(|record| {
+                record
+                    .pin
+                    .as_deref()
+                    .and_then(split_pin)
+                    .is_some_and(|(p, _)| p == prefix)
+            })
+            .peekable();
+        let files = split_pin(records.peek()?.pin.as_deref()?)?.1;
+        let pin = pin(prefix, files);
+        let records: Vec<FileRecord> = records
+            .filter(|record| record.pin.as_deref() == Some(pin.as_str()))
+            .collect();
+        if records.len() != files {
             return None;
         }
-        let pin = pin(prefix, *files);
-        keys.iter()
-            .map(|key| {
-                let record = state.get(key)?;
+        records
+            .into_iter()
+            .map(|record| {
                 let dest = join_inside(output, &record.relative_path).ok()?;
                 let intact = record.status == RecordStatus::Done
-                    && record.pin.as_deref() == Some(pin.as_str())
                     && record.local_sha256.is_some()
                     && std::fs::metadata(&dest).is_ok_and(|m| m.len() == record.bytes_on_disk);
-                intact.then(|| job_from(record, dest, pin.clone()))
+                intact.then(|| job_from(&record, dest, pin.clone()))
             })
             .collect()
     }
@@ -196,7 +215,7 @@ mod tests {
         state
             .upsert(done("c", 8, "a", Some(&pin(other, 2))))
             .unwrap();
-        let settled = Settled::index(state.records());
+        let settled = Settled::index(&state);
         let jobs = settled.jobs(prefix, &state, dir.path()).expect("trusted");
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0].file.known_sha256.as_deref(), Some("ab"));

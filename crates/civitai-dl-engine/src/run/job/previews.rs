@@ -177,7 +177,7 @@ impl Run {
             transferred,
             reason,
         );
-        self.report().files.push(FileResult {
+        self.report().push(FileResult {
             preview: true,
             ..entry
         });
