@@ -440,10 +440,10 @@ impl Segments<'_> {
 /// The segments' shared record: progress of each, saved to `.part.json` now and then.
 struct Ledger<'a> {
     part: &'a PartFile,
-    /// How much an idle connection takes from the free rest at a time ([`next_piece`]); the
-    /// largest piece is `max_piece`.
-    pieces: Pieces,
-    /// Raised from the measured wait before each piece's first byte ([`Ledger::learn`]).
+    /// Connections sharing the file.
+    connections: usize,
+    /// The piece size aimed at ([`Pieces::max`]), raised from the measured wait before each
+    /// piece's first byte ([`Ledger::learn`]).
     max_piece: AtomicU64,
     book: Mutex<Book>,
     last_save: Mutex<Instant>,
@@ -470,7 +470,7 @@ impl Ledger<'_> {
         let busy = vec![false; received.len()];
         Ledger {
             part,
-            pieces,
+            connections: pieces.connections,
             max_piece: AtomicU64::new(pieces.max),
             book: Mutex::new(Book {
                 meta,
@@ -523,14 +523,16 @@ impl Ledger<'_> {
     /// longer than the pieces were sized for ([`pieces`]).
     fn learn(&self, wait: Duration) {
         let total = self.total().unwrap_or_default();
-        let wanted = pieces(total, self.pieces.connections, wait).max;
+        let wanted = pieces(total, self.connections, wait).max;
         let before = self.max_piece.fetch_max(wanted, Ordering::Relaxed);
-        if wanted > before {
+        // Said when the size it names changes, not for every few bytes more of the same wait.
+        const MIB: u64 = 1024 * 1024;
+        if wanted / MIB > before / MIB {
             tracing::debug!(
                 "{}: {} ms before the first byte of a range; pieces of up to {} MiB from now on",
                 self.part.path.display(),
                 wait.as_millis(),
-                wanted / (1024 * 1024)
+                wanted / MIB
             );
         }
     }
@@ -548,7 +550,8 @@ impl Ledger<'_> {
             let segments = meta.segments.as_mut()?;
             let pieces = Pieces {
                 max: self.max_piece.load(Ordering::Relaxed),
-                ..self.pieces
+                min: MIN_PIECE_BYTES,
+                connections: self.connections,
             };
             let stolen = match next_piece(segments, received, busy, pieces) {
                 Some(free) => free,
